@@ -1,0 +1,443 @@
+"""Canvas's SIS Import API client: streaming upload, status, listing, abort, errors CSV, throttling, fault classes.
+
+Facts come from canvas-api.md (sis_imports_api_controller.rb, sis_batch.rb, request_throttle.rb) and DESIGN.md
+"Talking to Canvas". Every call has a (connect, read) timeout; no redirect is followed on API calls; an HTML or
+non-JSON answer is never a success; no request is ever retried here (the daemon's core decides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import ipaddress
+import json
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import requests
+import urllib3.exceptions
+from requests_toolbelt.multipart.encoder import MultipartEncoder
+
+API = "/api/v1"
+#: Rate-limit headroom below which calls slow down (Canvas's high-water mark is 600; request_throttle.rb).
+RATE_LIMIT_LOW = 150.0
+#: Canvas's bucket drains 10 units a second (request_throttle.rb defaults).
+RATE_LIMIT_OUTFLOW = 10.0
+
+
+class FaultKind(StrEnum):
+    """What a failed call means for the daemon (DESIGN.md "Errors")."""
+
+    TRANSIENT = "transient"  # connection refused/reset, timeout, 5xx: back off and retry
+    THROTTLED = "throttled"  # 429, or 403 "Rate Limit Exceeded": back off and retry
+    CREDENTIAL = "credential"  # 401, 403 not authorized / SIS imports not enabled: re-read the token, retry slowly
+    CONFIGURATION = "configuration"  # redirect, HTML, 400 bad option, 404 account/term, 413: hold the feed
+    NOT_FOUND = "not_found"  # 404 for one import (e.g. abort of a finished import): the caller decides
+
+
+class CanvasError(Exception):
+    """A call to Canvas that did not succeed.
+
+    ``kind``: a :class:`FaultKind`; ``status``: the HTTP status or None; ``created_nothing``: for a POST, True when
+    Canvas certainly created no import (DESIGN.md "A POST's outcome is known"). The message never holds the token.
+    """
+
+    def __init__(self, kind: FaultKind, message: str, *, status: int | None = None,
+                 created_nothing: bool = True) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.created_nothing = created_nothing
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is localhost or a loopback address (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def canvas_message(body: str) -> str:
+    """The human message in one of Canvas's error bodies (``errors`` list of dicts or strings, ``message``,
+    ``error_message``, ``error``), or the start of the body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return " ".join(body.split())[:200]
+    if isinstance(data, dict):
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors:
+            first = errors[0]
+            return str(first.get("message", first) if isinstance(first, dict) else first)
+        for key in ("message", "error_message", "error"):
+            if isinstance(data.get(key), str):
+                return str(data[key])
+    return " ".join(str(data).split())[:200]
+
+
+def classify(status: int, content_type: str, body: str) -> tuple[FaultKind, str]:
+    """The fault kind and a message for a non-success HTTP answer (pure; canvas-api.md §4).
+
+    403 is throttling only with "Rate Limit Exceeded" in its body; otherwise it is a permission refusal ("user not
+    authorized", "SIS imports are not enabled"). 401 is always a credential fault. 404 is left to the caller.
+    """
+    message = canvas_message(body)
+    if 300 <= status < 400:
+        return FaultKind.CONFIGURATION, f"HTTP {status} redirect: check canvas.base_url ({message or 'no body'})"
+    if status == 429 or (status == 403 and "Rate Limit Exceeded" in body):
+        return FaultKind.THROTTLED, f"HTTP {status}: throttled by Canvas"
+    if status in (401, 403):
+        return FaultKind.CREDENTIAL, f"HTTP {status}: {message}"
+    if status == 404:
+        return FaultKind.NOT_FOUND, f"HTTP 404: {message}"
+    if status >= 500:
+        return FaultKind.TRANSIENT, f"HTTP {status}: {message}"
+    if status == 200 and "json" not in content_type:
+        return FaultKind.CONFIGURATION, f"HTTP 200 with {content_type or 'no content type'} instead of JSON"
+    return FaultKind.CONFIGURATION, f"HTTP {status}: {message}"
+
+
+def post_outcome_known(status: int, content_type: str, body: str) -> bool:
+    """Whether a POST answer that is not a success means Canvas created nothing (DESIGN.md crash protocol).
+
+    Known: 400, 401, 403, 404 with Canvas's JSON body, 413, 429, a redirect, and a throttling 403. Anything else
+    (5xx, a non-JSON answer, any other status) is unknown: the import may exist.
+    """
+    if 300 <= status < 400 or status in (413, 429):
+        return True
+    if status == 403 and "Rate Limit Exceeded" in body:
+        return True
+    if status in (400, 401, 403, 404):
+        try:
+            json.loads(body)
+        except ValueError:
+            return False
+        return "json" in content_type
+    return False
+
+
+# Canvas echoes each option its own way (sis_batch.rb as_json; canvas-api.md §2): the answer's key, and how a sent
+# value compares with the echoed one. None as key: not echoed, cannot be checked.
+def _bool_echo(sent: Any, echoed: Any) -> bool:
+    return bool(sent) == bool(echoed)
+
+
+def _same(sent: Any, echoed: Any) -> bool:
+    return bool(sent == echoed or str(sent) == str(echoed))
+
+
+def _term_echo(sent: Any, echoed: Any) -> bool:
+    # A `sis_term_id:X` comes back as Canvas's numeric term id, which the daemon cannot know beforehand.
+    text = str(sent)
+    return echoed is not None if not text.isdigit() else str(echoed) == text
+
+
+ECHO: Mapping[str, tuple[str | None, Callable[[Any, Any], bool]]] = {
+    "batch_mode": ("batch_mode", _bool_echo),
+    "batch_mode_term_id": ("batch_mode_term_id", _term_echo),
+    "multi_term_batch_mode": ("multi_term_batch_mode", _bool_echo),
+    "override_sis_stickiness": ("override_sis_stickiness", _bool_echo),
+    "add_sis_stickiness": ("add_sis_stickiness", _bool_echo),
+    "clear_sis_stickiness": ("clear_sis_stickiness", _bool_echo),
+    "update_sis_id_if_login_claimed": ("update_sis_id_if_login_claimed", _bool_echo),
+    "skip_deletes": ("skip_deletes", _bool_echo),
+    "diffing_data_set_identifier": ("diffing_data_set_identifier", _same),
+    "diffing_remaster_data_set": ("diffing_remaster", _bool_echo),
+    "diffing_drop_status": ("diffing_drop_status", _same),
+    "diffing_user_remove_status": ("diffing_user_remove_status", _same),
+    "batch_mode_enrollment_drop_status": (None, _same),
+    "change_threshold": ("change_threshold", _same),
+    "diff_row_count_threshold": ("diff_row_count_threshold", _same),
+}
+
+
+def unapplied_options(options: Mapping[str, Any], sis_import: Mapping[str, Any]) -> list[str]:
+    """Names of the sent ``options`` that Canvas's answer shows it did not apply (pure).
+
+    An option whose key is missing from the answer (an older Canvas) cannot be checked and is not reported.
+    """
+    missing = []
+    for name, sent in options.items():
+        key, same = ECHO.get(name, (name, _same))
+        if key is None or key not in sis_import:
+            continue
+        if not same(sent, sis_import[key]):
+            missing.append(name)
+    return missing
+
+
+def parse_link_next(header: str | None) -> str | None:
+    """The ``rel="next"`` URL of a Link header (Canvas joins links with "," and no space; canvas-api.md §4)."""
+    if not header:
+        return None
+    for link in requests.utils.parse_header_links(header):
+        if link.get("rel") == "next":
+            return link.get("url")
+    return None
+
+
+class CanvasClient:
+    """A client for one Canvas account's SIS imports.
+
+    ``base_url``: the instance (no /api/v1). ``account``: "1", "self" or "sis_account_id:X" until
+    :meth:`resolve_account` makes it numeric. ``token``: a callable returning the token, called again after a
+    401 (the token file may have been replaced). ``timeout``: seconds (connect and read) for API calls;
+    ``upload_timeout``: read timeout of an upload (Canvas stores the file before answering). ``verify``: what
+    requests' ``verify=`` takes. ``wait``: how to pause (seconds) when the rate limit runs low, e.g. a stop
+    event's ``wait``.
+    """
+
+    def __init__(self, base_url: str, account: str, token: Callable[[], str], *, timeout: float = 60.0,
+                 upload_timeout: float = 1800.0, verify: bool | str = True,
+                 wait: Callable[[float], Any] | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.host = urllib.parse.urlsplit(self.base_url).hostname or ""
+        self.account = account
+        self._token_source = token
+        self._token: str | None = None
+        self.timeout = timeout
+        self.upload_timeout = upload_timeout
+        self.verify = verify
+        self._wait = wait or (lambda seconds: threading.Event().wait(seconds))
+        self._session = requests.Session()
+        self._session.trust_env = False  # no .netrc or proxy env to add credentials or detours
+        self._lock = threading.Lock()
+        self._server_offset: float | None = None  # Canvas's clock minus ours, from the last Date header
+        self.rate_limit_remaining: float | None = None
+
+    # --- plumbing ------------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _headers(self) -> dict[str, str]:
+        if self._token is None:
+            self._token = self._token_source()
+        return {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+
+    def forget_token(self) -> None:
+        """Read the token again before the next call (after a 401)."""
+        self._token = None
+
+    def server_now(self) -> float:
+        """Canvas's current time (seconds since the epoch), from the last ``Date`` header; ours if none yet."""
+        return time.time() + (self._server_offset or 0.0)
+
+    def server_now_iso(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.server_now()))
+
+    def _note(self, response: requests.Response) -> None:
+        date = response.headers.get("Date")
+        if date:
+            with contextlib.suppress(TypeError, ValueError):
+                self._server_offset = email.utils.parsedate_to_datetime(date).timestamp() - time.time()
+        remaining = response.headers.get("X-Rate-Limit-Remaining")
+        if remaining is not None:
+            with contextlib.suppress(ValueError):
+                self.rate_limit_remaining = float(remaining)
+
+    def throttle_pause(self) -> float:
+        """Seconds to pause before the next call: enough for the bucket to drain back above the low mark."""
+        remaining = self.rate_limit_remaining
+        if remaining is None or remaining >= RATE_LIMIT_LOW:
+            return 0.0
+        return min((RATE_LIMIT_LOW - max(remaining, 0.0)) / RATE_LIMIT_OUTFLOW, 15.0)
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{API}/{path.lstrip('/')}"
+
+    def _request(self, method: str, url: str, *, params: Any = None) -> requests.Response:
+        pause = self.throttle_pause()
+        if pause:
+            self._wait(pause)
+        try:
+            response = self._session.request(method, url, params=params, headers=self._headers(),
+                                             timeout=(self.timeout, self.timeout), allow_redirects=False,
+                                             verify=self.verify)
+        except requests.RequestException as error:
+            raise CanvasError(FaultKind.TRANSIENT, f"{method} {_path_of(url)}: {_describe(error)}") from None
+        self._note(response)
+        if response.status_code == 401:
+            self.forget_token()
+        return response
+
+    def _json(self, method: str, url: str, *, params: Any = None, not_found: FaultKind = FaultKind.NOT_FOUND) -> Any:
+        return self._json_and_response(method, url, params=params, not_found=not_found)[0]
+
+    def _json_and_response(self, method: str, url: str, *, params: Any = None,
+                           not_found: FaultKind = FaultKind.NOT_FOUND) -> tuple[Any, requests.Response]:
+        response = self._request(method, url, params=params)
+        content_type = response.headers.get("Content-Type", "")
+        if response.status_code == 200 and "json" in content_type:
+            try:
+                return response.json(), response
+            except ValueError:
+                pass
+        kind, message = classify(response.status_code, content_type, response.text[:2000])
+        if kind is FaultKind.NOT_FOUND:
+            kind = not_found
+        raise CanvasError(kind, f"{method} {_path_of(url)}: {message}", status=response.status_code)
+
+    # --- calls ---------------------------------------------------------------------------------------------------
+
+    def get_self(self) -> dict[str, Any]:
+        """``GET /api/v1/users/self``: the token's own user (``id``, ``name``, ...). Cheap; used before uploads."""
+        result: dict[str, Any] = self._json("GET", self._url("users/self"))
+        return result
+
+    def resolve_account(self) -> int:
+        """``GET /api/v1/accounts/:account``: the account's numeric id (a 404 is a configuration fault)."""
+        data = self._json("GET", self._url(f"accounts/{self.account}"), not_found=FaultKind.CONFIGURATION)
+        self.account = str(int(data["id"]))
+        return int(data["id"])
+
+    def get_sis_import(self, import_id: int) -> dict[str, Any]:
+        """``GET .../sis_imports/:id``: the SisImport. Raises CanvasError."""
+        result: dict[str, Any] = self._json("GET", self._url(f"accounts/{self.account}/sis_imports/{import_id}"))
+        return result
+
+    def list_sis_imports(self, created_since: str | None = None) -> Iterator[dict[str, Any]]:
+        """``GET .../sis_imports`` newest first, 100 a page, following ``Link: rel="next"`` on the same host."""
+        params: dict[str, Any] | None = {"per_page": 100}
+        if created_since:
+            assert params is not None
+            params["created_since"] = created_since
+        url: str | None = self._url(f"accounts/{self.account}/sis_imports")
+        while url:
+            page, response = self._json_and_response("GET", url, params=params)
+            yield from page.get("sis_imports", []) if isinstance(page, dict) else []
+            params = None  # the next link carries them
+            next_url = parse_link_next(response.headers.get("Link"))
+            url = next_url if next_url and urllib.parse.urlsplit(next_url).hostname == self.host else None
+
+    def abort_sis_import(self, import_id: int) -> dict[str, Any] | None:
+        """``PUT .../sis_imports/:id/abort``: the reloaded SisImport, or None when Canvas answers 404 (it had
+        already finished, or it does not exist; canvas-api.md §1)."""
+        try:
+            result: dict[str, Any] = self._json("PUT", self._url(f"accounts/{self.account}/sis_imports/{import_id}/abort"))
+        except CanvasError as error:
+            if error.kind is FaultKind.NOT_FOUND:
+                return None
+            raise
+        return result
+
+    def create_sis_import(self, fd: int, filename: str, fields: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """``POST .../sis_imports``: a streamed multipart upload of the open file ``fd`` as part ``attachment``.
+
+        ``filename``: the attachment's name (Canvas processes only .csv and .zip names); ``fields``: the options,
+        sent each as its own form field, plus ``import_type=instructure_csv``. A fresh connection is used, so a
+        stale keep-alive socket never hides a sent request. Returns the SisImport (HTTP 200).
+        Raises CanvasError: ``created_nothing`` says whether the import certainly does not exist.
+        """
+        extension = filename.rsplit(".", 1)[-1]
+        content_type = "application/zip" if extension == "zip" else "text/csv"
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            handle.seek(0)
+            encoder = MultipartEncoder(
+                fields=[("import_type", "instructure_csv"), *fields, ("attachment", (filename, handle, content_type))]
+            )
+            headers = {**self._headers(), "Content-Type": encoder.content_type}
+            url = self._url(f"accounts/{self.account}/sis_imports")
+            with requests.Session() as session:
+                session.trust_env = False
+                try:
+                    response = session.post(url, data=encoder, headers=headers, allow_redirects=False,
+                                            timeout=(self.timeout, self.upload_timeout), verify=self.verify)
+                except requests.RequestException as error:
+                    known = _connection_never_made(error)
+                    raise CanvasError(FaultKind.TRANSIENT, f"POST {_path_of(url)}: {_describe(error)}",
+                                      created_nothing=known) from None
+        self._note(response)
+        content = response.headers.get("Content-Type", "")
+        body = response.text[:4000]
+        if response.status_code == 200 and "json" in content:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and isinstance(data.get("id"), int):
+                return data
+        if response.status_code == 401:
+            self.forget_token()
+        kind, message = classify(response.status_code, content, body)
+        if kind is FaultKind.NOT_FOUND:
+            kind = FaultKind.CONFIGURATION  # the account, or an unknown batch_mode_term_id (api_find)
+        known = post_outcome_known(response.status_code, content, body)
+        if not known:
+            kind = FaultKind.TRANSIENT
+        raise CanvasError(kind, f"POST {_path_of(url)}: {message}", status=response.status_code,
+                          created_nothing=known)
+
+    def download(self, url: str, target: Path, *, max_redirects: int = 3) -> None:
+        """Save a file Canvas serves (the errors CSV) to ``target`` via a temp file in its folder.
+
+        Follows up to ``max_redirects`` redirects, https only (http only to loopback), sending the token only to
+        Canvas's own host. Raises CanvasError.
+        """
+        for _ in range(max_redirects + 1):
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
+                raise CanvasError(FaultKind.CONFIGURATION, "errors CSV: refusing a non-https download address")
+            headers = self._headers() if parts.hostname == self.host else {}
+            try:
+                response = self._session.get(url, headers=headers, timeout=(self.timeout, self.timeout),
+                                             allow_redirects=False, stream=True, verify=self.verify)
+            except requests.RequestException as error:
+                raise CanvasError(FaultKind.TRANSIENT, f"errors CSV download: {_describe(error)}") from None
+            with response:
+                if response.is_redirect:
+                    url = urllib.parse.urljoin(url, response.headers.get("Location", ""))
+                    continue
+                if response.status_code != 200:
+                    kind, message = classify(response.status_code, response.headers.get("Content-Type", ""), "")
+                    raise CanvasError(kind, f"errors CSV download: {message}", status=response.status_code)
+                temp = target.with_name(f".{target.name}.part")
+                with open(temp, "wb") as handle:
+                    for chunk in response.iter_content(1 << 16):
+                        handle.write(chunk)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, target)
+                return
+        raise CanvasError(FaultKind.CONFIGURATION, f"errors CSV download: more than {max_redirects} redirects")
+
+
+def _path_of(url: str) -> str:
+    """The path of a URL, for messages (no query string, which can carry a verifier)."""
+    return urllib.parse.urlsplit(url).path
+
+
+def _describe(error: requests.RequestException) -> str:
+    """A short, token-free description of a requests exception."""
+    if isinstance(error, requests.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(error, requests.ReadTimeout):
+        return "read timeout (no answer)"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS handshake failed"
+    reason = error.args[0] if error.args else error
+    reason = getattr(reason, "reason", reason)
+    return f"{type(error).__name__}: {type(reason).__name__}"
+
+
+def _connection_never_made(error: requests.RequestException) -> bool:
+    """Whether a failed POST certainly never reached Canvas: connect timeout, refused connection, DNS or TLS
+    handshake failure. A reset or timeout after connecting is not (the body may have been received)."""
+    if isinstance(error, requests.ConnectTimeout | requests.exceptions.SSLError):
+        return True
+    if isinstance(error, requests.ConnectionError):
+        reason = error.args[0] if error.args else None
+        reason = getattr(reason, "reason", reason)
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False

@@ -1,0 +1,220 @@
+"""The ``sisdaemon`` command: run, submit, status, check-config, sandbox, demo.
+
+``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
+2 usage error, 3 a fault that did not clear (or a lock held by another daemon), 78 configuration error (EX_CONFIG,
+paired with ``RestartPreventExitStatus=78`` in the systemd unit). structlog is configured here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from sisdaemon import __version__
+from sisdaemon.config import ConfigError, Settings, TokenError, check_runtime, load_config, read_token
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_FAULT = 3
+EXIT_CONFIG = 78
+
+_SECRETS: set[str] = set()  # every token read, redacted from every log line as a last guard
+
+
+def _redact(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: replace any known secret found in a value (the token must never be logged)."""
+    if not _SECRETS:
+        return event
+    for key, value in event.items():
+        if isinstance(value, str):
+            for secret in _SECRETS:
+                if secret and secret in value:
+                    value = value.replace(secret, "[redacted]")
+            event[key] = value
+    return event
+
+
+def configure_logging(fmt: str = "json", level: str = "info") -> None:
+    """One event a line on stdout: JSON (for journald) or the console renderer; unbuffered."""
+    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(
+        colors=sys.stdout.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _load(path: str | None) -> Settings:
+    """Load and check the config (static and run-time checks). Raises ConfigError with every problem."""
+    if not path:
+        raise ConfigError(Path("(none)"), ["-c/--config not given and $SISDAEMON_CONFIG not set"])
+    config_path = Path(path)
+    settings = load_config(config_path)
+    problems = check_runtime(settings)
+    if problems:
+        raise ConfigError(config_path, problems)
+    try:
+        _SECRETS.add(read_token(settings.canvas))
+    except TokenError as error:
+        raise ConfigError(config_path, [str(error)]) from None
+    return settings
+
+
+def _config_error(error: ConfigError) -> int:
+    for line in str(error).splitlines():
+        print(line, file=sys.stderr)
+    return EXIT_CONFIG
+
+
+# --- commands --------------------------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the config file and the folders, locks and token it names; print what was found."""
+    try:
+        settings = _load(args.config)
+    except ConfigError as error:
+        return _config_error(error)
+    print(f"{args.config}: OK ({len(settings.feeds)} feed(s): {', '.join(f.name for f in settings.feeds)})")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The service: watch, submit, poll, file. ``--once``: take what is there now, finish it all, exit."""
+    from sisdaemon.daemon import Daemon
+    from sisdaemon.state import LockHeld
+
+    try:
+        settings = _load(args.config)
+    except ConfigError as error:
+        return _config_error(error)
+    configure_logging(settings.log.format, settings.log.level)
+    daemon = Daemon(settings, config_path=Path(args.config), once=args.once, max_wait=args.max_wait)
+    daemon.install_signal_handlers()
+    try:
+        return daemon.run()
+    except LockHeld as error:
+        structlog.get_logger("sisdaemon").error("already_running", error=str(error), pid=error.pid)
+        return EXIT_FAULT
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit one file now and wait for it: through the running daemon's drop folder, or by running the job."""
+    from sisdaemon.submit import submit
+
+    try:
+        settings = _load(args.config)
+    except ConfigError as error:
+        return _config_error(error)
+    configure_logging("console" if sys.stdout.isatty() else settings.log.format, settings.log.level)
+    return submit(settings, Path(args.config), Path(args.file), feed_name=args.feed, wait=args.wait,
+                  max_wait=args.max_wait)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Claimed and in-flight jobs, and each feed's state, from the state and history files (no lock needed)."""
+    from sisdaemon.status import collect, render_text
+
+    try:
+        settings = load_config(Path(args.config)) if args.config else None
+    except ConfigError as error:
+        return _config_error(error)
+    if settings is None:
+        return _config_error(ConfigError(Path("(none)"), ["-c/--config not given and $SISDAEMON_CONFIG not set"]))
+    report = collect(settings)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render_text(report))
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from sisdaemon.sandbox import cli as sandbox_cli
+
+    return sandbox_cli.run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sisdaemon.demo import run_demo
+
+    return run_demo(Path(args.dir), fresh=not args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sisdaemon", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"sisdaemon {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("-c", "--config", default=os.environ.get("SISDAEMON_CONFIG"),
+                         help="config file (default: $SISDAEMON_CONFIG)")
+
+    check = commands.add_parser("check-config", help="validate a config file and the folders it names")
+    with_config(check)
+    check.set_defaults(func=cmd_check_config)
+
+    run = commands.add_parser("run", help="run the service in the foreground (what systemd runs)")
+    with_config(run)
+    run.add_argument("--once", action="store_true",
+                     help="take what is in the drop folders now, finish every import, then exit")
+    run.add_argument("--max-wait", type=float, default=3600.0, metavar="SECONDS",
+                     help="with --once: give up (exit 3) after this long (default 3600)")
+    run.set_defaults(func=cmd_run)
+
+    sub = commands.add_parser("submit", help="submit one file and wait for its result")
+    with_config(sub)
+    sub.add_argument("file", help="the CSV or zip file to submit (left in place; a copy is submitted)")
+    sub.add_argument("--feed", help="feed whose options and folders to use (default: the first)")
+    sub.add_argument("--wait", action="store_true", help="print the import as it progresses until it is filed")
+    sub.add_argument("--max-wait", type=float, default=3600.0, metavar="SECONDS",
+                     help="give up waiting (exit 3) after this long (default 3600)")
+    sub.set_defaults(func=cmd_submit)
+
+    status = commands.add_parser("status", help="show feeds and in-flight jobs")
+    with_config(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
+
+    sandbox = commands.add_parser("sandbox", help="run the local Canvas SIS Import API emulator")
+    from sisdaemon.sandbox import cli as sandbox_cli
+
+    sandbox_cli.add_arguments(sandbox)
+    sandbox.set_defaults(func=cmd_sandbox)
+
+    demo = commands.add_parser("demo", help="run the whole product on the built-in Canvas emulator")
+    demo.add_argument("--dir", default="sisdaemon-demo", help="demo folder (default ./sisdaemon-demo)")
+    demo.add_argument("--keep", action="store_true", help="keep what an earlier demo left in the folder")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    result: int = args.func(args)
+    return result
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,524 @@
+"""A job's record and its pure state transitions.
+
+A job is one dropped file from the moment it is claimed until it is filed in done/ or failed/. Only claimed and
+in-flight jobs exist (the drop folder is the queue; see DESIGN.md "A dropped file's life").
+
+    claimed --begin_attempt--> submitting --post_created / adopt--> submitted --poll: terminal--> finishing
+    claimed --reject--> finishing                     (refused before upload: empty file, not a regular file)
+    submitting --post_refused--> claimed              (Canvas created nothing; try again later)
+    submitting --resend--> claimed                    (answer lost, no import found for long enough)
+    submitted --aborted after a change / dead--> claimed   (the import will never apply; send again)
+
+Nothing here does I/O, reads a clock or logs: every function takes ``now`` (seconds since the epoch, the daemon's
+clock) or ``server_now`` (Canvas's clock, from its ``Date`` header) and returns a new :class:`Job`. The table
+:data:`TRANSITIONS` is the only place where allowed moves are listed; :func:`move` raises on any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# Canvas's workflow_state values (app/models/sis_batch.rb; canvas-api.md §2).
+DONE_STATES = frozenset({"imported", "imported_with_messages"})
+FAILED_STATES = frozenset({"failed", "failed_with_messages", "aborted"})
+TERMINAL_STATES = DONE_STATES | FAILED_STATES
+QUEUED_STATES = frozenset({"created"})
+RUNNING_STATES = frozenset({"importing", "cleanup_batch", "restoring"})
+
+#: The attempt tag sent as ``diff_row_count_threshold``: TAG_BASE + a random 30-bit number (DESIGN.md crash protocol).
+TAG_BASE = 1_000_000_000
+
+
+class JobState(StrEnum):
+    """Where a claimed job stands; stored by value in the state file."""
+
+    CLAIMED = "claimed"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    FINISHING = "finishing"
+
+
+class Outcome(StrEnum):
+    """The sidecar's ``outcome`` (DESIGN.md "The sidecar")."""
+
+    IMPORTED = "imported"
+    IMPORTED_WITH_MESSAGES = "imported_with_messages"
+    FAILED = "failed"
+    FAILED_WITH_MESSAGES = "failed_with_messages"
+    ABORTED = "aborted"
+    REJECTED = "rejected"
+
+
+class AbortReason(StrEnum):
+    """Why the daemon asked Canvas to abort an import; decides what happens once it is aborted."""
+
+    TIMED_OUT = "timed_out"  # queued or running too long: file it in failed/
+    FILE_CHANGED = "file_changed"  # the upload was of a partial file: settle again and resend
+    OPTION_NOT_APPLIED = "option_not_applied"  # Canvas ignored an option: hold the feed, resend later
+
+
+TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.CLAIMED: frozenset({JobState.CLAIMED, JobState.SUBMITTING, JobState.FINISHING}),
+    JobState.SUBMITTING: frozenset({JobState.SUBMITTING, JobState.SUBMITTED, JobState.CLAIMED}),
+    JobState.SUBMITTED: frozenset({JobState.SUBMITTED, JobState.FINISHING, JobState.CLAIMED}),
+    JobState.FINISHING: frozenset({JobState.FINISHING}),
+}
+
+
+class TransitionError(Exception):
+    """A move that :data:`TRANSITIONS` does not allow."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What must stay unchanged for a file to count as settled: inode, size (bytes), mtime and ctime (ns).
+
+    ctime is left out (``ctime_ns=0``) when comparing across a rename, which changes it.
+    """
+
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int = 0
+
+    def without_ctime(self) -> Fingerprint:
+        return dataclasses.replace(self, ctime_ns=0)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed file. Times are seconds since the epoch (floats); Canvas times are kept as Canvas sent them."""
+
+    job_id: str
+    feed: str
+    name: str  # the name it was dropped under
+    work_name: str  # "<UTC stamp>_<job id>_<name>", its name in work/, done/ and failed/
+    state: JobState
+    fingerprint: Fingerprint  # at claim, without ctime; refreshed when it settles again in work/
+    seen_at: float
+    claimed_at: float
+    size: int = 0
+    sha256: str | None = None
+    stable_since: float | None = None  # set while re-settling in work/ after a change
+    attempts: int = 0
+    tag: int | None = None
+    old_tags: tuple[int, ...] = ()
+    intent_at: str | None = None  # Canvas's time (ISO 8601) when the current attempt was decided
+    first_intent_at: str | None = None
+    upload_ended_at: float | None = None
+    outcome_unknown: bool = False
+    empty_listings: int = 0
+    provisional: bool = False  # adopted without a tag; confirmed by csv_attachments
+    provisional_since: float | None = None
+    import_id: int | None = None
+    dead_import_ids: tuple[int, ...] = ()
+    submitted_at: float | None = None
+    workflow_state: str | None = None
+    progress: Any = None
+    poll_interval: float = 0.0
+    next_action_at: float = 0.0
+    abort_reason: AbortReason | None = None
+    last_error: str | None = None
+    sis_import: Mapping[str, Any] | None = None
+    finished_at: float | None = None
+    outcome: Outcome | None = None
+    reason_code: str | None = None
+    reason: str | None = None
+    folder: str | None = None  # "done" | "failed" once finishing
+    errors_csv_deadline: float | None = None
+    errors_csv: str | None = None  # local file name once saved
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form stored in the state file."""
+        data = dataclasses.asdict(self)
+        data["fingerprint"] = dataclasses.asdict(self.fingerprint)
+        data["old_tags"] = list(self.old_tags)
+        data["dead_import_ids"] = list(self.dead_import_ids)
+        data["notes"] = list(self.notes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Job:
+        """Rebuild a job from :meth:`to_dict`'s output. Raises KeyError/TypeError/ValueError on a damaged record."""
+        values = dict(data)
+        values["state"] = JobState(values["state"])
+        values["fingerprint"] = Fingerprint(**values["fingerprint"])
+        values["old_tags"] = tuple(values.get("old_tags", ()))
+        values["dead_import_ids"] = tuple(values.get("dead_import_ids", ()))
+        values["notes"] = tuple(values.get("notes", ()))
+        if values.get("abort_reason"):
+            values["abort_reason"] = AbortReason(values["abort_reason"])
+        if values.get("outcome"):
+            values["outcome"] = Outcome(values["outcome"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def move(job: Job, state: JobState, **changes: Any) -> Job:
+    """Return ``job`` in ``state`` with ``changes`` applied. Raises TransitionError for a move the table forbids."""
+    if state not in TRANSITIONS[job.state]:
+        raise TransitionError(f"job {job.job_id}: {job.state} -> {state} is not allowed")
+    return dataclasses.replace(job, state=state, **changes)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The timing settings the core decides with (seconds); built from ``polling`` in the config."""
+
+    interval: float = 5.0
+    max_interval: float = 60.0
+    queued_timeout: float = 21600.0
+    running_timeout: float = 86400.0
+    resend_after: float = 900.0
+    clock_skew: float = 300.0
+    initializing_dead: float = 600.0
+    errors_csv_wait: float = 120.0
+    settle: float = 10.0
+    provisional_wait: float = 900.0
+
+
+# --- claim and attempts ---------------------------------------------------------------------------------------
+
+
+def work_name_for(name: str, job_id: str, now: float) -> str:
+    """``<UTC stamp>_<job id>_<name>``: sortable, unique, never equal to a dropped name's later namesake."""
+    stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}_{job_id}_{name}"
+
+
+def claim(job_id: str, feed: str, name: str, fingerprint: Fingerprint, *, seen_at: float, now: float) -> Job:
+    """A new job for a ready file, before it is renamed out of drop/ (persist this first)."""
+    return Job(
+        job_id=job_id,
+        feed=feed,
+        name=name,
+        work_name=work_name_for(name, job_id, now),
+        state=JobState.CLAIMED,
+        fingerprint=fingerprint.without_ctime(),
+        seen_at=seen_at,
+        claimed_at=now,
+        size=fingerprint.size,
+        next_action_at=now,
+    )
+
+
+def reject(job: Job, reason_code: str, reason: str, *, now: float) -> Job:
+    """Refuse a claimed file before any upload (outcome ``rejected``): it goes to failed/."""
+    return move(
+        job,
+        JobState.FINISHING,
+        outcome=Outcome.REJECTED,
+        reason_code=reason_code,
+        reason=reason,
+        folder="failed",
+        finished_at=now,
+        errors_csv_deadline=None,
+    )
+
+
+def may_submit(job: Job, now: float) -> bool:
+    """A claimed job may start an upload: it is due and, if it was re-settling in work/, settled."""
+    return job.state is JobState.CLAIMED and job.stable_since is None and job.next_action_at <= now
+
+
+def observe_in_work(job: Job, fingerprint: Fingerprint, now: float, settle: float) -> Job:
+    """Track a claimed job's file in work/: a change restarts its settle time; settled clears ``stable_since``.
+
+    Used after a claim or an upload found the file changing (the writer was still writing).
+    """
+    current = fingerprint.without_ctime()
+    if current != job.fingerprint:
+        return dataclasses.replace(job, fingerprint=current, size=current.size, stable_since=now, sha256=None)
+    if job.stable_since is not None and now - job.stable_since >= settle:
+        return dataclasses.replace(job, stable_since=None, next_action_at=now)
+    return job
+
+
+def begin_attempt(job: Job, *, tag: int | None, intent_at: str | None, now: float) -> Job:
+    """claimed -> submitting: record the intent (tag, Canvas time) before the POST."""
+    return move(
+        job,
+        JobState.SUBMITTING,
+        attempts=job.attempts + 1,
+        tag=tag,
+        intent_at=intent_at,
+        first_intent_at=job.first_intent_at or intent_at,
+        outcome_unknown=False,
+        empty_listings=0,
+        upload_ended_at=None,
+        last_error=None,
+    )
+
+
+def post_created(job: Job, sis_import: Mapping[str, Any], *, now: float, interval: float) -> Job:
+    """submitting -> submitted: Canvas answered with the SisImport (or it was found again)."""
+    return move(
+        job,
+        JobState.SUBMITTED,
+        import_id=int(sis_import["id"]),
+        workflow_state=str(sis_import.get("workflow_state")),
+        progress=sis_import.get("progress"),
+        sis_import=dict(sis_import),
+        submitted_at=job.submitted_at or now,
+        outcome_unknown=False,
+        provisional=False,
+        upload_ended_at=job.upload_ended_at or now,
+        poll_interval=interval,
+        next_action_at=now + interval,
+        last_error=None,
+    )
+
+
+def post_refused(job: Job, error: str, *, retry_at: float) -> Job:
+    """submitting -> claimed: Canvas created nothing (connection never made, or a refusal). Try again later."""
+    old = (*job.old_tags, job.tag) if job.tag is not None else job.old_tags
+    return move(job, JobState.CLAIMED, tag=None, old_tags=old, last_error=error, next_action_at=retry_at)
+
+
+def post_unknown(job: Job, error: str, *, now: float) -> Job:
+    """submitting -> submitting: the answer was lost; the import may exist. Look for it."""
+    return move(job, JobState.SUBMITTING, outcome_unknown=True, upload_ended_at=now, last_error=error,
+                next_action_at=now)
+
+
+def upload_ended(job: Job, *, now: float) -> Job:
+    """Record the end of the upload (for the resend clock) while the answer is being read."""
+    return dataclasses.replace(job, upload_ended_at=now)
+
+
+# --- finding an import whose answer was lost (DESIGN.md crash protocol, steps 4-5) ------------------------------
+
+
+@dataclass(frozen=True)
+class LostImportDecision:
+    """What to do about a job whose POST outcome is unknown.
+
+    ``action``: "adopt" (``sis_import`` is ours), "adopt_provisionally" (one untagged candidate), "wait" (look
+    again later), "resend" (nothing found for long enough), "ambiguous" (several candidates; hold the file).
+    ``late_originals``: imports carrying an earlier attempt's tag of this job; abort them if still queued.
+    """
+
+    action: str
+    sis_import: Mapping[str, Any] | None = None
+    reason: str = ""
+    late_originals: tuple[Mapping[str, Any], ...] = ()
+    empty: bool = False  # the listing held no candidate and nothing initializing (counts toward a resend)
+
+
+def parse_time(value: str | None) -> float | None:
+    """Canvas's ISO 8601 time (``2023-09-12T20:48:57Z``) as seconds since the epoch; None for None/unparsable."""
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def iso(seconds: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 UTC with a ``Z`` (second precision); None stays None."""
+    if seconds is None:
+        return None
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def own_candidates(
+    listing: Iterable[Mapping[str, Any]], *, own_user_id: int | None, known_ids: Iterable[int]
+) -> list[Mapping[str, Any]]:
+    """Imports that may be a lost POST of ours: by our token's user, not in the ledger or any job."""
+    known = set(known_ids)
+    found = []
+    for item in listing:
+        if item.get("id") in known:
+            continue
+        user = item.get("user") or {}
+        if own_user_id is not None and user.get("id") not in (None, own_user_id):
+            continue
+        found.append(item)
+    return found
+
+
+def is_tag(value: Any) -> bool:
+    """Whether a ``diff_row_count_threshold`` value is one of the daemon's attempt tags."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= TAG_BASE
+
+
+def decide_lost_import(
+    job: Job,
+    candidates: Sequence[Mapping[str, Any]],
+    *,
+    server_now: float,
+    now: float,
+    policy: Policy,
+    tags_echoed: bool,
+    job_tokens: Sequence[str] = (),
+) -> LostImportDecision:
+    """Decide about a job in ``submitting`` whose answer was lost, from one listing of own, unknown imports.
+
+    ``candidates``: :func:`own_candidates` of the imports created since the intent less the clock skew.
+    ``tags_echoed``: whether this Canvas echoes ``diff_row_count_threshold`` (learnt from its answers).
+    ``job_tokens``: strings an attachment filename of this job contains (its job id), for untagged confirmation.
+    """
+    late = tuple(c for c in candidates if c.get("diff_row_count_threshold") in job.old_tags)
+    blocking = [
+        c
+        for c in candidates
+        if c.get("workflow_state") == "initializing"
+        and server_now - (parse_time(c.get("created_at")) or server_now) < policy.initializing_dead
+    ]
+    if job.tag is not None and tags_echoed:
+        mine = [c for c in candidates if c.get("diff_row_count_threshold") == job.tag]
+        if mine:
+            return LostImportDecision("adopt", mine[0], "found by its attempt tag", late)
+    else:
+        untagged = [
+            c
+            for c in candidates
+            if not is_tag(c.get("diff_row_count_threshold"))
+            and c.get("workflow_state") != "initializing"
+            and c not in late
+        ]
+        named = [c for c in untagged if _attachments_name(c, job_tokens)]
+        if len(named) == 1:
+            return LostImportDecision("adopt", named[0], "found by its attachment's name", late)
+        if len(untagged) == 1 and not blocking:
+            return LostImportDecision("adopt_provisionally", untagged[0], "one untagged candidate", late)
+        if len(untagged) > 1:
+            return LostImportDecision(
+                "ambiguous", None, f"{len(untagged)} untagged imports could be this file's; not guessing", late
+            )
+    if blocking:
+        return LostImportDecision("wait", None, "an import of ours is still initializing", late)
+    listings = job.empty_listings + 1
+    waited = now - (job.upload_ended_at or now)
+    if listings >= 2 and waited >= policy.resend_after:
+        return LostImportDecision("resend", None, f"no import found after {waited:.0f} s and {listings} listings", late)
+    return LostImportDecision("wait", None, "no import found yet", late, empty=True)
+
+
+def _attachments_name(sis_import: Mapping[str, Any], tokens: Sequence[str]) -> bool:
+    names = [str(a.get("filename") or a.get("display_name") or "") for a in sis_import.get("csv_attachments") or []]
+    return bool(tokens) and any(token in name for name in names for token in tokens)
+
+
+def after_listing(job: Job, decision: LostImportDecision, *, now: float, interval: float) -> Job:
+    """Apply a "wait"/"ambiguous" decision: count empty listings and schedule the next look."""
+    empty = job.empty_listings + 1 if decision.empty else job.empty_listings
+    return dataclasses.replace(job, empty_listings=empty, last_error=decision.reason, next_action_at=now + interval)
+
+
+def resend(job: Job, *, now: float) -> Job:
+    """submitting -> claimed: no import turned up; the next attempt gets a new tag."""
+    old = (*job.old_tags, job.tag) if job.tag is not None else job.old_tags
+    return move(job, JobState.CLAIMED, tag=None, old_tags=old, outcome_unknown=False, next_action_at=now,
+                last_error="answer lost and no import found: sending again")
+
+
+def adopt_provisionally(job: Job, sis_import: Mapping[str, Any], *, now: float, interval: float) -> Job:
+    """Adopt the single untagged candidate until Canvas fills ``csv_attachments`` to confirm it."""
+    adopted = post_created(job, sis_import, now=now, interval=interval)
+    return dataclasses.replace(adopted, provisional=True, provisional_since=now)
+
+
+# --- polling -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollDecision:
+    """After a poll: ``action`` is "wait", "abort" (ask Canvas to abort, ``abort_reason`` says why), "finish",
+    "resend" (the import will never apply; back to claimed) or "release" (a provisional adoption was wrong)."""
+
+    action: str
+    reason: str = ""
+
+
+def next_interval(current: float, policy: Policy) -> float:
+    """Poll backoff: double from ``interval`` up to ``max_interval`` seconds."""
+    if current <= 0:
+        return policy.interval
+    return min(current * 2, policy.max_interval)
+
+
+def on_poll(job: Job, sis_import: Mapping[str, Any], *, now: float, server_now: float, policy: Policy,
+            job_tokens: Sequence[str] = ()) -> tuple[Job, PollDecision]:
+    """A fresh SisImport for a submitted job: record it and decide the next step."""
+    state = str(sis_import.get("workflow_state"))
+    interval = next_interval(job.poll_interval, policy)
+    job = move(job, JobState.SUBMITTED, workflow_state=state, progress=sis_import.get("progress"),
+               sis_import=dict(sis_import), poll_interval=interval, next_action_at=now + interval, last_error=None)
+    if job.provisional and sis_import.get("csv_attachments"):
+        if _attachments_name(sis_import, job_tokens):
+            job = dataclasses.replace(job, provisional=False)
+        else:
+            return job, PollDecision("release", "the import's attachments are not this file")
+    if state in TERMINAL_STATES:
+        if state == "aborted" and job.abort_reason in (AbortReason.FILE_CHANGED, AbortReason.OPTION_NOT_APPLIED):
+            return job, PollDecision("resend", f"aborted by sisdaemon ({job.abort_reason})")
+        return job, PollDecision("finish", state)
+    if job.abort_reason is not None:
+        return job, PollDecision("abort", str(job.abort_reason))
+    if state == "initializing":
+        created = parse_time(sis_import.get("created_at"))
+        if created is not None and server_now - created >= policy.initializing_dead:
+            return job, PollDecision("resend", "import stuck in initializing: Canvas never runs it")
+    if state in QUEUED_STATES:
+        created = parse_time(sis_import.get("created_at"))
+        if created is not None and server_now - created >= policy.queued_timeout:
+            return dataclasses.replace(job, abort_reason=AbortReason.TIMED_OUT), PollDecision(
+                "abort", f"queued for more than {policy.queued_timeout:.0f} s")
+    if state in RUNNING_STATES:
+        started = parse_time(sis_import.get("started_at")) or parse_time(sis_import.get("created_at"))
+        if started is not None and server_now - started >= policy.running_timeout:
+            return dataclasses.replace(job, abort_reason=AbortReason.TIMED_OUT), PollDecision(
+                "abort", f"running for more than {policy.running_timeout:.0f} s")
+    return job, PollDecision("wait")
+
+
+def request_abort(job: Job, reason: AbortReason, *, now: float) -> Job:
+    """Mark a submitted job's import for abort (the next step calls Canvas)."""
+    return dataclasses.replace(job, abort_reason=reason, next_action_at=now)
+
+
+def back_to_claimed(job: Job, reason: str, *, now: float, settle_again: bool) -> Job:
+    """submitted -> claimed: the import will not apply (aborted by us, dead, or not ours); send again later."""
+    dead = (*job.dead_import_ids, job.import_id) if job.import_id is not None else job.dead_import_ids
+    old = (*job.old_tags, job.tag) if job.tag is not None else job.old_tags
+    return move(job, JobState.CLAIMED, import_id=None, workflow_state=None, progress=None, sis_import=None,
+                dead_import_ids=dead, tag=None, old_tags=old, abort_reason=None, provisional=False,
+                stable_since=now if settle_again else None, next_action_at=now, last_error=reason, poll_interval=0.0)
+
+
+# --- finishing -----------------------------------------------------------------------------------------------------
+
+
+def outcome_for(workflow_state: str, abort_reason: AbortReason | None) -> tuple[Outcome, str, str | None, str | None]:
+    """(outcome, folder, reason_code, reason) for a terminal ``workflow_state`` (DESIGN.md states)."""
+    if workflow_state == "imported":
+        return Outcome.IMPORTED, "done", None, None
+    if workflow_state == "imported_with_messages":
+        return Outcome.IMPORTED_WITH_MESSAGES, "done", None, None
+    if workflow_state == "aborted":
+        if abort_reason is AbortReason.TIMED_OUT:
+            return Outcome.ABORTED, "failed", "timed_out", "sisdaemon aborted the import: it did not finish in time"
+        return Outcome.ABORTED, "failed", "aborted", "the import was aborted in Canvas"
+    if workflow_state == "failed_with_messages":
+        return Outcome.FAILED_WITH_MESSAGES, "failed", "canvas_errors", "Canvas reported errors for this file"
+    return Outcome.FAILED, "failed", "canvas_failed", "Canvas could not run the import"
+
+
+def finish(job: Job, *, now: float, policy: Policy) -> Job:
+    """submitted -> finishing: record the outcome and folder (persist before writing the sidecar and moving)."""
+    state = str(job.workflow_state)
+    outcome, folder, reason_code, reason = outcome_for(state, job.abort_reason)
+    sis_import = job.sis_import or {}
+    wants_errors_csv = bool(sis_import.get("processing_errors") or sis_import.get("processing_warnings")) or bool(
+        sis_import.get("errors_attachment"))
+    return move(job, JobState.FINISHING, outcome=outcome, folder=folder, reason_code=reason_code, reason=reason,
+                finished_at=now, errors_csv_deadline=now + policy.errors_csv_wait if wants_errors_csv else None,
+                next_action_at=now)

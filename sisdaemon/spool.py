@@ -1,0 +1,168 @@
+"""Folder moves, names and sidecars.
+
+Moves are ``rename(2)`` within one filesystem, never replacing a name: ``renameat2(RENAME_NOREPLACE)`` where the
+kernel and filesystem offer it, else a plain rename of a name made unique by its job id (DESIGN.md "Folders").
+Pure builders (names, the sidecar dict) sit beside a few small functions that touch the disk.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sisdaemon import __version__
+from sisdaemon.jobs import Fingerprint, Job, iso
+from sisdaemon.state import fsync_dir, write_json_atomic
+
+SIDECAR_SCHEMA = 1
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def fingerprint_of(result: os.stat_result) -> Fingerprint:
+    """The settle fingerprint of a stat result: inode, size (bytes), mtime and ctime (ns)."""
+    return Fingerprint(result.st_ino, result.st_size, result.st_mtime_ns, result.st_ctime_ns)
+
+
+def rename_noreplace(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, refusing to replace an existing ``target`` (FileExistsError).
+
+    Uses renameat2(RENAME_NOREPLACE) when available; where the filesystem lacks it (EINVAL, ENOSYS: NFS, CIFS,
+    old kernels) it checks for the target first, then renames (names are unique by job id, so this is a second
+    guard, not the only one). Raises OSError (EXDEV when the folders are on different mounts).
+    """
+    if _renameat2 is not None:
+        result = _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE)
+        if result == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+            raise OSError(code, os.strerror(code), str(source), None, str(target))
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "target exists", str(target))
+    os.rename(source, target)
+
+
+def move_durably(source: Path, target: Path) -> None:
+    """:func:`rename_noreplace`, then fsync both folders."""
+    rename_noreplace(source, target)
+    fsync_dir(target.parent)
+    if source.parent != target.parent:
+        fsync_dir(source.parent)
+
+
+def open_for_reading(path: Path) -> int:
+    """Open a file read-only without following a symlink and without blocking on a FIFO.
+
+    Returns the fd (caller closes it). Raises OSError (ELOOP for a symlink).
+    """
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def is_regular(result: os.stat_result) -> bool:
+    return stat.S_ISREG(result.st_mode)
+
+
+def sniff_extension(fd: int) -> str:
+    """``zip`` when the file starts with a zip signature (``PK\\x03\\x04`` or the empty ``PK\\x05\\x06``), else ``csv``.
+
+    Canvas goes by the attachment's filename (canvas-api.md §1: only .csv and .zip are processed), so the name
+    must match the content, not whatever the upstream called it.
+    """
+    head = os.pread(fd, 4, 0)
+    return "zip" if head in (b"PK\x03\x04", b"PK\x05\x06") else "csv"
+
+
+def upload_filename(job_id: str, name: str, extension: str) -> str:
+    """``<job id>_<stem>.<csv|zip>``: the attachment's filename, which carries the job id for recovery."""
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem) or "file"
+    return f"{job_id}_{safe}.{extension}"
+
+
+def sha256_of_fd(fd: int, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of an open file, read in ``chunk``-byte pieces (memory flat)."""
+    digest = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, chunk, offset):
+        digest.update(block)
+        offset += len(block)
+    return digest.hexdigest()
+
+
+def strip_verifiers(value: Any) -> Any:
+    """A copy of a Canvas JSON value with every URL that carries a ``verifier`` removed (DESIGN.md promise 4)."""
+    if isinstance(value, Mapping):
+        return {
+            key: strip_verifiers(item)
+            for key, item in value.items()
+            if not (isinstance(item, str) and "verifier=" in item)
+        }
+    if isinstance(value, list):
+        return [strip_verifiers(item) for item in value]
+    return value
+
+
+def build_sidecar(job: Job, *, base_url: str, account_id: int | None) -> dict[str, Any]:
+    """The sidecar dict for a finishing job (DESIGN.md "The sidecar", schema 1)."""
+    sis_import = job.sis_import or {}
+    data = sis_import.get("data") or {}
+    sidecar: dict[str, Any] = {
+        "schema": SIDECAR_SCHEMA,
+        "file": {"name": job.name, "size": job.size, "sha256": job.sha256},
+        "feed": job.feed,
+        "job_id": job.job_id,
+        "outcome": str(job.outcome),
+        "timeline": {
+            "seen_at": iso(job.seen_at),
+            "claimed_at": iso(job.claimed_at),
+            "submitted_at": iso(job.submitted_at),
+            "finished_at": iso(job.finished_at),
+        },
+        "attempts": job.attempts,
+        "sisdaemon_version": __version__,
+    }
+    if job.reason_code:
+        sidecar["reason_code"] = job.reason_code
+        sidecar["reason"] = job.reason
+    if job.import_id is not None or sis_import:
+        sidecar["canvas"] = {
+            "base_url": base_url,
+            "account_id": account_id,
+            "import_id": job.import_id,
+            "workflow_state": sis_import.get("workflow_state"),
+            "progress": sis_import.get("progress"),
+            "counts": data.get("counts"),
+            "statistics": data.get("statistics"),
+            "processing_errors": sis_import.get("processing_errors", []),
+            "processing_warnings": sis_import.get("processing_warnings", []),
+            "errors_csv": job.errors_csv,
+            "sis_import": strip_verifiers(sis_import),
+        }
+    if job.notes:
+        sidecar["notes"] = list(job.notes)
+    return sidecar
+
+
+def sidecar_name(work_name: str) -> str:
+    return f"{work_name}.result.json"
+
+
+def errors_csv_name(work_name: str) -> str:
+    return f"{work_name}.errors.csv"
+
+
+def write_sidecar(folder: Path, work_name: str, sidecar: Mapping[str, Any]) -> Path:
+    """Write ``<folder>/<work name>.result.json`` atomically; returns its path. Raises OSError."""
+    path = folder / sidecar_name(work_name)
+    write_json_atomic(path, sidecar)
+    return path

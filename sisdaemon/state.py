@@ -1,0 +1,295 @@
+"""The state file, the per-feed history files and the single-instance locks.
+
+State (DESIGN.md "Crash protocol"): only claimed and in-flight jobs, JSON with a ``version``, written by atomic
+replace (temp file in the same folder, fsync, rename, fsync of the folder) before every externally visible step.
+History: one bounded JSON file per feed beside the state file, the ledger of this daemon's imports.
+Locks: an exclusive ``flock`` on ``<state_file>.lock`` (never replaced) and one on
+``<lock_dir>/<host>_<account id>.lock``; a second daemon exits at once naming the holder's pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sisdaemon.jobs import Job
+
+STATE_VERSION = 1
+HISTORY_VERSION = 1
+#: How many import records a history file keeps (oldest dropped first): enough for recovery and duplicate checks.
+HISTORY_LIMIT = 1000
+
+
+class StateError(Exception):
+    """The state or history file cannot be read (damaged JSON, wrong version); the message names the file."""
+
+
+class LockHeld(Exception):
+    """Another process holds a lock. ``pid`` is the holder's pid as it wrote it (None if unknown)."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"pid {pid}" if pid else "another process"
+        super().__init__(f"{path} is locked by {holder}: another sisdaemon is running with this state or account")
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder, so a rename or a new name in it survives a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """Replace ``path`` with ``data`` atomically: temp file in the same folder, fsync, rename, fsync the folder.
+
+    Raises OSError (the old file is then untouched).
+    """
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """:func:`write_atomic` of ``value`` as indented, key-sorted JSON with a final newline."""
+    write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file; None when it does not exist. Raises StateError naming the file when it is damaged."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise StateError(f"{path}: not valid JSON ({error}); move it aside to start afresh") from error
+
+
+@dataclass
+class State:
+    """The daemon's state: in-flight jobs by id, plus what it learnt of Canvas.
+
+    ``tags_echoed``: None until learnt; then whether Canvas echoes ``diff_row_count_threshold``.
+    ``held``: feed name -> reason, for feeds held by a configuration fault; cleared when the config changes.
+    ``fault``: the current fault of talking to Canvas (kind, message, since, count), or None.
+    """
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    tags_echoed: bool | None = None
+    held: dict[str, str] = field(default_factory=dict)
+    account_id: int | None = None
+    fault: dict[str, Any] | None = None  # the current fault of talking to Canvas, for `status`
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "jobs": [job.to_dict() for job in self.jobs.values()],
+            "tags_echoed": self.tags_echoed,
+            "held": dict(self.held),
+            "account_id": self.account_id,
+            "fault": self.fault,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: Path) -> State:
+        if data.get("version") != STATE_VERSION:
+            raise StateError(f"{path}: state version {data.get('version')!r} is not {STATE_VERSION}")
+        try:
+            jobs = [Job.from_dict(item) for item in data.get("jobs", [])]
+        except (KeyError, TypeError, ValueError) as error:
+            raise StateError(f"{path}: a job record is damaged ({error})") from error
+        return cls(
+            jobs={job.job_id: job for job in jobs},
+            tags_echoed=data.get("tags_echoed"),
+            held=dict(data.get("held") or {}),
+            account_id=data.get("account_id"),
+            fault=data.get("fault"),
+        )
+
+
+class StateStore:
+    """Reads and writes the state file at ``path``. ``save`` is atomic and durable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> State:
+        data = read_json(self.path)
+        return State() if data is None else State.from_dict(data, self.path)
+
+    def save(self, state: State) -> None:
+        write_json_atomic(self.path, state.to_dict())
+
+
+def history_path(state_file: Path, feed: str) -> Path:
+    """``<state folder>/<state stem>.history.<feed>.json``."""
+    return state_file.with_name(f"{state_file.stem}.history.{feed}.json")
+
+
+class History:
+    """A feed's bounded ledger: recent imports, last imported counts per SIS type, last file and last success.
+
+    ``records``: newest last, each ``{"job_id", "file", "work_name", "import_id", "outcome", "folder",
+    "finished_at", "sha256", "size"}`` (times are seconds since the epoch). At most :data:`HISTORY_LIMIT` kept.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        data = read_json(path) or {}
+        if data and data.get("version") != HISTORY_VERSION:
+            raise StateError(f"{path}: history version {data.get('version')!r} is not {HISTORY_VERSION}")
+        self.records: list[dict[str, Any]] = list(data.get("records", []))
+        self.import_ids: list[int] = list(data.get("import_ids", []))
+        self.last_counts: dict[str, int] = dict(data.get("last_counts", {}))
+        self.last_file_at: float | None = data.get("last_file_at")
+        self.last_success_at: float | None = data.get("last_success_at")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": HISTORY_VERSION,
+            "records": self.records[-HISTORY_LIMIT:],
+            "import_ids": self.import_ids[-HISTORY_LIMIT:],
+            "last_counts": self.last_counts,
+            "last_file_at": self.last_file_at,
+            "last_success_at": self.last_success_at,
+        }
+
+    def note_import(self, import_id: int) -> None:
+        """Add an import id to the ledger (call when an import is created or adopted)."""
+        if import_id not in self.import_ids:
+            self.import_ids.append(import_id)
+            del self.import_ids[:-HISTORY_LIMIT]
+
+    def add(self, record: Mapping[str, Any], counts: Mapping[str, int] | None, success: bool) -> None:
+        """Append a finished job's record; remember the counts and success time."""
+        self.records.append(dict(record))
+        del self.records[:-HISTORY_LIMIT]
+        finished_at = record.get("finished_at")
+        self.last_file_at = finished_at
+        if success:
+            self.last_success_at = finished_at
+            if counts:
+                self.last_counts.update({key: int(value) for key, value in counts.items() if isinstance(value, int)})
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.to_dict())
+
+
+def known_import_ids(histories: Iterable[History], state: State) -> set[int]:
+    """Every import id this daemon knows as its own: the ledgers, in-flight jobs and their dead imports."""
+    ids: set[int] = set()
+    for history in histories:
+        ids.update(history.import_ids)
+    for job in state.jobs.values():
+        if job.import_id is not None:
+            ids.add(job.import_id)
+        ids.update(job.dead_import_ids)
+    return ids
+
+
+class Lock:
+    """An exclusive, non-blocking ``flock`` on a file that is never replaced; the holder's pid is written in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock. Raises LockHeld (with the holder's pid) if another process has it; OSError otherwise."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LockHeld(self.path, read_lock_pid(self.path)) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (never replaced, never removed)
+            self._fd = None
+
+    def __enter__(self) -> Lock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def read_lock_pid(path: Path) -> int | None:
+    """The pid written in a lock file, or None."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def is_locked(path: Path) -> bool:
+    """Whether some process holds ``path``'s flock (tested without keeping it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def state_lock_path(state_file: Path) -> Path:
+    return state_file.with_name(state_file.name + ".lock")
+
+
+def account_lock_path(lock_dir: Path, host: str, account_id: int) -> Path:
+    """``<lock_dir>/<host>_<account id>.lock`` with the host made safe for a file name."""
+    safe_host = re.sub(r"[^A-Za-z0-9.-]", "_", host)
+    return lock_dir / f"{safe_host}_{account_id}.lock"
+
+
+@contextlib.contextmanager
+def locks(*paths: Path) -> Iterator[None]:
+    """Hold every lock in ``paths`` (in order) for the ``with`` body. Raises LockHeld."""
+    held: list[Lock] = []
+    try:
+        for path in paths:
+            lock = Lock(path)
+            lock.acquire()
+            held.append(lock)
+        yield
+    finally:
+        for lock in reversed(held):
+            lock.release()

@@ -1,0 +1,96 @@
+"""``sisdaemon status``: feeds and in-flight jobs, read from the state and history files (no lock needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sisdaemon.config import Settings
+from sisdaemon.jobs import iso
+from sisdaemon.state import History, StateError, StateStore, history_path, is_locked, read_lock_pid, state_lock_path
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    """The status report: ``{"daemon": {...}, "feeds": [...], "jobs": [...]}`` (the shape issue 2 fixes).
+
+    Feed ``state``: "held" (a configuration fault holds it), "fault" (Canvas calls are failing), "busy" (jobs in
+    flight) or "idle". Times are ISO 8601 UTC.
+    """
+    lock = state_lock_path(settings.state_file)
+    problems: list[str] = []
+    try:
+        state = StateStore(settings.state_file).load()
+        state_data = state.to_dict()
+    except StateError as error:
+        problems.append(str(error))
+        state_data = {"jobs": [], "held": {}, "fault": None}
+        state = None
+    fault = state_data.get("fault")
+    held = state_data.get("held") or {}
+    feeds = []
+    jobs = state_data.get("jobs", [])
+    for feed in settings.feeds:
+        try:
+            history = History(history_path(settings.state_file, feed.name))
+        except StateError as error:
+            problems.append(str(error))
+            history = None
+        feed_jobs = [job for job in jobs if job["feed"] == feed.name]
+        if feed.name in held:
+            feed_state = "held"
+        elif fault:
+            feed_state = "fault"
+        elif feed_jobs:
+            feed_state = "busy"
+        else:
+            feed_state = "idle"
+        last_error = held.get(feed.name) or (fault or {}).get("message")
+        feeds.append({
+            "name": feed.name,
+            "state": feed_state,
+            "held": feed.name in held,
+            "last_error": last_error,
+            "last_file_at": iso(history.last_file_at) if history else None,
+            "last_success_at": iso(history.last_success_at) if history else None,
+        })
+    report_jobs = [
+        {
+            "job_id": job["job_id"],
+            "feed": job["feed"],
+            "file": job["name"],
+            "state": job["state"],
+            "import_id": job.get("import_id"),
+            "workflow_state": job.get("workflow_state"),
+            "progress": job.get("progress"),
+            "last_error": job.get("last_error"),
+        }
+        for job in jobs
+    ]
+    running = is_locked(lock)
+    return {
+        "daemon": {"running": running, "pid": read_lock_pid(lock) if running else None, "problems": problems},
+        "feeds": feeds,
+        "jobs": report_jobs,
+    }
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """A short human-readable form of :func:`collect`'s report."""
+    daemon = report["daemon"]
+    lines = [f"daemon: {'running, pid ' + str(daemon['pid']) if daemon['running'] else 'not running'}"]
+    lines += [f"problem: {problem}" for problem in daemon["problems"]]
+    for feed in report["feeds"]:
+        line = f"feed {feed['name']}: {feed['state']}"
+        if feed["last_error"]:
+            line += f" ({feed['last_error']})"
+        line += f"; last file {feed['last_file_at'] or '-'}, last success {feed['last_success_at'] or '-'}"
+        lines.append(line)
+    if not report["jobs"]:
+        lines.append("no jobs in flight")
+    for job in report["jobs"]:
+        line = f"  {job['job_id']} {job['feed']}/{job['file']}: {job['state']}"
+        if job["import_id"] is not None:
+            line += f", import {job['import_id']} {job['workflow_state']} {job['progress']}"
+        if job["last_error"]:
+            line += f" [{job['last_error']}]"
+        lines.append(line)
+    return "\n".join(lines)

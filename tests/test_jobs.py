@@ -1,0 +1,213 @@
+"""The job core on its own: transitions, lost-import decisions, polling decisions, outcomes. No I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sisdaemon import jobs
+from sisdaemon.jobs import AbortReason, Fingerprint, JobState, Outcome, Policy, TransitionError
+
+NOW = 1_800_000_000.0
+POLICY = Policy(interval=1.0, max_interval=8.0, queued_timeout=100.0, running_timeout=200.0, resend_after=900.0,
+                clock_skew=300.0, initializing_dead=600.0, errors_csv_wait=60.0)
+
+
+def claimed(**changes: object) -> jobs.Job:
+    job = jobs.claim("abc123", "nightly", "users.csv", Fingerprint(7, 100, 5, 9), seen_at=NOW - 20, now=NOW)
+    return dataclasses.replace(job, **changes)  # type: ignore[arg-type]
+
+
+def sis_import(id_: int, state: str = "created", **extra: object) -> dict[str, object]:
+    data: dict[str, object] = {"id": id_, "workflow_state": state, "progress": 0, "created_at": jobs.iso(NOW),
+                               "started_at": None, "user": {"id": 1}}
+    data.update(extra)
+    return data
+
+
+def test_a_claimed_job_gets_a_sortable_unique_work_name_and_drops_ctime() -> None:
+    job = claimed()
+    assert job.work_name == "20270115T080000Z_abc123_users.csv"
+    assert job.fingerprint.ctime_ns == 0
+    assert job.state is JobState.CLAIMED
+
+
+def test_a_move_outside_the_table_raises() -> None:
+    with pytest.raises(TransitionError):
+        jobs.move(claimed(), JobState.SUBMITTED)
+    finishing = jobs.reject(claimed(), "empty_file", "empty", now=NOW)
+    with pytest.raises(TransitionError):
+        jobs.move(finishing, JobState.CLAIMED)
+
+
+def test_a_job_survives_a_round_trip_through_its_stored_form() -> None:
+    job = jobs.begin_attempt(claimed(), tag=jobs.TAG_BASE + 5, intent_at="2027-01-15T08:00:00Z", now=NOW)
+    job = jobs.post_refused(job, "HTTP 503", retry_at=NOW + 3)
+    assert jobs.Job.from_dict(job.to_dict()) == job
+
+
+def test_an_attempt_records_its_intent_and_a_refusal_keeps_the_old_tag() -> None:
+    job = jobs.begin_attempt(claimed(), tag=jobs.TAG_BASE + 1, intent_at="2027-01-15T08:00:00Z", now=NOW)
+    assert (job.state, job.attempts, job.first_intent_at) == (JobState.SUBMITTING, 1, "2027-01-15T08:00:00Z")
+    job = jobs.post_refused(job, "HTTP 429", retry_at=NOW + 5)
+    assert job.state is JobState.CLAIMED and job.tag is None and job.old_tags == (jobs.TAG_BASE + 1,)
+    assert not jobs.may_submit(job, NOW) and jobs.may_submit(job, NOW + 5)
+
+
+def test_a_changed_file_must_settle_again_in_work_before_it_is_sent() -> None:
+    job = claimed()
+    changed = jobs.observe_in_work(job, Fingerprint(7, 150, 6, 1), NOW, settle=2.0)
+    assert changed.stable_since == NOW and not jobs.may_submit(changed, NOW + 10)
+    still = jobs.observe_in_work(changed, Fingerprint(7, 150, 6, 99), NOW + 1, settle=2.0)
+    assert still.stable_since == NOW
+    settled = jobs.observe_in_work(still, Fingerprint(7, 150, 6, 99), NOW + 2, settle=2.0)
+    assert settled.stable_since is None and settled.size == 150 and jobs.may_submit(settled, NOW + 2)
+
+
+def unknown(tag: int | None = jobs.TAG_BASE + 42) -> jobs.Job:
+    job = jobs.begin_attempt(claimed(), tag=tag, intent_at=jobs.iso(NOW), now=NOW)
+    return jobs.post_unknown(job, "reset", now=NOW)
+
+
+def test_a_lost_import_is_adopted_by_its_tag() -> None:
+    ours = sis_import(9, diff_row_count_threshold=jobs.TAG_BASE + 42)
+    other = sis_import(8, diff_row_count_threshold=jobs.TAG_BASE + 7)
+    decision = jobs.decide_lost_import(unknown(), [other, ours], server_now=NOW, now=NOW, policy=POLICY,
+                                       tags_echoed=True)
+    assert decision.action == "adopt" and decision.sis_import == ours
+
+
+def test_an_own_initializing_import_blocks_any_decision_until_it_is_dead() -> None:
+    initializing = sis_import(9, "initializing", created_at=jobs.iso(NOW))
+    decision = jobs.decide_lost_import(unknown(), [initializing], server_now=NOW + 10, now=NOW + 10_000,
+                                       policy=POLICY, tags_echoed=True)
+    assert decision.action == "wait" and not decision.empty
+    dead = jobs.decide_lost_import(dataclasses.replace(unknown(), empty_listings=1), [initializing],
+                                   server_now=NOW + 601, now=NOW + 10_000, policy=POLICY, tags_echoed=True)
+    assert dead.action == "resend"
+
+
+def test_a_resend_needs_two_empty_listings_and_the_resend_delay() -> None:
+    job = unknown()
+    first = jobs.decide_lost_import(job, [], server_now=NOW, now=NOW + 1000, policy=POLICY, tags_echoed=True)
+    assert first.action == "wait" and first.empty
+    job = jobs.after_listing(job, first, now=NOW + 1000, interval=1.0)
+    too_soon = jobs.decide_lost_import(job, [], server_now=NOW, now=NOW + 10, policy=POLICY, tags_echoed=True)
+    assert too_soon.action == "wait"
+    second = jobs.decide_lost_import(job, [], server_now=NOW, now=NOW + 901, policy=POLICY, tags_echoed=True)
+    assert second.action == "resend"
+    again = jobs.resend(job, now=NOW + 901)
+    assert again.state is JobState.CLAIMED and again.old_tags == (jobs.TAG_BASE + 42,)
+
+
+def test_an_earlier_attempt_that_turns_up_late_is_reported_for_abort() -> None:
+    job = dataclasses.replace(unknown(jobs.TAG_BASE + 2), old_tags=(jobs.TAG_BASE + 1,))
+    late = sis_import(5, diff_row_count_threshold=jobs.TAG_BASE + 1)
+    decision = jobs.decide_lost_import(job, [late], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=True)
+    assert decision.late_originals == (late,) and decision.action == "wait"
+
+
+def test_without_tags_one_candidate_is_adopted_provisionally_and_several_are_never_guessed() -> None:
+    job = unknown(tag=None)
+    one = jobs.decide_lost_import(job, [sis_import(3)], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False)
+    assert one.action == "adopt_provisionally"
+    two = jobs.decide_lost_import(job, [sis_import(3), sis_import(4)], server_now=NOW, now=NOW, policy=POLICY,
+                                  tags_echoed=False)
+    assert two.action == "ambiguous"
+    named = sis_import(4, csv_attachments=[{"filename": "abc123_users.csv"}])
+    by_name = jobs.decide_lost_import(job, [sis_import(3), named], server_now=NOW, now=NOW, policy=POLICY,
+                                      tags_echoed=False, job_tokens=("abc123",))
+    assert by_name.action == "adopt" and by_name.sis_import == named
+
+
+def test_own_candidates_leave_out_other_users_and_known_imports() -> None:
+    listing = [sis_import(1), sis_import(2, user={"id": 2}), sis_import(3)]
+    found = jobs.own_candidates(listing, own_user_id=1, known_ids={3})
+    assert [item["id"] for item in found] == [1]
+
+
+def submitted() -> jobs.Job:
+    job = jobs.begin_attempt(claimed(), tag=None, intent_at=None, now=NOW)
+    return jobs.post_created(job, sis_import(9), now=NOW, interval=POLICY.interval)
+
+
+def test_polling_backs_off_up_to_the_cap() -> None:
+    job = submitted()
+    intervals = []
+    for _ in range(6):
+        job, decision = jobs.on_poll(job, sis_import(9, "importing", started_at=jobs.iso(NOW)), now=NOW,
+                                     server_now=NOW, policy=POLICY)
+        assert decision.action == "wait"
+        intervals.append(job.poll_interval)
+    assert intervals == [2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+
+
+@pytest.mark.parametrize(
+    ("state", "outcome", "folder"),
+    [
+        ("imported", Outcome.IMPORTED, "done"),
+        ("imported_with_messages", Outcome.IMPORTED_WITH_MESSAGES, "done"),
+        ("failed", Outcome.FAILED, "failed"),
+        ("failed_with_messages", Outcome.FAILED_WITH_MESSAGES, "failed"),
+        ("aborted", Outcome.ABORTED, "failed"),
+    ],
+)
+def test_a_terminal_workflow_state_decides_the_folder(state: str, outcome: Outcome, folder: str) -> None:
+    job, decision = jobs.on_poll(submitted(), sis_import(9, state, progress="100"), now=NOW, server_now=NOW,
+                                 policy=POLICY)
+    assert decision.action == "finish"
+    finished = jobs.finish(job, now=NOW, policy=POLICY)
+    assert (finished.outcome, finished.folder, finished.state) == (outcome, folder, JobState.FINISHING)
+
+
+def test_progress_never_decides_success() -> None:
+    job, decision = jobs.on_poll(submitted(), sis_import(9, "importing", progress=100), now=NOW, server_now=NOW,
+                                 policy=POLICY)
+    assert decision.action == "wait"
+
+
+def test_a_queued_import_past_its_timeout_is_aborted_then_filed_as_timed_out() -> None:
+    job, decision = jobs.on_poll(submitted(), sis_import(9, "created"), now=NOW, server_now=NOW + 101,
+                                 policy=POLICY)
+    assert decision.action == "abort" and job.abort_reason is AbortReason.TIMED_OUT
+    job, decision = jobs.on_poll(job, sis_import(9, "aborted"), now=NOW, server_now=NOW + 102, policy=POLICY)
+    finished = jobs.finish(job, now=NOW, policy=POLICY)
+    assert (finished.outcome, finished.reason_code, finished.folder) == (Outcome.ABORTED, "timed_out", "failed")
+
+
+def test_a_running_import_is_timed_from_its_start() -> None:
+    running = sis_import(9, "importing", started_at=jobs.iso(NOW + 150))
+    _, decision = jobs.on_poll(submitted(), running, now=NOW, server_now=NOW + 300, policy=POLICY)
+    assert decision.action == "wait"
+    _, decision = jobs.on_poll(submitted(), running, now=NOW, server_now=NOW + 351, policy=POLICY)
+    assert decision.action == "abort"
+
+
+def test_an_import_aborted_for_a_changed_file_is_sent_again_after_settling() -> None:
+    job = jobs.request_abort(submitted(), AbortReason.FILE_CHANGED, now=NOW)
+    job, decision = jobs.on_poll(job, sis_import(9, "aborted"), now=NOW, server_now=NOW, policy=POLICY)
+    assert decision.action == "resend"
+    again = jobs.back_to_claimed(job, decision.reason, now=NOW, settle_again=True)
+    assert again.state is JobState.CLAIMED and again.stable_since == NOW and again.dead_import_ids == (9,)
+
+
+def test_an_import_stuck_initializing_is_dead() -> None:
+    stuck = sis_import(9, "initializing")
+    _, decision = jobs.on_poll(submitted(), stuck, now=NOW, server_now=NOW + 601, policy=POLICY)
+    assert decision.action == "resend"
+
+
+def test_finishing_waits_for_the_errors_csv_only_when_there_were_messages() -> None:
+    quiet, _ = jobs.on_poll(submitted(), sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
+    assert jobs.finish(quiet, now=NOW, policy=POLICY).errors_csv_deadline is None
+    noisy, _ = jobs.on_poll(submitted(), sis_import(9, "imported_with_messages",
+                                                    processing_warnings=[["users.csv", "x"]]),
+                            now=NOW, server_now=NOW, policy=POLICY)
+    assert jobs.finish(noisy, now=NOW, policy=POLICY).errors_csv_deadline == NOW + 60.0
+
+
+def test_canvas_times_parse_and_print_in_utc() -> None:
+    assert jobs.parse_time("2023-09-12T20:48:57Z") == 1694551737.0
+    assert jobs.iso(1694551737.0) == "2023-09-12T20:48:57Z"
+    assert jobs.parse_time("not a time") is None

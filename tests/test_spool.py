@@ -1,0 +1,73 @@
+"""Names, moves and sidecars on real temp folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sisdaemon import jobs, spool
+from sisdaemon.jobs import Fingerprint
+
+
+def test_the_attachment_name_carries_the_job_id_and_the_content_s_real_type(tmp_path: Path) -> None:
+    zipped = tmp_path / "feed.CSV"
+    zipped.write_bytes(b"PK\x03\x04rest")
+    fd = os.open(zipped, os.O_RDONLY)
+    try:
+        assert spool.sniff_extension(fd) == "zip"
+    finally:
+        os.close(fd)
+    assert spool.upload_filename("abc", "feed.CSV", "zip") == "abc_feed.zip"
+    assert spool.upload_filename("abc", "weird name!.csv", "csv") == "abc_weird_name_.csv"
+
+
+def test_a_move_never_replaces_an_existing_name(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("new")
+    (tmp_path / "b").write_text("old")
+    with pytest.raises(FileExistsError):
+        spool.rename_noreplace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "old" and (tmp_path / "a").exists()
+    spool.move_durably(tmp_path / "a", tmp_path / "c")
+    assert (tmp_path / "c").read_text() == "new" and not (tmp_path / "a").exists()
+
+
+def test_a_symlink_is_never_followed_when_opened(tmp_path: Path) -> None:
+    (tmp_path / "target").write_text("secret")
+    os.symlink(tmp_path / "target", tmp_path / "link.csv")
+    with pytest.raises(OSError):
+        spool.open_for_reading(tmp_path / "link.csv")
+
+
+def test_a_fifo_does_not_block_the_open(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.csv")
+    fd = spool.open_for_reading(tmp_path / "pipe.csv")
+    try:
+        assert not spool.is_regular(os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+def test_verifier_urls_never_reach_a_sidecar(tmp_path: Path) -> None:
+    job = jobs.claim("abc", "nightly", "users.csv", Fingerprint(1, 5, 1, 1), seen_at=1e9, now=1e9)
+    job = jobs.begin_attempt(job, tag=None, intent_at=None, now=1e9)
+    sis_import = {
+        "id": 7, "workflow_state": "imported_with_messages", "progress": 100,
+        "data": {"counts": {"users": 1}, "statistics": {"total_state_changes": 1}},
+        "processing_warnings": [["users.csv", "oops"]],
+        "errors_attachment": {"id": 1, "url": "https://canvas.example/files/1/download?verifier=SECRET"},
+        "csv_attachments": [{"filename": "abc_users.csv", "url": "https://canvas.example/files/2?verifier=S2"}],
+    }
+    job = jobs.post_created(job, sis_import, now=1e9, interval=1)
+    job, _ = jobs.on_poll(job, sis_import, now=1e9, server_now=1e9, policy=jobs.Policy())
+    job = jobs.finish(job, now=1e9, policy=jobs.Policy())
+    path = spool.write_sidecar(tmp_path, job.work_name, spool.build_sidecar(job, base_url="https://c", account_id=1))
+    text = path.read_text()
+    assert "verifier" not in text
+    sidecar = json.loads(text)
+    assert sidecar["schema"] == 1 and sidecar["outcome"] == "imported_with_messages"
+    assert sidecar["canvas"]["counts"] == {"users": 1}
+    assert sidecar["canvas"]["processing_warnings"] == [["users.csv", "oops"]]
+    assert sidecar["timeline"]["claimed_at"] == "2001-09-09T01:46:40Z"
