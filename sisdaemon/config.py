@@ -484,6 +484,10 @@ def _kind(value: object) -> str:
     return kinds.get(type(value), "a mapping" if isinstance(value, dict) else f"a {type(value).__name__}")
 
 
+def _number(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value  # 0, not 0.0
+
+
 def _dotted(loc: tuple[str | int, ...]) -> str:
     text = ""
     for part in loc:
@@ -505,9 +509,9 @@ def _describe(detail: Any) -> str:
         "tuple_type": f"must be a list, not {got}",
         "literal_error": f"must be one of {ctx.get('expected')}",
         "finite_number": "must be a finite number",
-        "greater_than": f"must be greater than {ctx.get('gt')}",
-        "greater_than_equal": f"must be at least {ctx.get('ge')}",
-        "less_than_equal": f"must be at most {ctx.get('le')}",
+        "greater_than": f"must be greater than {_number(ctx.get('gt'))}",
+        "greater_than_equal": f"must be at least {_number(ctx.get('ge'))}",
+        "less_than_equal": f"must be at most {_number(ctx.get('le'))}",
         "too_short": "must not be empty",
         "string_too_short": "must not be empty",
         "string_too_long": f"must be at most {ctx.get('max_length')} characters",
@@ -680,16 +684,23 @@ def _token_path(canvas: CanvasSettings) -> Path:
 
 
 def _read_token_file(key: str, path: Path, limit: int = 65536) -> str:
+    # Each TokenError is raised outside the except block, so that no exception holding the file's bytes
+    # (a UnicodeDecodeError does) rides along as its __context__.
+    data, problem = b"", None
     try:
         with open(path, "rb") as file:
             data = file.read(limit + 1)
     except FileNotFoundError:
-        raise TokenError(key, f"{path} does not exist") from None
+        problem = "does not exist"
     except OSError as error:
-        raise TokenError(key, f"{path} cannot be read: {error.strerror}") from None
+        problem = f"cannot be read: {error.strerror}"
     if len(data) > limit:
-        raise TokenError(key, f"{path} is larger than {limit} bytes; is it the token file?")
+        problem = f"is larger than {limit} bytes; is it the token file?"
+    text = ""
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise TokenError(key, f"{path} is not UTF-8 text") from None
+        problem = problem or "is not UTF-8 text"
+    if problem:
+        raise TokenError(key, f"{path} {problem}")
+    return text
