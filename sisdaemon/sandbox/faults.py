@@ -1,0 +1,145 @@
+"""Fault injection: answer chosen requests with an error status, an HTML page, a redirect, a delay or a reset
+connection, before or after the sandbox did the real work (a lost answer).
+
+Faults are matched by route name (see sisdaemon.sandbox.app.ROUTES, or "any") in the order they were added;
+each matches `count` requests (None: every one) and is then used up.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WHEN = ("before", "after")
+
+
+@dataclass
+class Fault:
+    """One planned fault.
+
+    `status`: answer with this HTTP status (a Canvas-like JSON body unless `body` is given); `html`: answer
+    with an HTML page (status 200 unless `status` is given); `reset`: "before" or "after" — reset the TCP
+    connection without answering; `delay`: seconds to wait before answering; `when`: "before" the real work
+    (nothing is created) or "after" it (the work is done, then the answer is replaced, delayed or lost).
+    """
+
+    route: str = "any"
+    status: int | None = None
+    count: int | None = 1
+    when: str = "before"
+    reset: str | None = None
+    delay: float = 0.0
+    html: bool = False
+    body: str | bytes | None = None
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    used: int = 0
+
+    def __post_init__(self) -> None:
+        if self.reset is not None:
+            if self.reset not in WHEN:
+                raise ValueError(f"reset must be 'before' or 'after', not {self.reset!r}")
+            self.when = self.reset
+        if self.when not in WHEN:
+            raise ValueError(f"when must be 'before' or 'after', not {self.when!r}")
+        if self.count is not None and self.count < 1:
+            raise ValueError("count must be at least 1 (or None for every request)")
+
+    @property
+    def replaces_answer(self) -> bool:
+        """True if this fault answers instead of the handler (a status, an HTML page or a reset)."""
+        return self.reset is not None or self.status is not None or self.html
+
+
+class FaultPlan:
+    """The faults still to apply, thread-safe. `add` takes Fault's fields as keywords and returns the Fault."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, route: str = "any", **fields: Any) -> Fault:
+        """Plan a fault for the next `count` requests on `route` (see Fault for the fields)."""
+        fault = Fault(route=route, **fields)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        """Forget every planned fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def pending(self) -> list[Fault]:
+        """The faults not yet used up, in order."""
+        with self._lock:
+            return list(self._faults)
+
+    def take(self, route: str) -> Fault | None:
+        """The first fault that matches `route` (counting this use), or None."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.route in (route, "any"):
+                    fault.used += 1
+                    if fault.count is not None and fault.used >= fault.count:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+
+def parse_fault_spec(spec: str) -> dict[str, Any]:
+    """Parse a CLI fault: `ROUTE:ITEM[:ITEM...]`, each ITEM one of a status (`502`), `before`/`after`,
+    `reset` (reset at the chosen moment), `html`, `delay=SECONDS`, `count=N` (`count=all` for every request),
+    `body=TEXT`, `location=URL` (a Location header).
+
+    Examples: `create:502:after`, `create:reset:before`, `show:html`, `any:403:count=3`,
+    `create:delay=5:after`, `show:302:location=https://login.example/`. Returns FaultPlan.add's keywords.
+    """
+    route, *items = spec.split(":")
+    if not route or not items:
+        raise ValueError(f"fault {spec!r}: expected ROUTE:ITEM[:ITEM...]")
+    fields: dict[str, Any] = {"route": route}
+    reset = False
+    index = 0
+    while index < len(items):
+        item = items[index]
+        key, _, value = item.partition("=")
+        if key in ("body", "location"):
+            # values may themselves contain ':' (URLs): take the rest of the spec
+            value = ":".join([value, *items[index + 1 :]])
+            index = len(items)
+            if key == "body":
+                fields["body"] = value
+            else:
+                fields.setdefault("headers", {})["Location"] = value
+            continue
+        if item.isdigit():
+            fields["status"] = int(item)
+        elif item in WHEN:
+            fields["when"] = item
+        elif item == "reset":
+            reset = True
+        elif item == "html":
+            fields["html"] = True
+        elif key == "delay":
+            fields["delay"] = float(value)
+        elif key == "count":
+            fields["count"] = None if value == "all" else int(value)
+        else:
+            raise ValueError(f"fault {spec!r}: unknown item {item!r}")
+        index += 1
+    if reset:
+        fields["reset"] = fields.pop("when", "before")
+    return fields
+
+
+def load_fault_plan(path: Path) -> list[dict[str, Any]]:
+    """Read a JSON fault plan: a list of objects with FaultPlan.add's keywords, e.g.
+    `[{"route": "create", "status": 502, "when": "after"}, {"route": "show", "html": true}]`."""
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(plan, list) or not all(isinstance(item, dict) for item in plan):
+        raise ValueError(f"{path}: a fault plan is a JSON list of objects")
+    return plan

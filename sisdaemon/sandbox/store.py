@@ -1,0 +1,395 @@
+"""The sandbox's records: SIS imports (Canvas's SisBatch), their stored files and messages, and their JSON.
+
+All state lives in one Store guarded by one lock; `changed` is notified on every change so the worker and
+waiting request threads wake up. JSON shapes follow app/models/sis_batch.rb `as_json` (key order included)
+and lib/api/v1/sis_import.rb `sis_import_json` (errors_attachment, user, csv_attachments appended, each only
+when present).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# Every workflow_state Canvas has (sis_batch.rb `workflow`), in Canvas's order.
+WORKFLOW_STATES: tuple[str, ...] = (
+    "initializing",
+    "created",
+    "importing",
+    "cleanup_batch",
+    "imported",
+    "imported_with_messages",
+    "aborted",
+    "failed",
+    "failed_with_messages",
+    "restoring",
+    "partially_restored",
+    "restored",
+)
+TERMINAL_STATES: frozenset[str] = frozenset(
+    {"imported", "imported_with_messages", "aborted", "failed", "failed_with_messages"}
+)
+NOT_COMPLETED: frozenset[str] = frozenset({"initializing", "created", "importing", "cleanup_batch"})
+NOT_STARTED: frozenset[str] = frozenset({"initializing", "created"})
+IMPORTING: frozenset[str] = frozenset({"importing", "cleanup_batch"})
+
+# processing_errors / processing_warnings hold at most this many pairs, then one "and N more" pair
+# (sis_batch.rb populate_old_warnings_and_errors).
+MESSAGE_CAP = 24
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Canvas's JSON time format: ISO 8601 UTC to the second, `2023-09-12T20:48:57Z`; None stays None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class User:
+    """A Canvas user as the User JSON of `user` shows it (grouper-wiki's 2024 POST answer)."""
+
+    id: int
+    name: str
+    login_id: str
+    created_at: datetime = field(default_factory=utc_now)
+
+    def as_json(self) -> dict[str, Any]:
+        """User JSON: id, name, created_at, sortable_name, short_name, sis_user_id, integration_id,
+        sis_import_id, login_id."""
+        parts = self.name.split(" ", 1)
+        sortable = f"{parts[1]}, {parts[0]}" if len(parts) == 2 else self.name
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": iso(self.created_at),
+            "sortable_name": sortable,
+            "short_name": self.name,
+            "sis_user_id": None,
+            "integration_id": None,
+            "sis_import_id": None,
+            "login_id": self.login_id,
+        }
+
+
+@dataclass
+class StoredFile:
+    """A file the sandbox keeps (an upload, a CSV from a zip, an errors CSV) and serves for download.
+
+    `path` is on disk under the sandbox's data folder; `size` in bytes.
+    """
+
+    id: int
+    filename: str
+    display_name: str
+    content_type: str
+    path: Path
+    size: int
+    created_at: datetime = field(default_factory=utc_now)
+    uuid: str = field(default_factory=lambda: secrets.token_urlsafe(30)[:40])
+
+    def download_url(self, base_url: str) -> str:
+        """The File JSON `url`: `<base>/files/<id>/download?download_frd=1&verifier=<uuid>`."""
+        return f"{base_url}/files/{self.id}/download?download_frd=1&verifier={self.uuid}"
+
+    def as_json(self, base_url: str) -> dict[str, Any]:
+        """File JSON with the keys of braven-platform2's 2022 answer (lib/api/v1/attachment.rb)."""
+        stamp = iso(self.created_at)
+        return {
+            "id": self.id,
+            "uuid": self.uuid,
+            "folder_id": None,
+            "display_name": self.display_name,
+            "filename": self.filename,
+            "upload_status": "success",
+            "content-type": self.content_type,
+            "url": self.download_url(base_url),
+            "size": self.size,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "unlock_at": None,
+            "locked": False,
+            "hidden": False,
+            "lock_at": None,
+            "hidden_for_user": False,
+            "thumbnail_url": None,
+            "modified_at": stamp,
+            "mime_class": "file",
+            "media_entry_id": None,
+            "locked_for_user": False,
+        }
+
+
+@dataclass
+class SisError:
+    """One SisBatchError: `failure` True for file-level failures (processing_errors), False for warnings.
+
+    `row` is the 1-based CSV line (header = 1) or None; `file` None for batch-level messages.
+    """
+
+    sis_import_id: int
+    file: str | None
+    message: str
+    failure: bool = False
+    row: int | None = None
+    row_info: str | None = None
+    created_at: datetime = field(default_factory=utc_now)
+
+    def as_json(self) -> dict[str, Any]:
+        """SisImportError JSON: sis_import_id, file, message, row_info, row."""
+        return {
+            "sis_import_id": self.sis_import_id,
+            "file": self.file,
+            "message": self.message,
+            "row_info": self.row_info,
+            "row": self.row,
+        }
+
+
+@dataclass
+class SisImport:
+    """One SIS import (Canvas's SisBatch) and everything the API shows of it.
+
+    `options` holds what Canvas keeps in `sis_batches.options` (skip_deletes, override_sis_stickiness, ...,
+    diff_row_count_threshold, batch_mode_enrollment_drop_status); `data` is the JSON `data` object.
+    """
+
+    id: int
+    account_id: int
+    user_id: int | None
+    upload: StoredFile | None
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    progress: int = 0
+    workflow_state: str = "initializing"
+    data: dict[str, Any] = field(default_factory=lambda: {"import_type": "instructure_csv"})
+    batch_mode: bool | None = None
+    batch_mode_term_id: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    diffing_data_set_identifier: str | None = None
+    diffing_remaster: bool | None = None
+    diffing_threshold_exceeded: bool = False
+    change_threshold: int | None = None
+    processing_errors: list[list[str | None]] = field(default_factory=list)
+    processing_warnings: list[list[str | None]] = field(default_factory=list)
+    errors: list[SisError] = field(default_factory=list)
+    csv_attachments: list[StoredFile] = field(default_factory=list)
+    errors_attachment: StoredFile | None = None
+    # Kept for the processor (not shown as such in JSON): when it became `created`, its Statistics.
+    queued_at: datetime | None = None
+    statistics: Any = None
+    # Sandbox controls (not shown in JSON).
+    stuck_in: str | None = None
+    finish_as: str | None = None
+    rollback: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def touch(self, moment: datetime | None = None) -> None:
+        """Set updated_at (Canvas updates it on every save)."""
+        self.updated_at = moment or utc_now()
+
+    def add_error(
+        self, file: str | None, message: str, *, failure: bool = False, row: int | None = None
+    ) -> SisError:
+        """Record a message (SisBatch.add_error); failure=True makes the import failed_with_messages."""
+        error = SisError(self.id, file, message, failure=failure, row=row)
+        self.errors.append(error)
+        return error
+
+    def populate_messages(self) -> None:
+        """Fill processing_errors/warnings (first 24 of each + "and N more") and data.counts error/warning
+        counts from the recorded messages (sis_batch.rb populate_old_warnings_and_errors)."""
+        counts = self.data.setdefault("counts", {})
+        failures = [e for e in self.errors if e.failure]
+        warnings = [e for e in self.errors if not e.failure]
+        self.processing_errors = [[e.file, e.message] for e in failures[:MESSAGE_CAP]]
+        self.processing_warnings = [[e.file, e.message] for e in warnings[:MESSAGE_CAP]]
+        if len(failures) > MESSAGE_CAP:
+            self.processing_errors.append(
+                [
+                    f"and {len(failures) - MESSAGE_CAP} more errors that were not included",
+                    "Download the error file to see all errors.",
+                ]
+            )
+        if len(warnings) > MESSAGE_CAP:
+            self.processing_warnings.append(
+                [
+                    f"and {len(warnings) - MESSAGE_CAP} more warnings that were not included",
+                    "Download the error file to see all warnings.",
+                ]
+            )
+        counts["error_count"] = len(failures)
+        counts["warning_count"] = len(warnings)
+
+    def as_json(self, base_url: str, users: dict[int, User]) -> dict[str, Any]:
+        """The SisImport JSON as show/index/create answer it (sis_batch.rb as_json + Api::V1::SisImport)."""
+        json: dict[str, Any] = {
+            "id": self.id,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "updated_at": iso(self.updated_at),
+            "progress": self.progress,
+            "workflow_state": self.workflow_state,
+            "data": _copy_json(self.data),
+            "batch_mode": self.batch_mode,
+            "batch_mode_term_id": self.batch_mode_term_id,
+            "multi_term_batch_mode": self.options.get("multi_term_batch_mode"),
+            "override_sis_stickiness": self.options.get("override_sis_stickiness"),
+            "add_sis_stickiness": self.options.get("add_sis_stickiness"),
+            "update_sis_id_if_login_claimed": self.options.get("update_sis_id_if_login_claimed"),
+            "clear_sis_stickiness": self.options.get("clear_sis_stickiness"),
+            "diffing_data_set_identifier": self.diffing_data_set_identifier,
+            "diffing_remaster": self.diffing_remaster,
+            "diffed_against_import_id": self.options.get("diffed_against_sis_batch_id"),
+            "diffing_drop_status": self.options.get("diffing_drop_status"),
+            "diffing_user_remove_status": self.options.get("diffing_user_remove_status"),
+            "skip_deletes": self.options.get("skip_deletes"),
+            "change_threshold": self.change_threshold,
+            "diff_row_count_threshold": self.options.get("diff_row_count_threshold"),
+        }
+        if self.processing_errors:
+            json["processing_errors"] = [list(pair) for pair in self.processing_errors]
+        if self.processing_warnings:
+            json["processing_warnings"] = [list(pair) for pair in self.processing_warnings]
+        if self.diffing_data_set_identifier:
+            json["diffing_threshold_exceeded"] = self.diffing_threshold_exceeded
+        if self.errors_attachment is not None:
+            json["errors_attachment"] = self.errors_attachment.as_json(base_url)
+        user = users.get(self.user_id) if self.user_id is not None else None
+        if user is not None:
+            json["user"] = user.as_json()
+        if self.csv_attachments:
+            json["csv_attachments"] = [att.as_json(base_url) for att in self.csv_attachments]
+        return json
+
+
+def _copy_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    return value
+
+
+@dataclass
+class Progress:
+    """A Canvas Progress object (restore_states answers one; GET /api/v1/progress/:id shows it)."""
+
+    id: int
+    context_id: int
+    user_id: int | None
+    tag: str = "sis_batch_state_restore"
+    completion: float = 0.0
+    workflow_state: str = "queued"
+    message: str | None = None
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
+
+    def as_json(self, base_url: str) -> dict[str, Any]:
+        """Progress JSON (lib/api/v1/progress.rb)."""
+        return {
+            "id": self.id,
+            "context_id": self.context_id,
+            "context_type": "SisBatch",
+            "user_id": self.user_id,
+            "tag": self.tag,
+            "completion": self.completion,
+            "workflow_state": self.workflow_state,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "message": self.message,
+            "url": f"{base_url}/api/v1/progress/{self.id}",
+        }
+
+
+class Store:
+    """Every import, stored file, progress and user of one sandbox, behind one lock.
+
+    `lock` guards all fields; `changed` (a Condition on it) is notified whenever something changes.
+    `data_dir` is where uploads and generated files are written.
+    """
+
+    def __init__(self, data_dir: Path, base_url: str = "") -> None:
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.data_dir = data_dir
+        self.base_url = base_url
+        self.imports: dict[int, SisImport] = {}
+        self.files: dict[int, StoredFile] = {}
+        self.progresses: dict[int, Progress] = {}
+        self.users: dict[int, User] = {}
+        self._next_import_id = 1
+        self._next_file_id = 1001
+        self._next_progress_id = 1
+        self._next_error_report = 20001
+        # Applied to the next import created (Sandbox.finish_next_as / stick_next).
+        self.next_finish_as: list[str] = []
+        self.next_stick: list[str] = []
+
+    def new_import_id(self) -> int:
+        """Allocate the next import id (1, 2, ...)."""
+        with self.lock:
+            value = self._next_import_id
+            self._next_import_id += 1
+            return value
+
+    def new_file_id(self) -> int:
+        """Allocate the next file (attachment) id."""
+        with self.lock:
+            value = self._next_file_id
+            self._next_file_id += 1
+            return value
+
+    def new_error_report(self) -> int:
+        """Allocate an "(Error report N)" number."""
+        with self.lock:
+            value = self._next_error_report
+            self._next_error_report += 1
+            return value
+
+    def add_file(self, stored: StoredFile) -> StoredFile:
+        """Register a stored file so /files/:id/download serves it."""
+        with self.lock:
+            self.files[stored.id] = stored
+            return stored
+
+    def add_import(self, sis_import: SisImport) -> SisImport:
+        """Register a new import and wake waiters."""
+        with self.lock:
+            self.imports[sis_import.id] = sis_import
+            self.changed.notify_all()
+            return sis_import
+
+    def new_progress(self, context_id: int, user_id: int | None) -> Progress:
+        """Create a queued Progress for restore_states."""
+        with self.lock:
+            progress = Progress(self._next_progress_id, context_id, user_id)
+            self._next_progress_id += 1
+            self.progresses[progress.id] = progress
+            return progress
+
+    def notify(self) -> None:
+        """Wake every thread waiting on `changed`."""
+        with self.lock:
+            self.changed.notify_all()
+
+    def import_json(self, sis_import: SisImport) -> dict[str, Any]:
+        """`sis_import` as the API shows it."""
+        with self.lock:
+            return sis_import.as_json(self.base_url, self.users)
+
+    def ordered_imports(self) -> list[SisImport]:
+        """Every import, oldest first (created_at, then id)."""
+        with self.lock:
+            return sorted(self.imports.values(), key=lambda item: (item.created_at, item.id))

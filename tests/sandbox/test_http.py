@@ -1,0 +1,280 @@
+"""The sandbox over raw HTTP: auth, options, the index, the errors CSV and what Canvas echoes."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+
+from sisdaemon.sandbox import Sandbox
+from tests.sandbox.conftest import OTHER_TOKEN, TOKEN, UNAUTHORIZED_TOKEN
+
+USERS = b"user_id,login_id,status\nu1,l1,active\n"
+IMPORTS = "/api/v1/accounts/1/sis_imports"
+
+
+def post(sandbox: Sandbox, api: requests.Session, body: bytes = USERS, name: str = "users.csv",
+         **fields: Any) -> requests.Response:
+    return api.post(sandbox.url + IMPORTS, files={"attachment": (name, body)}, data=fields, timeout=10)
+
+
+def test_every_answer_has_a_date_header_even_an_unknown_route(sandbox: Sandbox, api: requests.Session) -> None:
+    for path in ("/api/v1/accounts/1", "/api/v1/nowhere", IMPORTS + "/999"):
+        response = api.get(sandbox.url + path, timeout=5)
+        assert response.headers["Date"].endswith("GMT")
+    assert api.get(sandbox.url + "/api/v1/nowhere", timeout=5).json() == {
+        "errors": [{"message": "The specified resource does not exist."}]
+    }
+
+
+def test_a_missing_or_wrong_token_answers_401_with_www_authenticate(sandbox: Sandbox) -> None:
+    missing = requests.get(sandbox.url + IMPORTS, timeout=5)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="canvas-lms"'
+    assert missing.json() == {"status": "unauthenticated", "errors": [{"message": "user authorization required"}]}
+    wrong = requests.get(sandbox.url + IMPORTS, headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert wrong.status_code == 401
+    assert wrong.json() == {"errors": [{"message": "Invalid access token."}]}
+    assert "WWW-Authenticate" in wrong.headers
+
+
+def test_a_token_lacking_permission_is_refused_but_may_read_users_self(sandbox: Sandbox) -> None:
+    headers = {"Authorization": f"Bearer {UNAUTHORIZED_TOKEN}"}
+    refused = requests.post(sandbox.url + IMPORTS, headers=headers, files={"attachment": ("u.csv", USERS)}, timeout=5)
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["message"] == "user not authorized to perform that action"
+    assert requests.get(sandbox.url + "/api/v1/users/self", headers=headers, timeout=5).json()["id"] == 3
+    assert sandbox.imports() == []
+
+
+def test_forbidden_status_403_is_the_newer_canvas_answer() -> None:
+    with Sandbox(token="T", unauthorized_token="U", forbidden_status=403) as sb:
+        response = requests.get(sb.url + IMPORTS, headers={"Authorization": "Bearer U"}, timeout=5)
+        assert response.status_code == 403
+        assert response.json()["status"] == "unauthorized"
+
+
+def test_users_self_names_the_tokens_user(sandbox: Sandbox) -> None:
+    me = requests.get(sandbox.url + "/api/v1/users/self", headers={"Authorization": f"Bearer {OTHER_TOKEN}"}, timeout=5)
+    assert me.json()["id"] == 2
+
+
+def test_account_can_be_named_self_or_by_number_and_unknown_is_404(sandbox: Sandbox, api: requests.Session) -> None:
+    assert api.get(sandbox.url + "/api/v1/accounts/self", timeout=5).json()["id"] == 1
+    assert api.get(sandbox.url + "/api/v1/accounts/1/sis_imports", timeout=5).status_code == 200
+    assert api.get(sandbox.url + "/api/v1/accounts/self/sis_imports", timeout=5).status_code == 200
+    assert api.get(sandbox.url + "/api/v1/accounts/77/sis_imports", timeout=5).status_code == 404
+    assert api.get(sandbox.url + "/api/v1/accounts/sis_account_id:NOPE", timeout=5).status_code == 404
+
+
+def test_the_raw_body_style_takes_options_from_the_query(sandbox: Sandbox) -> None:
+    response = requests.post(
+        sandbox.url + IMPORTS + "?import_type=instructure_csv&extension=csv&diff_row_count_threshold=1000000009",
+        data=USERS,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"},
+        timeout=5,
+    )
+    assert response.status_code == 200
+    created = response.json()
+    assert created["diff_row_count_threshold"] == 1000000009
+    done = sandbox.wait_for(created["id"])
+    assert done["workflow_state"] == "imported"
+    assert done["csv_attachments"][0]["filename"] == "sis_import.csv"
+    record = sandbox.requests[-1]
+    assert (record.attachment_filename, record.attachment_size) == ("sis_import.csv", len(USERS))
+
+
+def test_a_raw_body_without_extension_and_a_latin1_charset_is_refused(sandbox: Sandbox) -> None:
+    response = requests.post(
+        sandbox.url + IMPORTS,
+        data=USERS,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/csv; charset=iso-8859-1"},
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "Invalid content type, UTF-8 required"}
+
+
+def test_a_multipart_post_without_attachment_is_400(sandbox: Sandbox, api: requests.Session) -> None:
+    response = api.post(sandbox.url + IMPORTS, files={"other": ("x.csv", USERS)}, timeout=5)
+    assert response.status_code == 400
+    assert response.json() == {"error": True, "error_message": "Missing attachment"}
+
+
+def test_a_file_not_named_csv_or_zip_imports_nothing(sandbox: Sandbox, api: requests.Session) -> None:
+    created = post(sandbox, api, name="users.txt").json()
+    done = sandbox.wait_for(created["id"])
+    assert done["workflow_state"] == "imported"
+    assert done["data"]["counts"]["users"] == 0
+    assert done["data"]["supplied_batches"] == []
+
+
+def test_options_are_echoed_as_canvas_echoes_them(sandbox: Sandbox, api: requests.Session) -> None:
+    created = post(
+        sandbox,
+        api,
+        batch_mode="true",
+        batch_mode_term_id="sis_term_id:2026FA",
+        change_threshold="10",
+        batch_mode_enrollment_drop_status="inactive",
+        override_sis_stickiness="false",
+        add_sis_stickiness="true",
+        diffing_data_set_identifier="ignored-in-batch-mode",
+        skip_deletes="1",
+    ).json()
+    assert created["batch_mode"] is True
+    assert created["batch_mode_term_id"] == 2  # the Canvas id of term 2026FA
+    assert created["change_threshold"] == 10
+    assert created["override_sis_stickiness"] is None
+    assert created["add_sis_stickiness"] is None  # only honoured with override
+    assert created["diffing_data_set_identifier"] is None
+    assert created["skip_deletes"] is True
+    assert "batch_mode_enrollment_drop_status" not in created
+    diffing = post(sandbox, api, diffing_data_set_identifier="users", diffing_remaster_data_set="true").json()
+    assert (diffing["diffing_data_set_identifier"], diffing["diffing_remaster"]) == ("users", True)
+    assert diffing["diffing_threshold_exceeded"] is False
+    assert diffing["diff_row_count_threshold"] is None
+    multi = post(sandbox, api, multi_term_batch_mode="false", change_threshold="5").json()
+    assert (multi["batch_mode"], multi["multi_term_batch_mode"]) == (True, False)
+
+
+def test_invalid_option_combinations_answer_canvas_400s(sandbox: Sandbox, api: requests.Session) -> None:
+    no_term = post(sandbox, api, batch_mode="true")
+    assert no_term.status_code == 400
+    assert no_term.json() == {"message": "Batch mode specified, but the given batch_mode_term_id cannot be found."}
+    unknown_term = post(sandbox, api, batch_mode="true", batch_mode_term_id="sis_term_id:NOPE")
+    assert unknown_term.status_code == 404
+    assert sandbox.imports() == []  # refused before the import row exists
+    no_threshold = post(sandbox, api, multi_term_batch_mode="true")
+    assert no_threshold.status_code == 400
+    assert no_threshold.json() == {"message": "change_threshold is required to use multi term_batch mode."}
+    bad_drop = post(sandbox, api, diffing_drop_status="gone")
+    assert bad_drop.json() == {"message": "Invalid diffing_drop_status"}
+    # These two were refused inside Canvas's create block: an orphan `initializing` import stays behind.
+    assert [item["workflow_state"] for item in sandbox.imports()] == ["initializing", "initializing"]
+
+
+def test_store_delay_shows_the_upload_initializing_while_the_post_waits() -> None:
+    with Sandbox(token="T", store_delay=0.6) as sb, requests.Session() as session:
+        session.headers["Authorization"] = "Bearer T"
+        start = time.monotonic()
+        seen: list[str] = []
+
+        def poll() -> None:
+            while time.monotonic() - start < 0.5 and not seen:
+                seen.extend(item["workflow_state"] for item in sb.imports())
+                time.sleep(0.02)
+
+        import threading
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        response = session.post(sb.url + IMPORTS, files={"attachment": ("u.csv", USERS)}, timeout=10)
+        poller.join()
+        assert time.monotonic() - start >= 0.6
+        assert response.json()["workflow_state"] == "created"
+        assert "initializing" in seen
+        listed = session.get(sb.url + IMPORTS, timeout=5).json()["sis_imports"]
+        assert listed[0]["id"] == response.json()["id"]
+
+
+def test_index_filters_and_link_header(sandbox: Sandbox, api: requests.Session) -> None:
+    first = post(sandbox, api).json()
+    sandbox.wait_for(first["id"])
+    between = datetime.now(UTC)
+    time.sleep(0.01)
+    sandbox.stick_next("created")
+    second = post(sandbox, api).json()
+    listed = api.get(sandbox.url + IMPORTS, params={"created_since": between.isoformat()}, timeout=5).json()
+    assert [item["id"] for item in listed["sis_imports"]] == [second["id"]]
+    before = api.get(sandbox.url + IMPORTS, params={"created_before": between.isoformat()}, timeout=5).json()
+    assert [item["id"] for item in before["sis_imports"]] == [first["id"]]
+    created = api.get(sandbox.url + IMPORTS, params={"workflow_state[]": ["created", "bogus"]}, timeout=5)
+    assert [item["id"] for item in created.json()["sis_imports"]] == [second["id"]]
+    ignored = api.get(sandbox.url + IMPORTS, params={"created_since": "yesterday-ish"}, timeout=5).json()
+    assert len(ignored["sis_imports"]) == 2  # unparsable times are ignored
+    page = api.get(sandbox.url + IMPORTS, params={"per_page": 1, "workflow_state[]": ["created", "imported"]}, timeout=5)
+    links = page.headers["Link"].split(",")
+    assert [link.split("; ")[1] for link in links] == ['rel="current"', 'rel="next"', 'rel="first"']
+    assert links[1].startswith(f"<{sandbox.url}{IMPORTS}?workflow_state%5B%5D=created&workflow_state%5B%5D=imported")
+    assert links[1].endswith("page=2&per_page=1>; rel=\"next\"")
+    assert "last" not in page.headers["Link"]
+    sandbox.unstick(second["id"])
+    sandbox.wait_for(second["id"])
+
+
+def test_csv_attachments_list_a_zips_members_once_processing_starts(sandbox: Sandbox, api: requests.Session) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("feed/users.csv", USERS)
+        archive.writestr("feed/notes.txt", b"hello")
+        archive.writestr("__MACOSX/feed/._users.csv", b"junk")
+        archive.writestr("feed/.DS_Store", b"junk")
+    sandbox.stick_next("created")
+    created = post(sandbox, api, buffer.getvalue(), name="feed.zip").json()
+    assert "csv_attachments" not in sandbox.get_import(created["id"])
+    sandbox.unstick(created["id"])
+    done = sandbox.wait_for(created["id"])
+    assert [(att["filename"], att["display_name"]) for att in done["csv_attachments"]] == [("users.csv", "users.csv")]
+    assert done["processing_warnings"] == [["feed/notes.txt", "Skipping unknown file type"]]
+    assert done["workflow_state"] == "imported_with_messages"
+
+
+def test_the_errors_attachment_comes_after_the_terminal_state_and_redirects_to_the_csv(
+    sandbox: Sandbox, api: requests.Session
+) -> None:
+    created = post(sandbox, api, b"user_id,login_id,status\nu1,,active\n").json()
+    done = sandbox.wait_for(created["id"], errors_attachment=True)
+    attachment = done["errors_attachment"]
+    assert attachment["display_name"] == f"sis_errors_attachment_{created['id']}.csv"
+    assert "verifier=" in attachment["url"]
+    redirect = requests.get(attachment["url"], allow_redirects=False, timeout=5)
+    assert redirect.status_code == 302
+    assert redirect.headers["Location"] != attachment["url"]
+    csv_text = requests.get(attachment["url"], timeout=5).text
+    assert csv_text == f"sis_import_id,file,message,row\n{created['id']},users.csv,No login_id given for user u1,2\n"
+
+
+def test_an_aborted_import_is_404_to_abort_again(sandbox: Sandbox, api: requests.Session) -> None:
+    sandbox.stick_next("created")
+    created = post(sandbox, api).json()
+    url = f"{sandbox.url}{IMPORTS}/{created['id']}/abort"
+    assert api.put(url, timeout=5).json()["workflow_state"] == "aborted"
+    assert api.put(url, timeout=5).status_code == 404
+
+
+def test_finish_as_forces_a_terminal_state(sandbox: Sandbox, api: requests.Session) -> None:
+    sandbox.finish_next_as("failed_with_messages")
+    created = post(sandbox, api).json()
+    done = sandbox.wait_for(created["id"])
+    assert done["workflow_state"] == "failed_with_messages"
+    assert done["processing_errors"][0][1].startswith("Error while importing CSV. Please contact support.")
+    sandbox.stick_next("created")
+    second = post(sandbox, api).json()
+    sandbox.finish_as(second["id"], "failed")
+    sandbox.unstick(second["id"])
+    assert sandbox.wait_for(second["id"])["workflow_state"] == "failed"
+
+
+def test_imports_by_another_user_name_that_user(sandbox: Sandbox) -> None:
+    response = requests.post(
+        sandbox.url + IMPORTS,
+        headers={"Authorization": f"Bearer {OTHER_TOKEN}"},
+        files={"attachment": ("u.csv", USERS)},
+        timeout=5,
+    )
+    assert response.json()["user"]["id"] == 2
+    sandbox.wait_for(response.json()["id"])
+
+
+def test_imports_run_one_at_a_time_oldest_first(sandbox: Sandbox, api: requests.Session) -> None:
+    ids = [post(sandbox, api).json()["id"] for _ in range(4)]
+    finished = [sandbox.wait_for(i) for i in ids]
+    starts = [datetime.fromisoformat(item["started_at"].replace("Z", "+00:00")) for item in finished]
+    assert starts == sorted(starts)
+    assert all(item["workflow_state"] == "imported" for item in finished)
+    assert timedelta(0) <= starts[-1] - starts[0] < timedelta(seconds=5)
