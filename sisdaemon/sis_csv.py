@@ -107,8 +107,10 @@ _PREDICATES: dict[str, Callable[[Sequence[str]], bool]] = {
     "course": lambda r: _has(r, "course_id", "short_name"),
     "section": lambda r: _has(r, "section_id", "name"),
     "xlist": lambda r: _has(r, "xlist_course_id", "section_id"),
-    "user": lambda r: _has(r, "user_id", "login_id")
-    and not _has_any(r, "existing_user_id", "existing_integration_id", "existing_canvas_user_id"),
+    "user": lambda r: (
+        _has(r, "user_id", "login_id")
+        and not _has_any(r, "existing_user_id", "existing_integration_id", "existing_canvas_user_id")
+    ),
     "login": lambda r: _has_any(r, "existing_user_id", "existing_integration_id", "existing_canvas_user_id"),
     "enrollment": lambda r: _has_any(r, "section_id", "course_id") and _has_any(r, "user_id", "user_integration_id"),
     "admin": lambda r: _has(r, "account_id", "user_id"),

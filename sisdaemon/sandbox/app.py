@@ -6,6 +6,7 @@ application_controller.rb (canvas-api.md §4); pagination lib/api.rb `paginate` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -85,7 +86,7 @@ INVALID_TOKEN = {"errors": [{"message": "Invalid access token."}]}
 UNAUTHENTICATED = {"status": "unauthenticated", "errors": [{"message": "user authorization required"}]}
 UNAUTHORIZED = {"status": "unauthorized", "errors": [{"message": "user not authorized to perform that action"}]}
 HTML_PAGE = (
-    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Log In to Canvas</title></head>"
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Log In to Canvas</title></head>'
     "<body><h1>Canvas LMS</h1><p>This page is an HTML answer planted by the sisdaemon sandbox.</p>"
     "</body></html>\n"
 )
@@ -162,7 +163,10 @@ def _fault_body(status: int) -> Any:
     if status == 404:
         return NOT_FOUND
     if status >= 500:
-        return {"errors": [{"message": "An error occurred.", "error_code": "internal_server_error"}], "error_report_id": 1}
+        return {
+            "errors": [{"message": "An error occurred.", "error_code": "internal_server_error"}],
+            "error_report_id": 1,
+        }
     return {"errors": [{"message": f"sandbox fault {status}"}]}
 
 
@@ -211,10 +215,7 @@ class SandboxApp:
         with self._requests_lock:
             self.requests.append(record)
         started = time.monotonic()
-        try:
-            response = self._respond(request, route, args, record)
-        except _ResetConnection:
-            raise
+        response = self._respond(request, route, dict(args), record)
         self._cost_headers(request, route, record, response, started)
         record.status = response.status_code
         return response(environ, start_response)
@@ -258,7 +259,9 @@ class SandboxApp:
             body: str | bytes = fault.body if fault.body is not None else HTML_PAGE
             response = Response(body, status=status, content_type=fault.content_type or "text/html; charset=utf-8")
         elif fault.body is not None:
-            response = Response(fault.body, status=status, content_type=fault.content_type or "application/json; charset=utf-8")
+            response = Response(
+                fault.body, status=status, content_type=fault.content_type or "application/json; charset=utf-8"
+            )
         elif 300 <= status < 400:
             response = Response(b"", status=status, content_type=fault.content_type or "text/html; charset=utf-8")
         else:
@@ -353,7 +356,9 @@ class SandboxApp:
             if not self._allowed(user_id):
                 return self._refuse(user_id)
             with self.store.lock:
-                progress = self.store.progresses.get(int(args["progress_id"])) if args["progress_id"].isdigit() else None
+                progress = (
+                    self.store.progresses.get(int(args["progress_id"])) if args["progress_id"].isdigit() else None
+                )
                 if progress is None:
                     return _json(404, NOT_FOUND)
                 return _json(200, progress.as_json(self.store.base_url))
@@ -394,7 +399,11 @@ class SandboxApp:
     def _index(self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest) -> Response:
         since = _parse_time(request.args.get("created_since"))
         before = _parse_time(request.args.get("created_before"))
-        states = [s for s in request.args.getlist("workflow_state[]") + request.args.getlist("workflow_state") if s in WORKFLOW_STATES]
+        states = [
+            s
+            for s in request.args.getlist("workflow_state[]") + request.args.getlist("workflow_state")
+            if s in WORKFLOW_STATES
+        ]
         with self.store.lock:
             items = list(reversed(self.store.ordered_imports()))
             if since is not None:
@@ -427,7 +436,9 @@ class SandboxApp:
             self.store.changed.notify_all()
             return _json(200, self.store.import_json(sis_import))
 
-    def _abort_all_pending(self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest) -> Response:
+    def _abort_all_pending(
+        self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest
+    ) -> Response:
         with self.store.lock:
             for sis_import in self.store.imports.values():
                 if sis_import.workflow_state in NOT_STARTED:
@@ -436,7 +447,9 @@ class SandboxApp:
             self.store.changed.notify_all()
         return _json(200, {"aborted": True})
 
-    def _restore_states(self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest) -> Response:
+    def _restore_states(
+        self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest
+    ) -> Response:
         params = _params(request)
         undelete_only = opts.value_to_boolean(params.get("undelete_only"))
         unconclude_only = opts.value_to_boolean(params.get("unconclude_only"))
@@ -451,7 +464,11 @@ class SandboxApp:
             sis_import.workflow_state = "restoring"
             sis_import.touch()
             self.processor.restore_later(
-                sis_import, progress.id, undelete_only=undelete_only, unconclude_only=unconclude_only, batch_mode=batch_mode
+                sis_import,
+                progress.id,
+                undelete_only=undelete_only,
+                unconclude_only=unconclude_only,
+                batch_mode=batch_mode,
             )
             return _json(200, progress.as_json(self.store.base_url))
 
@@ -484,7 +501,9 @@ class SandboxApp:
         if isinstance(checked, opts.Refusal):
             return _json(checked.status, checked.body)
         with self.store.lock:
-            sis_import = SisImport(id=self.store.new_import_id(), account_id=self.world.root_account_id, user_id=user_id, upload=upload)
+            sis_import = SisImport(
+                id=self.store.new_import_id(), account_id=self.world.root_account_id, user_id=user_id, upload=upload
+            )
             if self.store.next_stick:
                 sis_import.stuck_in = self.store.next_stick.pop(0)
             if self.store.next_finish_as:
@@ -517,14 +536,14 @@ class SandboxApp:
             record.form = dict(form)
             params = {**{k: v for k, v in request.args.items(multi=True)}, **form}
             part = request.files.get("attachment")
-            for name, storage in request.files.items(multi=True):
+            for _name, storage in request.files.items(multi=True):
                 if storage is not part:
                     storage.close()
                     _unlink(getattr(storage.stream, "name", None))
             if part is None:
                 return None, params, opts.Refusal(400, {"error": True, "error_message": "Missing attachment"})
             filename = part.filename or "attachment"
-            path = Path(part.stream.name)  # type: ignore[union-attr]
+            path = Path(part.stream.name)
             part.stream.close()
             content_type = part.mimetype or "application/octet-stream"
         else:
@@ -578,7 +597,9 @@ class SandboxApp:
                 return Response(
                     _file_chunks(stored.path),
                     status=200,
-                    content_type="text/csv; charset=utf-8" if stored.display_name.lower().endswith(".csv") else "application/octet-stream",
+                    content_type="text/csv; charset=utf-8"
+                    if stored.display_name.lower().endswith(".csv")
+                    else "application/octet-stream",
                     headers={"Content-Length": str(stored.path.stat().st_size)},
                     direct_passthrough=True,
                 )
@@ -600,10 +621,8 @@ def _file_chunks(path: Path) -> Iterable[bytes]:
 
 def _unlink(name: str | None) -> None:
     if name:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(name)
-        except OSError:
-            pass
 
 
 def _params(request: Request) -> dict[str, str]:
@@ -635,7 +654,9 @@ def _page_params(request: Request) -> tuple[int, int]:
 def _link_header(request: Request, page: int, per_page: int, has_next: bool) -> str:
     """`<url>; rel="current",<url>; rel="next",<url>; rel="prev",<url>; rel="first"` (no `last` when the
     total is not counted), each URL absolute with the original query less page/per_page/access_token."""
-    kept = [(k, v) for k, v in request.args.items(multi=True) if k not in {"page", "per_page", "access_token", "api_key"}]
+    kept = [
+        (k, v) for k, v in request.args.items(multi=True) if k not in {"page", "per_page", "access_token", "api_key"}
+    ]
     base = request.base_url
 
     def url(number: int) -> str:

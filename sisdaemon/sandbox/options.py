@@ -65,9 +65,7 @@ def cast_integer_column(value: str | None) -> int | None:
     return ruby_to_i(value)
 
 
-def check_before_create(
-    params: Mapping[str, str], find_term: Callable[[str], int | None]
-) -> Refusal | int | None:
+def check_before_create(params: Mapping[str, str], find_term: Callable[[str], int | None]) -> Refusal | int | None:
     """The checks Canvas makes before the import row exists.
 
     Returns a Refusal, or the Canvas id of the batch-mode term (int), or None (no term). `find_term` resolves

@@ -339,7 +339,9 @@ class Processor:
         done_chunks = 0
         for importer in sis_csv.IMPORTERS:
             for item in csvs[importer]:
-                succeeded = self._import_csv(sis_import, item, context, pacer, chunk, running_immediately, done_chunks, total_chunks)
+                succeeded = self._import_csv(
+                    sis_import, item, context, pacer, chunk, running_immediately, done_chunks, total_chunks
+                )
                 if succeeded is None:
                     return  # aborted
                 done_chunks += math.ceil(item.rows / chunk)
@@ -476,9 +478,7 @@ class Processor:
     def _batch_terms(self, sis_import: SisImport) -> set[int] | None:
         if sis_import.options.get("multi_term_batch_mode"):
             terms = {
-                term.canvas_id
-                for term in self.world.items["EnrollmentTerm"].values()
-                if term.batch_id == sis_import.id
+                term.canvas_id for term in self.world.items["EnrollmentTerm"].values() if term.batch_id == sis_import.id
             }
             return terms or None
         return {sis_import.batch_mode_term_id} if sis_import.batch_mode_term_id is not None else set()
@@ -486,7 +486,9 @@ class Processor:
     def _cleanup_batch(self, sis_import: SisImport) -> None:
         """Batch mode: delete the term's SIS courses, sections and enrollments this import did not include,
         unless a change_threshold is exceeded (sis_batch.rb remove_previous_imports, detect_change_item)."""
-        supplied = [kind for kind in ("course", "section", "enrollment") if kind in sis_import.data.get("supplied_batches", [])]
+        supplied = [
+            kind for kind in ("course", "section", "enrollment") if kind in sis_import.data.get("supplied_batches", [])
+        ]
         if not supplied:
             return
         terms = self._batch_terms(sis_import)
@@ -514,33 +516,52 @@ class Processor:
         scopes: dict[str, list[Item]] = {}
         totals: dict[str, int] = {}
         if "course" in supplied:
-            in_term = [c for c in world.items["Course"].values() if c.status != "deleted" and c.batch_id is not None and course_in_terms(c.sis_id)]
+            in_term = [
+                c
+                for c in world.items["Course"].values()
+                if c.status != "deleted" and c.batch_id is not None and course_in_terms(c.sis_id)
+            ]
             scopes["courses"] = [c for c in in_term if c.batch_id != sis_import.id]
             totals["courses"] = len(in_term)
         if "section" in supplied:
-            in_term = [s for s in world.items["CourseSection"].values() if s.status != "deleted" and s.batch_id is not None and course_in_terms(s.fields.get("course"))]
+            in_term = [
+                s
+                for s in world.items["CourseSection"].values()
+                if s.status != "deleted" and s.batch_id is not None and course_in_terms(s.fields.get("course"))
+            ]
             scopes["sections"] = [s for s in in_term if s.batch_id != sis_import.id]
             totals["sections"] = len(in_term)
         if "enrollment" in supplied:
-            in_term = [e for e in world.items["Enrollment"].values() if e.status not in {"deleted"} and e.batch_id is not None and course_in_terms(e.fields.get("course"))]
+            in_term = [
+                e
+                for e in world.items["Enrollment"].values()
+                if e.status not in {"deleted"} and e.batch_id is not None and course_in_terms(e.fields.get("course"))
+            ]
             scopes["enrollments"] = [e for e in in_term if e.batch_id != sis_import.id]
             totals["enrollments"] = len(in_term)
         threshold = sis_import.change_threshold
         for kind in ("courses", "sections", "enrollments"):
-            if kind in scopes and threshold is not None and totals[kind]:
-                if len(scopes[kind]) / totals[kind] * 100 > threshold:
-                    sis_import.workflow_state = "aborted"
-                    sis_import.add_error(
-                        None,
-                        f"{len(scopes[kind])} {kind} would be deleted and exceeds the set threshold of {threshold}%",
-                    )
-                    return
+            if kind not in scopes or threshold is None or not totals[kind]:
+                continue
+            if len(scopes[kind]) / totals[kind] * 100 > threshold:
+                sis_import.workflow_state = "aborted"
+                sis_import.add_error(
+                    None,
+                    f"{len(scopes[kind])} {kind} would be deleted and exceeds the set threshold of {threshold}%",
+                )
+                return
         total = sum(len(items) for items in scopes.values()) or 1
         done = 0
-        context = ImportContext(sis_import.id, sis_import.options, sis_import.statistics or Statistics(), sis_import.rollback)
+        context = ImportContext(
+            sis_import.id, sis_import.options, sis_import.statistics or Statistics(), sis_import.rollback
+        )
         drop_status = sis_import.options.get("batch_mode_enrollment_drop_status") or "deleted"
         counts = sis_import.data["counts"]
-        for kind, key in (("enrollments", "batch_enrollments_deleted"), ("sections", "batch_sections_deleted"), ("courses", "batch_courses_deleted")):
+        for kind, key in (
+            ("enrollments", "batch_enrollments_deleted"),
+            ("sections", "batch_sections_deleted"),
+            ("courses", "batch_courses_deleted"),
+        ):
             if kind not in scopes:
                 continue
             for item in scopes[kind]:
@@ -551,7 +572,9 @@ class Processor:
             sis_import.progress = min(100, round(done * 100 / total))
             sis_import.touch()
 
-    def restore_later(self, sis_import: SisImport, progress_id: int, *, undelete_only: bool, unconclude_only: bool, batch_mode: bool) -> None:
+    def restore_later(
+        self, sis_import: SisImport, progress_id: int, *, undelete_only: bool, unconclude_only: bool, batch_mode: bool
+    ) -> None:
         """restore_states: `restoring`, then the import's recorded changes undone, then `restored` (or
         `partially_restored` when a flag narrowed it) (sis_batch.rb restore_states_for_batch)."""
 

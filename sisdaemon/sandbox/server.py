@@ -100,7 +100,9 @@ class Sandbox:
         self.throttle = Throttle(throttle)
         self.settings = Settings(tokens, unauthorized, forbidden_status, store_delay)
         self._stopping = threading.Event()
-        self.app = SandboxApp(self.store, self.world, self.processor, self.settings, self.faults, self.throttle, self._stopping)
+        self.app = SandboxApp(
+            self.store, self.world, self.processor, self.settings, self.faults, self.throttle, self._stopping
+        )
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -165,8 +167,13 @@ class Sandbox:
         with self.store.lock:
             return self.store.import_json(self.store.imports[import_id])
 
-    def wait_for(self, import_id: int, states: Iterable[str] = TERMINAL_STATES, timeout: float = 10.0,
-                 errors_attachment: bool = False) -> dict[str, Any]:
+    def wait_for(
+        self,
+        import_id: int,
+        states: Iterable[str] = TERMINAL_STATES,
+        timeout: float = 10.0,
+        errors_attachment: bool = False,
+    ) -> dict[str, Any]:
         """Wait until an import is in one of `states` (and, if asked, has its errors_attachment); returns its
         JSON. Raises TimeoutError after `timeout` seconds."""
         wanted = set(states)
@@ -174,9 +181,12 @@ class Sandbox:
         with self.store.lock:
             while True:
                 sis_import = self.store.imports.get(import_id)
-                if sis_import is not None and sis_import.workflow_state in wanted:
-                    if not errors_attachment or sis_import.errors_attachment is not None:
-                        return self.store.import_json(sis_import)
+                if (
+                    sis_import is not None
+                    and sis_import.workflow_state in wanted
+                    and (not errors_attachment or sis_import.errors_attachment is not None)
+                ):
+                    return self.store.import_json(sis_import)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     state = sis_import.workflow_state if sis_import else "missing"

@@ -198,9 +198,7 @@ class SisImport:
         """Set updated_at (Canvas updates it on every save)."""
         self.updated_at = moment or utc_now()
 
-    def add_error(
-        self, file: str | None, message: str, *, failure: bool = False, row: int | None = None
-    ) -> SisError:
+    def add_error(self, file: str | None, message: str, *, failure: bool = False, row: int | None = None) -> SisError:
         """Record a message (SisBatch.add_error); failure=True makes the import failed_with_messages."""
         error = SisError(self.id, file, message, failure=failure, row=row)
         self.errors.append(error)

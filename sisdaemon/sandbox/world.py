@@ -105,7 +105,9 @@ class World:
     `terms` may name sis_term_ids that exist as active terms from the start; Canvas's "Default Term" is id 1.
     """
 
-    def __init__(self, root_account_id: int, root_account_name: str = "Sandbox University", terms: list[str] | None = None) -> None:
+    def __init__(
+        self, root_account_id: int, root_account_name: str = "Sandbox University", terms: list[str] | None = None
+    ) -> None:
         self.root_account_id = root_account_id
         self.root_account_name = root_account_name
         self._ids: dict[str, int] = {}
@@ -364,12 +366,15 @@ class World:
             return f"An enrollment referenced a non-existent course {course_id}"
         if section_id and section is None:
             return f"An enrollment referenced a non-existent section {section_id}"
-        if course is not None and section is not None and section.fields.get("course") != course.sis_id:
-            if section.fields.get("nonxlist_course") != course.sis_id:
-                return (
-                    f"An enrollment listed a section ({section_id}) and a course ({course_id}) "
-                    f"that are unrelated for user ({user_id or user_integration_id or ''})"
-                )
+        if (
+            course is not None
+            and section is not None
+            and course.sis_id not in (section.fields.get("course"), section.fields.get("nonxlist_course"))
+        ):
+            return (
+                f"An enrollment listed a section ({section_id}) and a course ({course_id}) "
+                f"that are unrelated for user ({user_id or user_integration_id or ''})"
+            )
         user = self._find_user(user_id, user_integration_id)
         if user is None:
             return (
@@ -471,7 +476,9 @@ class World:
         item = self.items[kind].pop(old_id, None)
         if item is None:
             # inferred from change_sis_id_importer.rb
-            return f"An old_id, '{old_id}', referenced a non-existent {row.get('type')} and was not changed to '{new_id}'"
+            return (
+                f"An old_id, '{old_id}', referenced a non-existent {row.get('type')} and was not changed to '{new_id}'"
+            )
         item.sis_id = new_id
         self.items[kind][new_id] = item
         return None

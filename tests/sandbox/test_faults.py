@@ -34,12 +34,14 @@ def test_a_502_before_creates_nothing_and_after_creates_the_import(sandbox: Sand
 
 
 @pytest.mark.parametrize(("moment", "imports"), [("before", 0), ("after", 1)])
-def test_a_reset_connection_loses_the_answer(sandbox: Sandbox, api: requests.Session, moment: str, imports: int) -> None:
+def test_a_reset_connection_loses_the_answer(
+    sandbox: Sandbox, api: requests.Session, moment: str, imports: int
+) -> None:
     sandbox.faults.add(route="create", reset=moment)
     with pytest.raises(requests.ConnectionError):
         post(sandbox, api)
     assert len(sandbox.imports()) == imports
-    record = [r for r in sandbox.requests if r.route == "create"][0]
+    record = next(r for r in sandbox.requests if r.route == "create")
     assert record.reset and record.status is None
     assert post(sandbox, api).status_code == 200  # the server carries on
 
@@ -66,7 +68,10 @@ def test_html_instead_of_json_and_a_redirect(sandbox: Sandbox, api: requests.Ses
 
 def test_a_plain_text_rate_limit_on_any_route_counts_requests(sandbox: Sandbox, api: requests.Session) -> None:
     sandbox.faults.add(
-        route="any", status=403, count=2, body="403 Forbidden (Rate Limit Exceeded)\n",
+        route="any",
+        status=403,
+        count=2,
+        body="403 Forbidden (Rate Limit Exceeded)\n",
         content_type="text/plain; charset=utf-8",
     )
     first = api.get(sandbox.url + "/api/v1/users/self", timeout=5)
@@ -90,7 +95,9 @@ def test_cli_fault_specs_parse() -> None:
     assert parse_fault_spec("any:403:count=all") == {"route": "any", "status": 403, "count": None}
     assert parse_fault_spec("create:delay=5:after") == {"route": "create", "delay": 5.0, "when": "after"}
     assert parse_fault_spec("show:302:location=https://login.example/x") == {
-        "route": "show", "status": 302, "headers": {"Location": "https://login.example/x"},
+        "route": "show",
+        "status": 302,
+        "headers": {"Location": "https://login.example/x"},
     }
     with pytest.raises(ValueError):
         parse_fault_spec("create:sometimes")

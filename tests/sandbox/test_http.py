@@ -17,8 +17,9 @@ USERS = b"user_id,login_id,status\nu1,l1,active\n"
 IMPORTS = "/api/v1/accounts/1/sis_imports"
 
 
-def post(sandbox: Sandbox, api: requests.Session, body: bytes = USERS, name: str = "users.csv",
-         **fields: Any) -> requests.Response:
+def post(
+    sandbox: Sandbox, api: requests.Session, body: bytes = USERS, name: str = "users.csv", **fields: Any
+) -> requests.Response:
     return api.post(sandbox.url + IMPORTS, files={"attachment": (name, body)}, data=fields, timeout=10)
 
 
@@ -197,11 +198,13 @@ def test_index_filters_and_link_header(sandbox: Sandbox, api: requests.Session) 
     assert [item["id"] for item in created.json()["sis_imports"]] == [second["id"]]
     ignored = api.get(sandbox.url + IMPORTS, params={"created_since": "yesterday-ish"}, timeout=5).json()
     assert len(ignored["sis_imports"]) == 2  # unparsable times are ignored
-    page = api.get(sandbox.url + IMPORTS, params={"per_page": 1, "workflow_state[]": ["created", "imported"]}, timeout=5)
+    page = api.get(
+        sandbox.url + IMPORTS, params={"per_page": 1, "workflow_state[]": ["created", "imported"]}, timeout=5
+    )
     links = page.headers["Link"].split(",")
     assert [link.split("; ")[1] for link in links] == ['rel="current"', 'rel="next"', 'rel="first"']
     assert links[1].startswith(f"<{sandbox.url}{IMPORTS}?workflow_state%5B%5D=created&workflow_state%5B%5D=imported")
-    assert links[1].endswith("page=2&per_page=1>; rel=\"next\"")
+    assert links[1].endswith('page=2&per_page=1>; rel="next"')
     assert "last" not in page.headers["Link"]
     sandbox.unstick(second["id"])
     sandbox.wait_for(second["id"])
