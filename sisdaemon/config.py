@@ -88,9 +88,7 @@ def _raise_all(title: str, problems: Problems) -> None:
     """
     if problems:
         details = [
-            InitErrorDetails(
-                type=PydanticCustomError("config", "{message}", {"message": text}), loc=loc, input=None
-            )
+            InitErrorDetails(type=PydanticCustomError("config", "{message}", {"message": text}), loc=loc, input=None)
             for loc, text in problems
         ]
         raise ValidationError.from_exception_data(title, details)
@@ -160,9 +158,7 @@ _TERM_ID_MESSAGE = 'must be a term id (digits) or "sis_term_id:<id>"'
 TermId = Annotated[str, BeforeValidator(_int_to_str), _matching(r"\d+|sis_term_id:.+", _TERM_ID_MESSAGE)]
 """A Canvas term: its id (a YAML int is taken as its digits) or ``sis_term_id:<id>``."""
 _ACCOUNT_ID_MESSAGE = 'must be digits, "self" or "sis_account_id:<id>"'
-AccountId = Annotated[
-    str, BeforeValidator(_int_to_str), _matching(r"\d+|self|sis_account_id:.+", _ACCOUNT_ID_MESSAGE)
-]
+AccountId = Annotated[str, BeforeValidator(_int_to_str), _matching(r"\d+|self|sis_account_id:.+", _ACCOUNT_ID_MESSAGE)]
 """A Canvas account: its id (a YAML int is taken as its digits), ``self`` or ``sis_account_id:<id>``."""
 EnvName = Annotated[str, _matching(r"[A-Za-z_]\w*", "must be an environment variable's name, not the token")]
 FeedName = Annotated[str, _matching(r"[A-Za-z0-9][\w.-]{0,63}", "must be 1-64 letters, digits, _ . or -")]
@@ -217,9 +213,7 @@ class ImportOptions(_Frozen):
         if batch and self.batch_mode_term_id is None and not multi:
             refuse("batch_mode_term_id", "required when batch_mode is true (else Canvas answers 400)")
         if self.multi_term_batch_mode is False:
-            refuse(
-                "multi_term_batch_mode", "false is not allowed: Canvas turns batch mode on when it is sent"
-            )
+            refuse("multi_term_batch_mode", "false is not allowed: Canvas turns batch mode on when it is sent")
         elif multi and batch and self.batch_mode_term_id is not None:
             refuse("multi_term_batch_mode", "Canvas ignores it when batch_mode_term_id is given; keep one")
         if self.change_threshold is None and batch:
@@ -230,9 +224,7 @@ class ImportOptions(_Frozen):
             if getattr(self, key) is not None and not override:
                 refuse(key, "has no effect unless override_sis_stickiness is true (Canvas ignores it)")
         if diffing and (batch or multi):
-            refuse(
-                "diffing_data_set_identifier", "cannot be used with batch mode (Canvas ignores diffing then)"
-            )
+            refuse("diffing_data_set_identifier", "cannot be used with batch mode (Canvas ignores diffing then)")
         for key in (*DIFFING_OPTIONS, "diff_row_count_threshold"):
             if getattr(self, key) is not None and not diffing:
                 refuse(key, "has no effect without diffing_data_set_identifier")
@@ -430,9 +422,7 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), None
-)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), None)
 
 
 def load_config(path: Path) -> Settings:
@@ -520,9 +510,7 @@ def _describe(detail: Any) -> str:
     if detail["type"] == "extra_forbidden":
         known = _keys_at(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        message = (
-            f"unknown key (did you mean {close[0]}?)" if close else f"unknown key; known: {', '.join(known)}"
-        )
+        message = f"unknown key (did you mean {close[0]}?)" if close else f"unknown key; known: {', '.join(known)}"
     return f"{_dotted(loc)}: {message}"
 
 
@@ -548,10 +536,11 @@ def _model_in(annotation: object) -> type[BaseModel] | None:
 def check_runtime(settings: Settings, *, rename: Callable[[Path, Path], None] = os.rename) -> list[str]:
     """Check what the configuration needs from this machine; one ``"<dotted.key>: <message>"`` per problem.
 
-    Checks the token source (never quoting the token), ``ca_bundle``, the state file's folder, ``lock_dir``
-    (or its parent) and each feed's folders, creating ``work_dir`` (mode 0750) when only it is missing. Proves
-    that files can be renamed between a feed's folders: a probe file ``.sisdaemon-probe-<pid>-<random>`` goes
-    from drop_dir into each other folder and back, and is removed. ``rename`` is replaceable for tests.
+    Checks the token source (never quoting the token), ``ca_bundle``, the state file's folder, ``lock_dir`` (or
+    the folder it would be created in) and each feed's folders, creating ``work_dir`` (mode 0750) when only it is
+    missing. Proves that files can be renamed between a feed's folders: a probe file
+    ``.sisdaemon-probe-<pid>-<random>`` goes from drop_dir into each other folder and back, and is removed.
+    ``rename`` is replaceable for tests.
     """
     problems: list[str] = []
     try:
@@ -565,11 +554,12 @@ def check_runtime(settings: Settings, *, rename: Callable[[Path, Path], None] = 
         problems.append(f"state_file: {settings.state_file} is a folder")
     elif problem := _folder_problem(settings.state_file.parent, os.W_OK | os.X_OK):
         problems.append(f"state_file: the folder {problem}")
-    if os.path.lexists(settings.lock_dir):
-        if problem := _folder_problem(settings.lock_dir, os.W_OK | os.X_OK):
-            problems.append(f"lock_dir: {problem}")
-    elif problem := _folder_problem(settings.lock_dir.parent, os.W_OK | os.X_OK):
-        problems.append(f"lock_dir: cannot be created: {problem}")
+    existing = settings.lock_dir  # created with its parents when the lock is taken: check the nearest that exists
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if problem := _folder_problem(existing, os.W_OK | os.X_OK):
+        creatable = "" if existing == settings.lock_dir else f"{settings.lock_dir} cannot be created: "
+        problems.append(f"lock_dir: {creatable}{problem}")
     seen: dict[tuple[int, int], str] = {}
     for index, feed in enumerate(settings.feeds):
         problems += _check_feed(f"feeds[{index}]", feed, seen, rename)
@@ -634,9 +624,7 @@ def _probe_renames(prefix: str, feed: FeedSettings, rename: Callable[[Path, Path
                 why = error.strerror
                 if error.errno == errno.EXDEV:
                     why = "not on one mount (a bind mount, as systemd's ReadWritePaths= makes, is another)"
-                problems.append(
-                    f"{prefix}.{key}: files cannot be renamed between drop_dir and {folder}: {why}"
-                )
+                problems.append(f"{prefix}.{key}: files cannot be renamed between drop_dir and {folder}: {why}")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(where)

@@ -31,9 +31,7 @@ MINIMAL: dict[str, Any] = {
         "account_id": "1",
         "token_env": "CANVAS_TOKEN",
     },
-    "feeds": [
-        {"name": "nightly", "drop_dir": "sis/drop", "done_dir": "sis/done", "failed_dir": "sis/failed"}
-    ],
+    "feeds": [{"name": "nightly", "drop_dir": "sis/drop", "done_dir": "sis/done", "failed_dir": "sis/failed"}],
 }
 
 
@@ -50,9 +48,7 @@ def config(**changes: Any) -> dict[str, Any]:
 
 def write(tmp_path: Path, data: object, name: str = "config.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(
-        data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False), encoding="utf-8"
-    )
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -110,9 +106,7 @@ def test_relative_folders_are_taken_from_the_config_files_folder(tmp_path: Path)
 
 
 def test_work_dir_defaults_to_a_folder_named_after_the_feed_beside_drop_dir(tmp_path: Path) -> None:
-    data = config(
-        feed={"drop_dir": "/srv/sis/drop/", "done_dir": "/srv/sis/done", "failed_dir": "/srv/sis/failed"}
-    )
+    data = config(feed={"drop_dir": "/srv/sis/drop/", "done_dir": "/srv/sis/done", "failed_dir": "/srv/sis/failed"})
 
     assert load(tmp_path, data).feeds[0].work_dir == Path("/srv/sis/work-nightly")
 
@@ -235,9 +229,7 @@ def test_a_base_url_that_is_not_a_plain_https_url_is_refused(tmp_path: Path, url
         ),
     ],
 )
-def test_an_unknown_key_is_refused_at_every_level(
-    tmp_path: Path, data: dict[str, Any], expected: str
-) -> None:
+def test_an_unknown_key_is_refused_at_every_level(tmp_path: Path, data: dict[str, Any], expected: str) -> None:
     assert problems(tmp_path, data) == [expected]
 
 
@@ -290,14 +282,11 @@ def test_a_bare_yaml_yes_is_a_string_and_not_a_boolean(tmp_path: Path) -> None:
         ),
         (
             config(import_={"batch_mode_enrollment_drop_status": "deleted_last_completed"}),
-            "feeds[0].import.batch_mode_enrollment_drop_status: must be one of 'deleted', 'completed' or "
-            "'inactive'",
+            "feeds[0].import.batch_mode_enrollment_drop_status: must be one of 'deleted', 'completed' or 'inactive'",
         ),
     ],
 )
-def test_a_value_outside_its_allowed_set_is_refused(
-    tmp_path: Path, data: dict[str, Any], expected: str
-) -> None:
+def test_a_value_outside_its_allowed_set_is_refused(tmp_path: Path, data: dict[str, Any], expected: str) -> None:
     assert expected in problems(tmp_path, data)
 
 
@@ -370,9 +359,7 @@ def test_every_problem_is_reported_at_once_each_with_its_dotted_key(tmp_path: Pa
         log={"format": "text"},
         import_={"batch_mode": True, "batch_mode_term_id": "sis_term_id:2026FA"},
     )
-    data["feeds"].append(
-        {"name": "second", "drop_dir": "/b/drop", "done_dir": "/b/done", "failed_dir": 3, "x": 1}
-    )
+    data["feeds"].append({"name": "second", "drop_dir": "/b/drop", "done_dir": "/b/done", "failed_dir": 3, "x": 1})
     path = write(tmp_path, data)
 
     with pytest.raises(ConfigError) as caught:
@@ -486,9 +473,7 @@ def test_the_four_folders_of_a_feed_must_differ(tmp_path: Path) -> None:
 
 def test_two_feeds_may_share_neither_a_name_nor_a_folder(tmp_path: Path) -> None:
     data = config()
-    data["feeds"].append(
-        {"name": "nightly", "drop_dir": "sis/done", "done_dir": "b/done", "failed_dir": "b/failed"}
-    )
+    data["feeds"].append({"name": "nightly", "drop_dir": "sis/done", "done_dir": "b/done", "failed_dir": "b/failed"})
 
     assert problems(tmp_path, data) == [
         "feeds[1].name: feeds[0] has this name already",
@@ -499,9 +484,7 @@ def test_two_feeds_may_share_neither_a_name_nor_a_folder(tmp_path: Path) -> None
 
 def test_two_feeds_beside_one_another_get_separate_work_folders(tmp_path: Path) -> None:
     data = config()
-    data["feeds"].append(
-        {"name": "hourly", "drop_dir": "sis/drop2", "done_dir": "sis/d2", "failed_dir": "sis/f2"}
-    )
+    data["feeds"].append({"name": "hourly", "drop_dir": "sis/drop2", "done_dir": "sis/d2", "failed_dir": "sis/f2"})
 
     assert [feed.work_dir.name for feed in load(tmp_path, data).feeds] == ["work-nightly", "work-hourly"]
 
@@ -552,8 +535,7 @@ def test_multi_term_batch_mode_without_change_threshold_is_refused(tmp_path: Pat
 
 def test_multi_term_batch_mode_false_is_refused_because_canvas_tests_it_by_presence(tmp_path: Path) -> None:
     assert import_problems(tmp_path, {"multi_term_batch_mode": False, "change_threshold": 10}) == [
-        "feeds[0].import.multi_term_batch_mode: false is not allowed: "
-        "Canvas turns batch mode on when it is sent"
+        "feeds[0].import.multi_term_batch_mode: false is not allowed: Canvas turns batch mode on when it is sent"
     ]
 
 
@@ -602,9 +584,7 @@ def test_stickiness_options_without_override_are_refused(tmp_path: Path, key: st
         ("diff_row_count_threshold", 500),
     ],
 )
-def test_diffing_options_without_a_diffing_identifier_are_refused(
-    tmp_path: Path, key: str, value: object
-) -> None:
+def test_diffing_options_without_a_diffing_identifier_are_refused(tmp_path: Path, key: str, value: object) -> None:
     assert import_problems(tmp_path, {key: value}) == [
         f"feeds[0].import.{key}: has no effect without diffing_data_set_identifier"
     ]
@@ -694,9 +674,7 @@ def canvas_with(tmp_path: Path, **canvas: Any) -> Any:
     return load(tmp_path, data).canvas
 
 
-def test_the_token_is_read_from_its_environment_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_token_is_read_from_its_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CANVAS_TOKEN", f" {TOKEN}\n")
 
     assert read_token(canvas_with(tmp_path, token_env="CANVAS_TOKEN")) == TOKEN
@@ -725,9 +703,7 @@ def test_a_relative_token_file_without_credentials_directory_names_the_variable(
 ) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
 
-    with pytest.raises(
-        TokenError, match=r"canvas.token_file: canvas-token is relative, .*\$CREDENTIALS_DIRECTORY"
-    ):
+    with pytest.raises(TokenError, match=r"canvas.token_file: canvas-token is relative, .*\$CREDENTIALS_DIRECTORY"):
         read_token(canvas_with(tmp_path, token_file="canvas-token"))
 
 
@@ -840,6 +816,14 @@ def test_check_runtime_names_a_file_where_a_folder_should_be(machine: Path) -> N
     assert check_runtime(load_config(machine)) == [f"feeds[0].failed_dir: {failed_dir} is not a folder"]
 
 
+def test_check_runtime_accepts_a_missing_lock_dir_that_can_be_created(machine: Path) -> None:
+    data = yaml.safe_load(machine.read_text())
+    data["lock_dir"] = "run/lock/sisdaemon"
+
+    assert check_runtime(load(machine.parent, data)) == []
+    assert not (machine.parent / "run").exists()
+
+
 def test_check_runtime_does_not_create_a_work_dir_whose_parent_is_missing(machine: Path) -> None:
     data = yaml.safe_load(machine.read_text())
     data["feeds"][0]["work_dir"] = "elsewhere/work"
@@ -874,11 +858,7 @@ def test_check_runtime_says_when_folders_are_on_different_mounts(machine: Path) 
 
 def test_check_runtime_proves_renames_on_a_real_second_mount(machine: Path) -> None:
     shm = Path("/dev/shm")
-    if (
-        not shm.is_dir()
-        or os.stat(shm).st_dev == os.stat(machine.parent).st_dev
-        or not os.access(shm, os.W_OK)
-    ):
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(machine.parent).st_dev or not os.access(shm, os.W_OK):
         pytest.skip("needs a writable /dev/shm on another filesystem")
     failed_dir = shm / f"sisdaemon-test-{os.getpid()}-failed"
     failed_dir.mkdir()
@@ -888,9 +868,7 @@ def test_check_runtime_proves_renames_on_a_real_second_mount(machine: Path) -> N
 
         [problem] = check_runtime(load(machine.parent, data))
 
-        assert problem.startswith(
-            f"feeds[0].failed_dir: files cannot be renamed between drop_dir and {failed_dir}"
-        )
+        assert problem.startswith(f"feeds[0].failed_dir: files cannot be renamed between drop_dir and {failed_dir}")
         assert entries(failed_dir) == [] and entries(machine.parent / "sis" / "drop") == []
     finally:
         failed_dir.rmdir()
@@ -901,7 +879,8 @@ def test_check_runtime_names_the_state_folder_lock_dir_token_and_ca_bundle(
 ) -> None:
     monkeypatch.delenv("CANVAS_TOKEN")
     data = yaml.safe_load(machine.read_text())
-    data.update(state_file="nowhere/state.json", lock_dir="no/such/lock")
+    (machine.parent / "a-file").write_text("")
+    data.update(state_file="nowhere/state.json", lock_dir="a-file/lock")
     data["canvas"]["ca_bundle"] = "ca.pem"
     base = machine.parent
 
@@ -909,7 +888,7 @@ def test_check_runtime_names_the_state_folder_lock_dir_token_and_ca_bundle(
         "canvas.token_env: the environment variable CANVAS_TOKEN is not set",
         f"canvas.ca_bundle: {base}/ca.pem is not a readable file",
         f"state_file: the folder {base}/nowhere does not exist",
-        f"lock_dir: cannot be created: {base}/no/such does not exist",
+        f"lock_dir: {base}/a-file/lock cannot be created: {base}/a-file is not a folder",
     ]
 
 
