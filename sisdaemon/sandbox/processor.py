@@ -231,14 +231,23 @@ class Processor:
             kept: list[_Csv] = []
             for item in found[importer]:
                 try:
-                    with item.path.open("rb") as stream:
-                        item.rows = max(0, sum(1 for _ in sis_csv.iter_records(stream)) - 1)
+                    item.rows = self._count_rows(item.path)
                     kept.append(item)
                 except sis_csv.CsvFileError:
                     with self.store.lock:
                         sis_import.add_error(item.name, sis_csv.MSG_MALFORMED, failure=True)
             found[importer] = kept
         return found
+
+    def _count_rows(self, path: Path) -> int:
+        """Data rows (records after the header); CsvFileError for a malformed file; stops with the sandbox."""
+        records = 0
+        with path.open("rb") as stream:
+            for _ in sis_csv.iter_records(stream):
+                records += 1
+                if records % 10_000 == 0 and self.stopping.is_set():
+                    raise _Stopped
+        return max(0, records - 1)
 
     def _unzip(self, sis_import: SisImport, zip_path: Path, work_dir: Path) -> list[tuple[str, Path]]:
         with zipfile.ZipFile(zip_path) as archive:

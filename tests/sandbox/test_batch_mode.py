@@ -1,0 +1,125 @@
+"""Batch mode, cross-file lookups and import speed: what imports leave behind shapes later imports."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from typing import Any
+
+import requests
+
+from sisdaemon.sandbox import Sandbox
+
+IMPORTS = "/api/v1/accounts/1/sis_imports"
+COURSES = "course_id,short_name,long_name,account_id,term_id,status\n"
+SECTIONS = "section_id,course_id,name,status\n"
+USERS = "user_id,login_id,status\n"
+ENROLLMENTS = "course_id,user_id,role,section_id,status\n"
+
+
+def zip_of(**files: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(f"{name}.csv", text)
+    return buffer.getvalue()
+
+
+def run(sandbox: Sandbox, api: requests.Session, name: str, body: bytes, **fields: str) -> dict[str, Any]:
+    response = api.post(sandbox.url + IMPORTS, files={"attachment": (name, body)}, data=fields, timeout=10)
+    assert response.status_code == 200, response.text
+    return sandbox.wait_for(response.json()["id"], timeout=30)
+
+
+def seed(sandbox: Sandbox, api: requests.Session) -> None:
+    courses = COURSES + "".join(f"C{i},C{i},Course {i},,2026FA,active\n" for i in range(4))
+    sections = SECTIONS + "".join(f"S{i},C{i},Section {i},active\n" for i in range(4))
+    users = USERS + "".join(f"U{i},login{i},active\n" for i in range(4))
+    enrollments = ENROLLMENTS + "".join(f"C{i},U{i},student,S{i},active\n" for i in range(4))
+    done = run(
+        sandbox, api, "seed.zip", zip_of(courses=courses, sections=sections, users=users, enrollments=enrollments)
+    )
+    assert done["workflow_state"] == "imported"
+    assert done["data"]["counts"]["enrollments"] == 4
+
+
+def test_batch_mode_deletes_what_the_term_no_longer_has(sandbox: Sandbox, api: requests.Session) -> None:
+    seed(sandbox, api)
+    body = zip_of(
+        courses=COURSES + "C0,C0,Course 0,,2026FA,active\nC1,C1,Course 1,,2026FA,active\n",
+        enrollments=ENROLLMENTS + "C0,U0,student,S0,active\n",
+    )
+    response = api.post(
+        sandbox.url + IMPORTS,
+        files={"attachment": ("batch.zip", body)},
+        data={"batch_mode": "1", "batch_mode_term_id": "sis_term_id:2026FA", "change_threshold": "80"},
+        timeout=10,
+    )
+    import_id = response.json()["id"]
+    sandbox.stick(import_id, "cleanup_batch")
+    seen = sandbox.wait_for(import_id, {"cleanup_batch"})
+    assert seen["progress"] == 0  # progress restarts for the clean-up
+    sandbox.unstick(import_id)
+    done = sandbox.wait_for(import_id)
+    assert done["workflow_state"] == "imported"
+    counts = done["data"]["counts"]
+    assert (counts["batch_courses_deleted"], counts["batch_enrollments_deleted"]) == (2, 3)
+    assert "batch_sections_deleted" not in counts  # no sections.csv was supplied
+    assert done["data"]["statistics"]["Course"]["deleted"] == 2
+    courses = sandbox.world.items["Course"]
+    assert {key: item.status for key, item in courses.items()} == {
+        "C0": "active",
+        "C1": "active",
+        "C2": "deleted",
+        "C3": "deleted",
+    }
+
+
+def test_a_change_threshold_exceeded_aborts_the_batch(sandbox: Sandbox, api: requests.Session) -> None:
+    seed(sandbox, api)
+    body = (ENROLLMENTS + "C0,U0,student,S0,active\n").encode()
+    done = run(sandbox, api, "enrollments.csv", body, batch_mode="true", batch_mode_term_id="2", change_threshold="10")
+    assert done["workflow_state"] == "aborted"
+    assert done["processing_warnings"] == [
+        [None, "3 enrollments would be deleted and exceeds the set threshold of 10%"]
+    ]
+    assert done["progress"] == 100
+    sandbox.wait_for(done["id"], {"aborted"}, errors_attachment=True)
+
+
+def test_multi_term_batch_mode_without_a_terms_file_is_aborted(sandbox: Sandbox, api: requests.Session) -> None:
+    seed(sandbox, api)
+    body = (ENROLLMENTS + "C0,U0,student,S0,active\n").encode()
+    done = run(sandbox, api, "enrollments.csv", body, multi_term_batch_mode="true", change_threshold="50")
+    assert done["workflow_state"] == "aborted"
+    assert done["processing_warnings"] == [[None, "Terms not found. Terms must be included with multi_term_batch_mode"]]
+
+
+def test_a_later_import_sees_earlier_users(sandbox: Sandbox, api: requests.Session) -> None:
+    seed(sandbox, api)
+    done = run(sandbox, api, "e.csv", (ENROLLMENTS + "C1,U1,teacher,S1,active\nC1,U9,student,S1,active\n").encode())
+    assert done["processing_warnings"] == [
+        ["e.csv", "User not found for enrollment (User ID: U9, Course ID: C1, Section ID: S1)"]
+    ]
+    assert done["data"]["counts"]["enrollments"] == 1
+
+
+def test_a_slow_sandbox_shows_created_then_rising_progress() -> None:
+    users = (USERS + "".join(f"u{i},l{i},active\n" for i in range(400))).encode()
+    with Sandbox(token="T", fast=False, rows_per_second=1000) as sb, requests.Session() as session:
+        session.headers["Authorization"] = "Bearer T"
+        created = session.post(sb.url + IMPORTS, files={"attachment": ("u.csv", users)}, timeout=10).json()
+        assert sb.get_import(created["id"])["workflow_state"] == "created"
+        progress: set[int] = set()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            item = sb.get_import(created["id"])
+            if item["workflow_state"] == "importing":
+                progress.add(item["progress"])
+            if item["workflow_state"] == "imported":
+                break
+            time.sleep(0.01)
+        assert item["workflow_state"] == "imported"
+        assert any(0 < value < 100 for value in progress), progress
+        assert item["data"]["running_immediately"] is False

@@ -1,0 +1,72 @@
+"""`sisdaemon sandbox` as a process: prints its URL, serves, plans faults, and exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
+
+RUNNER = (
+    "import argparse, sys\n"
+    "from sisdaemon.sandbox import cli\n"
+    "parser = argparse.ArgumentParser()\n"
+    "cli.add_arguments(parser)\n"
+    "sys.exit(cli.run(parser.parse_args()))\n"
+)
+
+
+@contextmanager
+def sandbox_process(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+
+
+def test_the_command_prints_its_url_serves_and_exits_0_on_sigterm() -> None:
+    with sandbox_process("--port", "0", "--fast", "--term", "2026FA", env={"SISDAEMON_SANDBOX_TOKEN": "secret"}) as (
+        process,
+        url,
+    ):
+        assert url.startswith("http://127.0.0.1:")
+        headers = {"Authorization": "Bearer secret"}
+        created = requests.post(
+            url + "/api/v1/accounts/1/sis_imports",
+            headers=headers,
+            files={"attachment": ("u.csv", b"user_id,login_id,status\nu1,l1,active\n")},
+            data={"batch_mode": "true", "batch_mode_term_id": "sis_term_id:2026FA"},
+            timeout=5,
+        )
+        assert created.json()["batch_mode_term_id"] == 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+
+
+def test_faults_from_the_command_line_apply() -> None:
+    with sandbox_process("--token", "T", "--fast", "--fault", "users_self:503:count=2") as (_process, url):
+        headers = {"Authorization": "Bearer T"}
+        statuses = [requests.get(url + "/api/v1/users/self", headers=headers, timeout=5).status_code for _ in range(3)]
+        assert statuses == [503, 503, 200]
+
+
+def test_without_a_token_it_is_a_usage_error() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "SISDAEMON_SANDBOX_TOKEN"}
+    result = subprocess.run([sys.executable, "-c", RUNNER], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 2
+    assert "SISDAEMON_SANDBOX_TOKEN" in result.stderr
