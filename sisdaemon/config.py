@@ -120,7 +120,7 @@ def _int_to_str(value: object) -> object:
 
 def _matching(pattern: str, message: str) -> AfterValidator:
     def check(value: str) -> str:
-        return value if re.fullmatch(pattern, value) else _fail(message)
+        return value if re.fullmatch(pattern, value, re.ASCII) else _fail(message)  # ASCII: \d is not "١٢"
 
     return AfterValidator(check)
 

@@ -325,6 +325,8 @@ def test_a_value_outside_its_allowed_set_is_refused(tmp_path: Path, data: dict[s
             config(canvas={"account_id": -1}),
             'canvas.account_id: must be digits, "self" or "sis_account_id:<id>"',
         ),
+        (config(canvas={"account_id": "١٢"}), 'canvas.account_id: must be digits, "self" or "sis_account_id:<id>"'),
+        (config(feed={"name": "nächtlich"}), "feeds[0].name: must be 1-64 letters, digits, _ . or -"),
         (config(import_={"change_threshold": 0}), "feeds[0].import.change_threshold: must be at least 1"),
         (config(import_={"change_threshold": 101}), "feeds[0].import.change_threshold: must be at most 100"),
         (
