@@ -50,6 +50,7 @@ def test_batch_mode_deletes_what_the_term_no_longer_has(sandbox: Sandbox, api: r
         courses=COURSES + "C0,C0,Course 0,,2026FA,active\nC1,C1,Course 1,,2026FA,active\n",
         enrollments=ENROLLMENTS + "C0,U0,student,S0,active\n",
     )
+    sandbox.stick_next("cleanup_batch")
     response = api.post(
         sandbox.url + IMPORTS,
         files={"attachment": ("batch.zip", body)},
@@ -57,7 +58,6 @@ def test_batch_mode_deletes_what_the_term_no_longer_has(sandbox: Sandbox, api: r
         timeout=10,
     )
     import_id = response.json()["id"]
-    sandbox.stick(import_id, "cleanup_batch")
     seen = sandbox.wait_for(import_id, {"cleanup_batch"})
     assert seen["progress"] == 0  # progress restarts for the clean-up
     sandbox.unstick(import_id)
