@@ -516,6 +516,8 @@ class Processor:
                 self._hold(sis_import, "cleanup_batch")
             finally:
                 self.store.lock.acquire()
+        if sis_import.workflow_state == "aborted":
+            return  # aborted during the clean-up: fast_update_progress raises SisBatch::Aborted
         world = self.world
 
         def course_in_terms(course_sis: str | None) -> bool:

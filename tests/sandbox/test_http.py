@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import requests
 
 from sisdaemon.sandbox import Sandbox
@@ -170,8 +172,6 @@ def test_store_delay_shows_the_upload_initializing_while_the_post_waits() -> Non
                 seen.extend(item["workflow_state"] for item in sb.imports())
                 time.sleep(0.02)
 
-        import threading
-
         poller = threading.Thread(target=poll)
         poller.start()
         response = session.post(sb.url + IMPORTS, files={"attachment": ("u.csv", USERS)}, timeout=10)
@@ -281,3 +281,31 @@ def test_imports_run_one_at_a_time_oldest_first(sandbox: Sandbox, api: requests.
     assert starts == sorted(starts)
     assert all(item["workflow_state"] == "imported" for item in finished)
     assert timedelta(0) <= starts[-1] - starts[0] < timedelta(seconds=5)
+
+
+def test_an_upload_stuck_initializing_holds_its_post_and_shows_in_the_index(
+    sandbox: Sandbox, api: requests.Session
+) -> None:
+    sandbox.stick_next("initializing")
+    try:
+        post_timeout = 0.5
+        with pytest.raises(requests.ReadTimeout):
+            api.post(sandbox.url + IMPORTS, files={"attachment": ("u.csv", USERS)}, timeout=post_timeout)
+        listed = api.get(sandbox.url + IMPORTS, timeout=5).json()["sis_imports"]
+        assert [(item["workflow_state"], item["user"]["id"]) for item in listed] == [("initializing", 1)]
+        assert listed[0]["diff_row_count_threshold"] is None  # options are written only when it is created
+    finally:
+        sandbox.unstick(1)
+    assert sandbox.wait_for(1)["workflow_state"] == "imported"
+
+
+def test_aborting_a_running_import_stops_it_without_an_end(sandbox: Sandbox, api: requests.Session) -> None:
+    sandbox.stick_next("importing")
+    created = post(sandbox, api).json()
+    sandbox.wait_for(created["id"], {"importing"})
+    aborted = api.put(f"{sandbox.url}{IMPORTS}/{created['id']}/abort", timeout=5).json()
+    assert aborted["workflow_state"] == "aborted"
+    assert aborted["ended_at"] is None
+    follower = post(sandbox, api).json()
+    assert sandbox.wait_for(follower["id"])["workflow_state"] == "imported"
+    assert sandbox.get_import(created["id"])["workflow_state"] == "aborted"
