@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import requests
 
@@ -70,3 +72,14 @@ def test_without_a_token_it_is_a_usage_error() -> None:
     result = subprocess.run([sys.executable, "-c", RUNNER], capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 2
     assert "SISDAEMON_SANDBOX_TOKEN" in result.stderr
+
+
+def test_a_json_fault_plan_applies(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"route": "account", "status": 502, "count": 1}, {"route": "account", "html": True}]))
+    with sandbox_process("--token", "T", "--fast", "--fault-plan", str(plan)) as (_process, url):
+        headers = {"Authorization": "Bearer T"}
+        answers = [requests.get(url + "/api/v1/accounts/1", headers=headers, timeout=5) for _ in range(3)]
+        assert [a.status_code for a in answers] == [502, 200, 200]
+        assert answers[1].headers["Content-Type"].startswith("text/html")
+        assert answers[2].json()["id"] == 1
