@@ -48,8 +48,9 @@ class CanvasError(Exception):
     Canvas certainly created no import (DESIGN.md "A POST's outcome is known"). The message never holds the token.
     """
 
-    def __init__(self, kind: FaultKind, message: str, *, status: int | None = None,
-                 created_nothing: bool = True) -> None:
+    def __init__(
+        self, kind: FaultKind, message: str, *, status: int | None = None, created_nothing: bool = True
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
@@ -198,9 +199,17 @@ class CanvasClient:
     event's ``wait``.
     """
 
-    def __init__(self, base_url: str, account: str, token: Callable[[], str], *, timeout: float = 60.0,
-                 upload_timeout: float = 1800.0, verify: bool | str = True,
-                 wait: Callable[[float], Any] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        account: str,
+        token: Callable[[], str],
+        *,
+        timeout: float = 60.0,
+        upload_timeout: float = 1800.0,
+        verify: bool | str = True,
+        wait: Callable[[float], Any] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.host = urllib.parse.urlsplit(self.base_url).hostname or ""
         self.account = account
@@ -262,9 +271,15 @@ class CanvasClient:
         if pause:
             self._wait(pause)
         try:
-            response = self._session.request(method, url, params=params, headers=self._headers(),
-                                             timeout=(self.timeout, self.timeout), allow_redirects=False,
-                                             verify=self.verify)
+            response = self._session.request(
+                method,
+                url,
+                params=params,
+                headers=self._headers(),
+                timeout=(self.timeout, self.timeout),
+                allow_redirects=False,
+                verify=self.verify,
+            )
         except requests.RequestException as error:
             raise CanvasError(FaultKind.TRANSIENT, f"{method} {_path_of(url)}: {_describe(error)}") from None
         self._note(response)
@@ -275,8 +290,9 @@ class CanvasClient:
     def _json(self, method: str, url: str, *, params: Any = None, not_found: FaultKind = FaultKind.NOT_FOUND) -> Any:
         return self._json_and_response(method, url, params=params, not_found=not_found)[0]
 
-    def _json_and_response(self, method: str, url: str, *, params: Any = None,
-                           not_found: FaultKind = FaultKind.NOT_FOUND) -> tuple[Any, requests.Response]:
+    def _json_and_response(
+        self, method: str, url: str, *, params: Any = None, not_found: FaultKind = FaultKind.NOT_FOUND
+    ) -> tuple[Any, requests.Response]:
         response = self._request(method, url, params=params)
         content_type = response.headers.get("Content-Type", "")
         if response.status_code == 200 and "json" in content_type:
@@ -295,6 +311,19 @@ class CanvasClient:
         """``GET /api/v1/users/self``: the token's own user (``id``, ``name``, ...). Cheap; used before uploads."""
         result: dict[str, Any] = self._json("GET", self._url("users/self"))
         return result
+
+    def check_access(self) -> dict[str, Any]:
+        """Two cheap GETs that prove the token works and may import: ``users/self`` (the token's user, returned)
+        and one row of ``accounts/:id/sis_imports`` (needs the import_sis or manage_sis permission, as the POST
+        does). A refused token or a missing permission is thus found before any upload. Raises CanvasError."""
+        me = self.get_self()
+        self._json(
+            "GET",
+            self._url(f"accounts/{self.account}/sis_imports"),
+            params={"per_page": 1},
+            not_found=FaultKind.CONFIGURATION,
+        )
+        return me
 
     def resolve_account(self) -> int:
         """``GET /api/v1/accounts/:account``: the account's numeric id (a 404 is a configuration fault)."""
@@ -325,7 +354,9 @@ class CanvasClient:
         """``PUT .../sis_imports/:id/abort``: the reloaded SisImport, or None when Canvas answers 404 (it had
         already finished, or it does not exist; canvas-api.md §1)."""
         try:
-            result: dict[str, Any] = self._json("PUT", self._url(f"accounts/{self.account}/sis_imports/{import_id}/abort"))
+            result: dict[str, Any] = self._json(
+                "PUT", self._url(f"accounts/{self.account}/sis_imports/{import_id}/abort")
+            )
         except CanvasError as error:
             if error.kind is FaultKind.NOT_FOUND:
                 return None
@@ -352,12 +383,19 @@ class CanvasClient:
             with requests.Session() as session:
                 session.trust_env = False
                 try:
-                    response = session.post(url, data=encoder, headers=headers, allow_redirects=False,
-                                            timeout=(self.timeout, self.upload_timeout), verify=self.verify)
+                    response = session.post(
+                        url,
+                        data=encoder,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=(self.timeout, self.upload_timeout),
+                        verify=self.verify,
+                    )
                 except requests.RequestException as error:
                     known = _connection_never_made(error)
-                    raise CanvasError(FaultKind.TRANSIENT, f"POST {_path_of(url)}: {_describe(error)}",
-                                      created_nothing=known) from None
+                    raise CanvasError(
+                        FaultKind.TRANSIENT, f"POST {_path_of(url)}: {_describe(error)}", created_nothing=known
+                    ) from None
         self._note(response)
         content = response.headers.get("Content-Type", "")
         body = response.text[:4000]
@@ -376,8 +414,7 @@ class CanvasClient:
         known = post_outcome_known(response.status_code, content, body)
         if not known:
             kind = FaultKind.TRANSIENT
-        raise CanvasError(kind, f"POST {_path_of(url)}: {message}", status=response.status_code,
-                          created_nothing=known)
+        raise CanvasError(kind, f"POST {_path_of(url)}: {message}", status=response.status_code, created_nothing=known)
 
     def download(self, url: str, target: Path, *, max_redirects: int = 3) -> None:
         """Save a file Canvas serves (the errors CSV) to ``target`` via a temp file in its folder.
@@ -391,8 +428,14 @@ class CanvasClient:
                 raise CanvasError(FaultKind.CONFIGURATION, "errors CSV: refusing a non-https download address")
             headers = self._headers() if parts.hostname == self.host else {}
             try:
-                response = self._session.get(url, headers=headers, timeout=(self.timeout, self.timeout),
-                                             allow_redirects=False, stream=True, verify=self.verify)
+                response = self._session.get(
+                    url,
+                    headers=headers,
+                    timeout=(self.timeout, self.timeout),
+                    allow_redirects=False,
+                    stream=True,
+                    verify=self.verify,
+                )
             except requests.RequestException as error:
                 raise CanvasError(FaultKind.TRANSIENT, f"errors CSV download: {_describe(error)}") from None
             with response:

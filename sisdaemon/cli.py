@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ EXIT_CONFIG = 78
 _SECRETS: set[str] = set()  # every token read, redacted from every log line as a last guard
 
 
-def _redact(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: replace any known secret found in a value (the token must never be logged)."""
     if not _SECRETS:
         return event
@@ -45,8 +45,11 @@ def _redact(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
     """One event a line on stdout: JSON (for journald) or the console renderer; unbuffered."""
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(
-        colors=sys.stdout.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -59,6 +62,8 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
+    # watchdog logs its own thread chatter through the standard library; only its errors matter here.
+    logging.getLogger("watchdog").setLevel(logging.ERROR)
 
 
 def _load(path: str | None) -> Settings:
@@ -124,8 +129,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except ConfigError as error:
         return _config_error(error)
     configure_logging("console" if sys.stdout.isatty() else settings.log.format, settings.log.level)
-    return submit(settings, Path(args.config), Path(args.file), feed_name=args.feed, wait=args.wait,
-                  max_wait=args.max_wait)
+    return submit(
+        settings, Path(args.config), Path(args.file), feed_name=args.feed, wait=args.wait, max_wait=args.max_wait
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -149,7 +155,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sisdaemon.sandbox import cli as sandbox_cli
 
-    return sandbox_cli.run(args)
+    code: int = sandbox_cli.run(args)
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -164,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("-c", "--config", default=os.environ.get("SISDAEMON_CONFIG"),
-                         help="config file (default: $SISDAEMON_CONFIG)")
+        sub.add_argument(
+            "-c",
+            "--config",
+            default=os.environ.get("SISDAEMON_CONFIG"),
+            help="config file (default: $SISDAEMON_CONFIG)",
+        )
 
     check = commands.add_parser("check-config", help="validate a config file and the folders it names")
     with_config(check)
@@ -173,10 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the service in the foreground (what systemd runs)")
     with_config(run)
-    run.add_argument("--once", action="store_true",
-                     help="take what is in the drop folders now, finish every import, then exit")
-    run.add_argument("--max-wait", type=float, default=3600.0, metavar="SECONDS",
-                     help="with --once: give up (exit 3) after this long (default 3600)")
+    run.add_argument(
+        "--once", action="store_true", help="take what is in the drop folders now, finish every import, then exit"
+    )
+    run.add_argument(
+        "--max-wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --once: give up (exit 3) after this long (default 3600)",
+    )
     run.set_defaults(func=cmd_run)
 
     sub = commands.add_parser("submit", help="submit one file and wait for its result")
@@ -184,8 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("file", help="the CSV or zip file to submit (left in place; a copy is submitted)")
     sub.add_argument("--feed", help="feed whose options and folders to use (default: the first)")
     sub.add_argument("--wait", action="store_true", help="print the import as it progresses until it is filed")
-    sub.add_argument("--max-wait", type=float, default=3600.0, metavar="SECONDS",
-                     help="give up waiting (exit 3) after this long (default 3600)")
+    sub.add_argument(
+        "--max-wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="give up waiting (exit 3) after this long (default 3600)",
+    )
     sub.set_defaults(func=cmd_submit)
 
     status = commands.add_parser("status", help="show feeds and in-flight jobs")

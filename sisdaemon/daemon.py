@@ -114,10 +114,17 @@ class Daemon:
     are trusted as complete (no settle wait).
     """
 
-    def __init__(self, settings: Settings, *, config_path: Path | None = None, once: bool = False,
-                 max_wait: float = 3600.0, only: dict[str, set[str]] | None = None,
-                 clock: Callable[[], float] = time.time,
-                 on_event: Callable[[str, Job], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        once: bool = False,
+        max_wait: float = 3600.0,
+        only: dict[str, set[str]] | None = None,
+        clock: Callable[[], float] = time.time,
+        on_event: Callable[[str, Job], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
         self.once = once
@@ -134,6 +141,7 @@ class Daemon:
         self.results: queue.Queue[UploadResult] = queue.Queue()
         self.uploading: str | None = None
         self.own_user_id: int | None = None
+        self._verified_at = float("-inf")
         self.failed_files = 0
         self.done_files = 0
         self._config_stamp = self._stat_config()
@@ -149,9 +157,15 @@ class Daemon:
             errors_csv_wait=polling.errors_csv_wait_seconds,
         )
         canvas = settings.canvas
-        self.client = CanvasClient(canvas.base_url, canvas.account_id, lambda: read_token(canvas),
-                                   timeout=canvas.timeout_seconds, upload_timeout=canvas.upload_timeout_seconds,
-                                   verify=canvas.requests_verify, wait=self.stop_event.wait)
+        self.client = CanvasClient(
+            canvas.base_url,
+            canvas.account_id,
+            lambda: read_token(canvas),
+            timeout=canvas.timeout_seconds,
+            upload_timeout=canvas.upload_timeout_seconds,
+            verify=canvas.requests_verify,
+            wait=self.stop_event.wait,
+        )
 
     # --- life cycle --------------------------------------------------------------------------------------------
 
@@ -162,6 +176,7 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: warm stop (state is always safe to stop at); a second one exits at once. SIGHUP: re-read
         the config (clears holds)."""
+
         def stop(signum: int, frame: object) -> None:
             if self.stop_event.is_set():
                 os._exit(128 + signum)
@@ -180,21 +195,30 @@ class Daemon:
         account_id = self._resolve_account()
         if account_id is None:
             return EXIT_GAVE_UP
-        lock_paths = [state_lock_path(self.settings.state_file),
-                      account_lock_path(self.settings.lock_dir, self.client.host, account_id)]
+        lock_paths = [
+            state_lock_path(self.settings.state_file),
+            account_lock_path(self.settings.lock_dir, self.settings.canvas.host, account_id),
+        ]
         with locks(*lock_paths):
             self.state = self.store.load()
             self.state.account_id = account_id
             for feed in self.settings.feeds:
                 self.feeds[feed.name] = FeedRuntime(
-                    feed, SettleTracker(feed.settle_seconds, feed.empty_grace_seconds),
+                    feed,
+                    SettleTracker(feed.settle_seconds, feed.empty_grace_seconds),
                     DropWatcher(feed.drop_dir, self.wake, mode=feed.watch, poll_seconds=min(feed.rescan_seconds, 5)),
-                    History(history_path(self.settings.state_file, feed.name)))
+                    History(history_path(self.settings.state_file, feed.name)),
+                )
             try:
                 self.recover()
                 sd_notify("READY=1\nSTATUS=watching drop folders")
-                log.info("daemon_started", account_id=account_id, feeds=[f.name for f in self.settings.feeds],
-                         jobs=len(self.state.jobs), once=self.once)
+                log.info(
+                    "daemon_started",
+                    account_id=account_id,
+                    feeds=[f.name for f in self.settings.feeds],
+                    jobs=len(self.state.jobs),
+                    once=self.once,
+                )
                 return self._loop()
             finally:
                 sd_notify("STOPPING=1")
@@ -237,8 +261,13 @@ class Daemon:
             if self.once and self._idle():
                 return EXIT_FAILED_FILES if self.failed_files else EXIT_OK
             if self.once and self.clock() - started > self.max_wait:
-                log.error("gave_up", waited_seconds=round(self.clock() - started), jobs=len(self.state.jobs),
-                          fault=self.health.as_dict(), held=self.state.held)
+                log.error(
+                    "gave_up",
+                    waited_seconds=round(self.clock() - started),
+                    jobs=len(self.state.jobs),
+                    fault=self.health.as_dict(),
+                    held=self.state.held,
+                )
                 return EXIT_GAVE_UP
             self.wake.wait(self._sleep_time(self.clock()))
             self.wake.clear()
@@ -342,8 +371,11 @@ class Daemon:
             delay = min(self.policy.interval * 2 ** min(health.count, 20), self.policy.max_interval)
             delay *= random.uniform(0.5, 1.0)
         health.retry_at = now + delay
-        event = {FaultKind.CREDENTIAL: "canvas_credential_fault", FaultKind.CONFIGURATION: "canvas_configuration_fault",
-                 FaultKind.THROTTLED: "canvas_throttled"}.get(error.kind, "canvas_unavailable")
+        event = {
+            FaultKind.CREDENTIAL: "canvas_credential_fault",
+            FaultKind.CONFIGURATION: "canvas_configuration_fault",
+            FaultKind.THROTTLED: "canvas_throttled",
+        }.get(error.kind, "canvas_unavailable")
         level = log.error if error.kind in (FaultKind.CREDENTIAL, FaultKind.CONFIGURATION) else log.warning
         level(event, error=str(error), retry_in_seconds=round(delay, 2), attempt=health.count)
         if new:
@@ -374,8 +406,12 @@ class Daemon:
     def _hold(self, feed: str, reason: str) -> None:
         if self.state.held.get(feed) != reason:
             self.state.held[feed] = reason
-            log.error("feed_held", feed=feed, reason=reason,
-                      hint="fix the configuration; the feed resumes when the config file changes or on SIGHUP")
+            log.error(
+                "feed_held",
+                feed=feed,
+                reason=reason,
+                hint="fix the configuration; the feed resumes when the config file changes or on SIGHUP",
+            )
             self._save()
 
     # --- start-up recovery ------------------------------------------------------------------------------------------
@@ -426,8 +462,11 @@ class Daemon:
             if woke and not runtime.next_scan:
                 runtime.next_scan = now + DEBOUNCE
             settle_due = runtime.tracker.next_due()
-            due = (now >= runtime.next_rescan or (runtime.next_scan and now >= runtime.next_scan)
-                   or (settle_due is not None and now >= settle_due))
+            due = (
+                now >= runtime.next_rescan
+                or (runtime.next_scan and now >= runtime.next_scan)
+                or (settle_due is not None and now >= settle_due)
+            )
             if not due:
                 continue
             runtime.next_scan = 0.0
@@ -454,12 +493,30 @@ class Daemon:
         ready = runtime.tracker.update(observations, now)
         if wanted:
             # Files handed over by `sisdaemon submit` were written completely before their rename: no settle wait.
-            ready = [ReadyFile(seen.name, seen.fingerprint, seen.regular, seen.kind, now)
-                     for seen in observations.values()]
+            ready = [
+                ReadyFile(seen.name, seen.fingerprint, seen.regular, seen.kind, now) for seen in observations.values()
+            ]
+        if ready and not self._canvas_ready(now):
+            return  # Canvas refuses us or is down: every file stays in drop/
         for item in ready:
             if not self._may_claim(runtime, now):
                 break
             self._claim(runtime, item, now)
+
+    def _canvas_ready(self, now: float) -> bool:
+        """Whether files may be claimed: Canvas answered our token recently (one cheap GET, at most every
+        ``interval`` seconds while there is work), and no fault is waiting out its backoff."""
+        if not self._gate_open(now):
+            return False
+        if self.health.kind is None and now - self._verified_at < max(self.policy.max_interval, 1.0):
+            return True
+        try:
+            me = self._call(self.client.check_access)
+        except CanvasError:
+            return False
+        self.own_user_id = me.get("id")
+        self._verified_at = now
+        return True
 
     def _may_claim(self, runtime: FeedRuntime, now: float) -> bool:
         feed = runtime.settings
@@ -475,8 +532,12 @@ class Daemon:
             except PermissionError:
                 if item.name not in runtime.unreadable:
                     runtime.unreadable.add(item.name)
-                    log.error("file_unreadable", feed=feed.name, file=item.name,
-                              hint="left in the drop folder; taken once the daemon can read it")
+                    log.error(
+                        "file_unreadable",
+                        feed=feed.name,
+                        file=item.name,
+                        hint="left in the drop folder; taken once the daemon can read it",
+                    )
                 return
             except OSError:
                 return  # gone or replaced since the scan; the next scan sees it
@@ -498,8 +559,7 @@ class Daemon:
             log.info("file_claimed", size=item.fingerprint.size, kind=item.kind)
             self._emit("claimed", job)
             if not item.regular:
-                job = jobs.reject(job, "not_regular_file", f"not a regular file ({item.kind}); moved as it is",
-                                  now=now)
+                job = jobs.reject(job, "not_regular_file", f"not a regular file ({item.kind}); moved as it is", now=now)
                 self._put(job)
                 return
             if item.fingerprint.size == 0:
@@ -547,7 +607,8 @@ class Daemon:
             if job.job_id in self.state.jobs:
                 current = self.state.jobs[job.job_id]
                 self.state.jobs[job.job_id] = dataclasses.replace(
-                    current, last_error=str(error), next_action_at=max(self.health.retry_at, now + self.policy.interval))
+                    current, last_error=str(error), next_action_at=max(self.health.retry_at, now + self.policy.interval)
+                )
 
     def _claimed_step(self, job: Job, now: float) -> None:
         if job.stable_since is not None:
@@ -557,8 +618,8 @@ class Daemon:
             return
         if any(other.state is JobState.SUBMITTING for other in self.state.jobs.values()):
             return  # one POST of unknown outcome per account at a time
-        me = self._call(self.client.get_self)  # cheap: a refused token never costs a large upload
-        self.own_user_id = me.get("id")
+        if not self._canvas_ready(now):  # a cheap GET: a refused token never costs a large upload
+            return
         feed = self.feeds[job.feed].settings
         options = feed.import_.set_options()
         tag = None
@@ -648,8 +709,12 @@ class Daemon:
                 self._hold(job.feed, str(error))
         else:
             job = jobs.post_unknown(job, str(error), now=result.ended_at)
-            log.warning("post_outcome_unknown", error=str(error), status=error.status,
-                        hint="looking for the import before sending again")
+            log.warning(
+                "post_outcome_unknown",
+                error=str(error),
+                status=error.status,
+                hint="looking for the import before sending again",
+            )
         self._put(job)
 
     def _adopt(self, job: Job, sis_import: dict[str, Any], now: float, *, how: str, provisional: bool = False) -> None:
@@ -692,14 +757,21 @@ class Daemon:
         listing = list(self._call(lambda: list(self.client.list_sis_imports(since_iso))))
         known = known_import_ids([rt.history for rt in self.feeds.values()], self.state)
         candidates = jobs.own_candidates(listing, own_user_id=self.own_user_id, known_ids=known)
-        decision = jobs.decide_lost_import(job, candidates, server_now=self.client.server_now(), now=now,
-                                           policy=self.policy, tags_echoed=self.state.tags_echoed is not False,
-                                           job_tokens=(job.job_id,))
+        decision = jobs.decide_lost_import(
+            job,
+            candidates,
+            server_now=self.client.server_now(),
+            now=now,
+            policy=self.policy,
+            tags_echoed=self.state.tags_echoed is not False,
+            job_tokens=(job.job_id,),
+        )
         self._abort_late(job, decision.late_originals)
         if decision.action in ("adopt", "adopt_provisionally") and decision.sis_import is not None:
             log.info("lost_import_found", import_id=decision.sis_import.get("id"), reason=decision.reason)
-            self._adopt(job, dict(decision.sis_import), now, how="found",
-                        provisional=decision.action == "adopt_provisionally")
+            self._adopt(
+                job, dict(decision.sis_import), now, how="found", provisional=decision.action == "adopt_provisionally"
+            )
             return
         if decision.action == "resend":
             log.warning("post_resend", reason=decision.reason, attempt=job.attempts + 1)
@@ -707,8 +779,11 @@ class Daemon:
             return
         if decision.action == "ambiguous":
             log.error("lost_import_ambiguous", reason=decision.reason, hint="the file is held; see `sisdaemon status`")
-        self._put(jobs.after_listing(job, decision, now=now,
-                                     interval=min(max(self.policy.interval, 1.0), self.policy.max_interval)))
+        self._put(
+            jobs.after_listing(
+                job, decision, now=now, interval=min(max(self.policy.interval, 1.0), self.policy.max_interval)
+            )
+        )
 
     def _abort_late(self, job: Job, late: tuple[Any, ...]) -> None:
         """Abort earlier attempts of ``job`` that turned up after it was sent again, while they are still queued."""
@@ -716,12 +791,18 @@ class Daemon:
         for item in late:
             if item.get("workflow_state") in ("created", "initializing"):
                 result = self._call(self.client.abort_sis_import, int(item["id"]))
-                log.warning("late_original_aborted", late_import_id=item.get("id"),
-                            workflow_state=(result or {}).get("workflow_state"))
+                log.warning(
+                    "late_original_aborted",
+                    late_import_id=item.get("id"),
+                    workflow_state=(result or {}).get("workflow_state"),
+                )
             else:
-                log.error("late_original_running", late_import_id=item.get("id"),
-                          workflow_state=item.get("workflow_state"),
-                          hint="an earlier attempt of this file was imported too; check it in Canvas")
+                log.error(
+                    "late_original_running",
+                    late_import_id=item.get("id"),
+                    workflow_state=item.get("workflow_state"),
+                    hint="an earlier attempt of this file was imported too; check it in Canvas",
+                )
             history.note_import(int(item["id"]))
             history.save()
 
@@ -729,12 +810,16 @@ class Daemon:
         assert job.import_id is not None
         if job.abort_reason is not None and job.workflow_state not in jobs.TERMINAL_STATES:
             result = self._call(self.client.abort_sis_import, job.import_id)
-            log.warning("import_abort_requested", reason=str(job.abort_reason),
-                        answered=(result or {}).get("workflow_state", "404"))
+            log.warning(
+                "import_abort_requested",
+                reason=str(job.abort_reason),
+                answered=(result or {}).get("workflow_state", "404"),
+            )
         sis_import = self._call(self.client.get_sis_import, job.import_id)
         previous = job.workflow_state
-        job, decision = jobs.on_poll(job, sis_import, now=now, server_now=self.client.server_now(),
-                                     policy=self.policy, job_tokens=(job.job_id,))
+        job, decision = jobs.on_poll(
+            job, sis_import, now=now, server_now=self.client.server_now(), policy=self.policy, job_tokens=(job.job_id,)
+        )
         if job.workflow_state != previous:
             log.info("import_progress", workflow_state=job.workflow_state, progress=job.progress)
         if decision.action == "finish":
@@ -765,14 +850,26 @@ class Daemon:
         source = feed.work_dir / job.work_name
         target = folder / job.work_name
         if os.path.lexists(source):
-            spool.write_sidecar(folder, job.work_name, spool.build_sidecar(
-                job, base_url=self.settings.canvas.base_url, account_id=self.state.account_id))
+            spool.write_sidecar(
+                folder,
+                job.work_name,
+                spool.build_sidecar(job, base_url=self.settings.canvas.base_url, account_id=self.state.account_id),
+            )
             spool.move_durably(source, target)
         elif not os.path.lexists(target):
             log.error("finished_file_missing", path=str(source))
-        record = {"job_id": job.job_id, "file": job.name, "work_name": job.work_name, "import_id": job.import_id,
-                  "outcome": str(job.outcome), "folder": job.folder, "finished_at": job.finished_at,
-                  "sha256": job.sha256, "size": job.size, "reason_code": job.reason_code}
+        record = {
+            "job_id": job.job_id,
+            "file": job.name,
+            "work_name": job.work_name,
+            "import_id": job.import_id,
+            "outcome": str(job.outcome),
+            "folder": job.folder,
+            "finished_at": job.finished_at,
+            "sha256": job.sha256,
+            "size": job.size,
+            "reason_code": job.reason_code,
+        }
         counts = ((job.sis_import or {}).get("data") or {}).get("counts")
         runtime.history.add(record, counts, success=job.folder == "done")
         runtime.history.save()
@@ -782,8 +879,9 @@ class Daemon:
             self.done_files += 1
         else:
             self.failed_files += 1
-        log.info("file_filed", folder=job.folder, outcome=str(job.outcome), reason_code=job.reason_code,
-                 path=str(target))
+        log.info(
+            "file_filed", folder=job.folder, outcome=str(job.outcome), reason_code=job.reason_code, path=str(target)
+        )
         self._emit("filed", job)
 
     def _fetch_errors_csv(self, job: Job, folder: Path, now: float) -> bool:
@@ -803,8 +901,11 @@ class Daemon:
                     self.state.jobs[job.job_id] = dataclasses.replace(job, next_action_at=now + self.policy.interval)
                     return False
                 log.warning("errors_csv_not_saved", error=str(error))
-                self._put(dataclasses.replace(job, errors_csv_deadline=None,
-                                              notes=(*job.notes, f"errors CSV not saved: {error}")))
+                self._put(
+                    dataclasses.replace(
+                        job, errors_csv_deadline=None, notes=(*job.notes, f"errors CSV not saved: {error}")
+                    )
+                )
                 return True
             self._put(dataclasses.replace(job, errors_csv=name))
             log.info("errors_csv_saved", name=name)
@@ -819,8 +920,10 @@ class Daemon:
             interval = min(max(self.policy.interval, 0.2), 5.0)
             self.state.jobs[job.job_id] = dataclasses.replace(job, sis_import=sis_import, next_action_at=now + interval)
             return bool(sis_import.get("errors_attachment")) and self._fetch_errors_csv(
-                self.state.jobs[job.job_id], folder, now)
+                self.state.jobs[job.job_id], folder, now
+            )
         log.warning("errors_csv_not_written", waited_seconds=self.policy.errors_csv_wait)
-        self._put(dataclasses.replace(job, errors_csv_deadline=None,
-                                      notes=(*job.notes, "Canvas wrote no errors CSV in time")))
+        self._put(
+            dataclasses.replace(job, errors_csv_deadline=None, notes=(*job.notes, "Canvas wrote no errors CSV in time"))
+        )
         return True

@@ -283,8 +283,9 @@ def post_refused(job: Job, error: str, *, retry_at: float) -> Job:
 
 def post_unknown(job: Job, error: str, *, now: float) -> Job:
     """submitting -> submitting: the answer was lost; the import may exist. Look for it."""
-    return move(job, JobState.SUBMITTING, outcome_unknown=True, upload_ended_at=now, last_error=error,
-                next_action_at=now)
+    return move(
+        job, JobState.SUBMITTING, outcome_unknown=True, upload_ended_at=now, last_error=error, next_action_at=now
+    )
 
 
 def upload_ended(job: Job, *, now: float) -> Job:
@@ -416,8 +417,15 @@ def after_listing(job: Job, decision: LostImportDecision, *, now: float, interva
 def resend(job: Job, *, now: float) -> Job:
     """submitting -> claimed: no import turned up; the next attempt gets a new tag."""
     old = (*job.old_tags, job.tag) if job.tag is not None else job.old_tags
-    return move(job, JobState.CLAIMED, tag=None, old_tags=old, outcome_unknown=False, next_action_at=now,
-                last_error="answer lost and no import found: sending again")
+    return move(
+        job,
+        JobState.CLAIMED,
+        tag=None,
+        old_tags=old,
+        outcome_unknown=False,
+        next_action_at=now,
+        last_error="answer lost and no import found: sending again",
+    )
 
 
 def adopt_provisionally(job: Job, sis_import: Mapping[str, Any], *, now: float, interval: float) -> Job:
@@ -445,13 +453,28 @@ def next_interval(current: float, policy: Policy) -> float:
     return min(current * 2, policy.max_interval)
 
 
-def on_poll(job: Job, sis_import: Mapping[str, Any], *, now: float, server_now: float, policy: Policy,
-            job_tokens: Sequence[str] = ()) -> tuple[Job, PollDecision]:
+def on_poll(
+    job: Job,
+    sis_import: Mapping[str, Any],
+    *,
+    now: float,
+    server_now: float,
+    policy: Policy,
+    job_tokens: Sequence[str] = (),
+) -> tuple[Job, PollDecision]:
     """A fresh SisImport for a submitted job: record it and decide the next step."""
     state = str(sis_import.get("workflow_state"))
     interval = next_interval(job.poll_interval, policy)
-    job = move(job, JobState.SUBMITTED, workflow_state=state, progress=sis_import.get("progress"),
-               sis_import=dict(sis_import), poll_interval=interval, next_action_at=now + interval, last_error=None)
+    job = move(
+        job,
+        JobState.SUBMITTED,
+        workflow_state=state,
+        progress=sis_import.get("progress"),
+        sis_import=dict(sis_import),
+        poll_interval=interval,
+        next_action_at=now + interval,
+        last_error=None,
+    )
     if job.provisional and sis_import.get("csv_attachments"):
         if _attachments_name(sis_import, job_tokens):
             job = dataclasses.replace(job, provisional=False)
@@ -471,12 +494,14 @@ def on_poll(job: Job, sis_import: Mapping[str, Any], *, now: float, server_now: 
         created = parse_time(sis_import.get("created_at"))
         if created is not None and server_now - created >= policy.queued_timeout:
             return dataclasses.replace(job, abort_reason=AbortReason.TIMED_OUT), PollDecision(
-                "abort", f"queued for more than {policy.queued_timeout:.0f} s")
+                "abort", f"queued for more than {policy.queued_timeout:.0f} s"
+            )
     if state in RUNNING_STATES:
         started = parse_time(sis_import.get("started_at")) or parse_time(sis_import.get("created_at"))
         if started is not None and server_now - started >= policy.running_timeout:
             return dataclasses.replace(job, abort_reason=AbortReason.TIMED_OUT), PollDecision(
-                "abort", f"running for more than {policy.running_timeout:.0f} s")
+                "abort", f"running for more than {policy.running_timeout:.0f} s"
+            )
     return job, PollDecision("wait")
 
 
@@ -489,9 +514,23 @@ def back_to_claimed(job: Job, reason: str, *, now: float, settle_again: bool) ->
     """submitted -> claimed: the import will not apply (aborted by us, dead, or not ours); send again later."""
     dead = (*job.dead_import_ids, job.import_id) if job.import_id is not None else job.dead_import_ids
     old = (*job.old_tags, job.tag) if job.tag is not None else job.old_tags
-    return move(job, JobState.CLAIMED, import_id=None, workflow_state=None, progress=None, sis_import=None,
-                dead_import_ids=dead, tag=None, old_tags=old, abort_reason=None, provisional=False,
-                stable_since=now if settle_again else None, next_action_at=now, last_error=reason, poll_interval=0.0)
+    return move(
+        job,
+        JobState.CLAIMED,
+        import_id=None,
+        workflow_state=None,
+        progress=None,
+        sis_import=None,
+        dead_import_ids=dead,
+        tag=None,
+        old_tags=old,
+        abort_reason=None,
+        provisional=False,
+        stable_since=now if settle_again else None,
+        next_action_at=now,
+        last_error=reason,
+        poll_interval=0.0,
+    )
 
 
 # --- finishing -----------------------------------------------------------------------------------------------------
@@ -518,7 +557,16 @@ def finish(job: Job, *, now: float, policy: Policy) -> Job:
     outcome, folder, reason_code, reason = outcome_for(state, job.abort_reason)
     sis_import = job.sis_import or {}
     wants_errors_csv = bool(sis_import.get("processing_errors") or sis_import.get("processing_warnings")) or bool(
-        sis_import.get("errors_attachment"))
-    return move(job, JobState.FINISHING, outcome=outcome, folder=folder, reason_code=reason_code, reason=reason,
-                finished_at=now, errors_csv_deadline=now + policy.errors_csv_wait if wants_errors_csv else None,
-                next_action_at=now)
+        sis_import.get("errors_attachment")
+    )
+    return move(
+        job,
+        JobState.FINISHING,
+        outcome=outcome,
+        folder=folder,
+        reason_code=reason_code,
+        reason=reason,
+        finished_at=now,
+        errors_csv_deadline=now + policy.errors_csv_wait if wants_errors_csv else None,
+        next_action_at=now,
+    )

@@ -44,14 +44,16 @@ def collect(settings: Settings) -> dict[str, Any]:
         else:
             feed_state = "idle"
         last_error = held.get(feed.name) or (fault or {}).get("message")
-        feeds.append({
-            "name": feed.name,
-            "state": feed_state,
-            "held": feed.name in held,
-            "last_error": last_error,
-            "last_file_at": iso(history.last_file_at) if history else None,
-            "last_success_at": iso(history.last_success_at) if history else None,
-        })
+        feeds.append(
+            {
+                "name": feed.name,
+                "state": feed_state,
+                "held": feed.name in held,
+                "last_error": last_error,
+                "last_file_at": iso(history.last_file_at) if history else None,
+                "last_success_at": iso(history.last_success_at) if history else None,
+            }
+        )
     report_jobs = [
         {
             "job_id": job["job_id"],

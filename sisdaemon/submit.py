@@ -19,7 +19,16 @@ from pathlib import Path
 from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.daemon import EXIT_GAVE_UP, Daemon
 from sisdaemon.jobs import Job
-from sisdaemon.state import History, LockHeld, StateError, StateStore, fsync_dir, history_path, is_locked, state_lock_path
+from sisdaemon.state import (
+    History,
+    LockHeld,
+    StateError,
+    StateStore,
+    fsync_dir,
+    history_path,
+    is_locked,
+    state_lock_path,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,8 +57,9 @@ def _print_event(event: str, job: Job) -> None:
         print(f"{job.name}: import {job.import_id} {job.workflow_state} {job.progress}", flush=True)
 
 
-def submit(settings: Settings, config_path: Path, file: Path, *, feed_name: str | None, wait: bool,
-           max_wait: float) -> int:
+def submit(
+    settings: Settings, config_path: Path, file: Path, *, feed_name: str | None, wait: bool, max_wait: float
+) -> int:
     """Submit ``file`` through feed ``feed_name`` (default: the first). Returns the exit code: 0 done/, 1 failed/,
     3 gave up waiting, 2 bad arguments."""
     feeds = {feed.name: feed for feed in settings.feeds}
@@ -63,8 +73,14 @@ def submit(settings: Settings, config_path: Path, file: Path, *, feed_name: str 
     name = hand_over(file, feed)
     print(f"{file.name}: handed to feed {feed.name} as {name}", flush=True)
     if not is_locked(state_lock_path(settings.state_file)):
-        daemon = Daemon(settings, config_path=config_path, once=True, max_wait=max_wait,
-                        only={feed.name: {name}}, on_event=_print_event if wait else None)
+        daemon = Daemon(
+            settings,
+            config_path=config_path,
+            once=True,
+            max_wait=max_wait,
+            only={feed.name: {name}},
+            on_event=_print_event if wait else None,
+        )
         try:
             daemon.run()
         except LockHeld:
@@ -102,13 +118,16 @@ def _wait_for(settings: Settings, feed: FeedSettings, name: str, max_wait: float
             state = StateStore(settings.state_file).load()
         except StateError:
             state = None
-        for job in (state.jobs.values() if state else []):
+        for job in state.jobs.values() if state else []:
             if job.name == name:
                 seen = (job.state, job.import_id, job.workflow_state, job.progress)
                 if seen != last:
                     last = seen
-                    print(f"{name}: {job.state}, import {job.import_id} {job.workflow_state or ''} "
-                          f"{job.progress if job.progress is not None else ''}".rstrip(), flush=True)
+                    print(
+                        f"{name}: {job.state}, import {job.import_id} {job.workflow_state or ''} "
+                        f"{job.progress if job.progress is not None else ''}".rstrip(),
+                        flush=True,
+                    )
         pause.wait(0.5)
     print(f"{name}: not finished after {max_wait:.0f} s; it stays in the daemon's hands")
     return EXIT_GAVE_UP

@@ -70,8 +70,9 @@ def _kind(mode: int) -> str:
     return "device"
 
 
-def scan(drop_dir: Path, patterns: Iterable[str],
-         lstat: Callable[[str], os.stat_result] = os.lstat) -> dict[str, Observation]:
+def scan(
+    drop_dir: Path, patterns: Iterable[str], lstat: Callable[[str], os.stat_result] = os.lstat
+) -> dict[str, Observation]:
     """The candidates now in ``drop_dir`` by name (sub-folders and ignored names left out; symlinks not followed).
 
     Raises FileNotFoundError if the folder is gone. A name that vanishes mid-scan is skipped.
@@ -159,8 +160,9 @@ class DropWatcher:
     and is called by every rescan.
     """
 
-    def __init__(self, drop_dir: Path, wake: threading.Event, *, mode: str = "events",
-                 poll_seconds: float = 5.0) -> None:
+    def __init__(
+        self, drop_dir: Path, wake: threading.Event, *, mode: str = "events", poll_seconds: float = 5.0
+    ) -> None:
         self.drop_dir = drop_dir
         self._wake = wake
         self._mode = mode

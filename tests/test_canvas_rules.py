@@ -13,8 +13,12 @@ JSON = "application/json; charset=utf-8"
     ("status", "content_type", "body", "kind"),
     [
         (401, JSON, '{"errors":[{"message":"Invalid access token."}]}', FaultKind.CREDENTIAL),
-        (403, JSON, '{"status":"unauthorized","errors":[{"message":"user not authorized to perform that action"}]}',
-         FaultKind.CREDENTIAL),
+        (
+            403,
+            JSON,
+            '{"status":"unauthorized","errors":[{"message":"user not authorized to perform that action"}]}',
+            FaultKind.CREDENTIAL,
+        ),
         (403, JSON, '{"errors":["SIS imports are not enabled for this account"]}', FaultKind.CREDENTIAL),
         (403, "text/plain; charset=utf-8", "403 Forbidden (Rate Limit Exceeded)\n", FaultKind.THROTTLED),
         (429, "text/plain", "429 Too Many Requests (Rate Limit Exceeded)\n", FaultKind.THROTTLED),
@@ -26,8 +30,9 @@ JSON = "application/json; charset=utf-8"
         (404, JSON, '{"errors":[{"message":"The specified resource does not exist."}]}', FaultKind.NOT_FOUND),
     ],
 )
-def test_each_answer_is_classified_as_canvas_means_it(status: int, content_type: str, body: str,
-                                                      kind: FaultKind) -> None:
+def test_each_answer_is_classified_as_canvas_means_it(
+    status: int, content_type: str, body: str, kind: FaultKind
+) -> None:
     assert classify(status, content_type, body)[0] is kind
 
 
@@ -48,8 +53,9 @@ def test_each_answer_is_classified_as_canvas_means_it(status: int, content_type:
         (200, "text/html", "<html>?</html>", False),
     ],
 )
-def test_only_refusals_that_create_nothing_make_a_post_outcome_known(status: int, content_type: str, body: str,
-                                                                     known: bool) -> None:
+def test_only_refusals_that_create_nothing_make_a_post_outcome_known(
+    status: int, content_type: str, body: str, known: bool
+) -> None:
     assert post_outcome_known(status, content_type, body) is known
 
 
@@ -62,11 +68,23 @@ def test_canvas_messages_are_read_from_each_body_shape() -> None:
 
 
 def test_options_echoed_canvas_style_count_as_applied() -> None:
-    sent = {"batch_mode": True, "batch_mode_term_id": "sis_term_id:2026FA", "change_threshold": 10,
-            "override_sis_stickiness": False, "diffing_remaster_data_set": True,
-            "batch_mode_enrollment_drop_status": "inactive", "skip_deletes": True}
-    echoed = {"batch_mode": True, "batch_mode_term_id": 4, "change_threshold": 10, "override_sis_stickiness": None,
-              "diffing_remaster": True, "skip_deletes": True}
+    sent = {
+        "batch_mode": True,
+        "batch_mode_term_id": "sis_term_id:2026FA",
+        "change_threshold": 10,
+        "override_sis_stickiness": False,
+        "diffing_remaster_data_set": True,
+        "batch_mode_enrollment_drop_status": "inactive",
+        "skip_deletes": True,
+    }
+    echoed = {
+        "batch_mode": True,
+        "batch_mode_term_id": 4,
+        "change_threshold": 10,
+        "override_sis_stickiness": None,
+        "diffing_remaster": True,
+        "skip_deletes": True,
+    }
     assert unapplied_options(sent, echoed) == []
 
 
@@ -81,9 +99,11 @@ def test_an_option_missing_from_an_older_canvas_answer_is_not_judged() -> None:
 
 
 def test_the_next_page_link_is_found_in_canvas_comma_joined_links() -> None:
-    header = ('<https://x.example/api/v1/accounts/1/sis_imports?page=1&per_page=100>; rel="current",'
-              '<https://x.example/api/v1/accounts/1/sis_imports?page=2&per_page=100>; rel="next",'
-              '<https://x.example/api/v1/accounts/1/sis_imports?page=1&per_page=100>; rel="first"')
+    header = (
+        '<https://x.example/api/v1/accounts/1/sis_imports?page=1&per_page=100>; rel="current",'
+        '<https://x.example/api/v1/accounts/1/sis_imports?page=2&per_page=100>; rel="next",'
+        '<https://x.example/api/v1/accounts/1/sis_imports?page=1&per_page=100>; rel="first"'
+    )
     assert parse_link_next(header) == "https://x.example/api/v1/accounts/1/sis_imports?page=2&per_page=100"
     assert parse_link_next('<https://x.example/a?page=1>; rel="current"') is None
     assert parse_link_next(None) is None

@@ -10,8 +10,16 @@ from sisdaemon import jobs
 from sisdaemon.jobs import AbortReason, Fingerprint, JobState, Outcome, Policy, TransitionError
 
 NOW = 1_800_000_000.0
-POLICY = Policy(interval=1.0, max_interval=8.0, queued_timeout=100.0, running_timeout=200.0, resend_after=900.0,
-                clock_skew=300.0, initializing_dead=600.0, errors_csv_wait=60.0)
+POLICY = Policy(
+    interval=1.0,
+    max_interval=8.0,
+    queued_timeout=100.0,
+    running_timeout=200.0,
+    resend_after=900.0,
+    clock_skew=300.0,
+    initializing_dead=600.0,
+    errors_csv_wait=60.0,
+)
 
 
 def claimed(**changes: object) -> jobs.Job:
@@ -20,8 +28,14 @@ def claimed(**changes: object) -> jobs.Job:
 
 
 def sis_import(id_: int, state: str = "created", **extra: object) -> dict[str, object]:
-    data: dict[str, object] = {"id": id_, "workflow_state": state, "progress": 0, "created_at": jobs.iso(NOW),
-                               "started_at": None, "user": {"id": 1}}
+    data: dict[str, object] = {
+        "id": id_,
+        "workflow_state": state,
+        "progress": 0,
+        "created_at": jobs.iso(NOW),
+        "started_at": None,
+        "user": {"id": 1},
+    }
     data.update(extra)
     return data
 
@@ -73,18 +87,26 @@ def unknown(tag: int | None = jobs.TAG_BASE + 42) -> jobs.Job:
 def test_a_lost_import_is_adopted_by_its_tag() -> None:
     ours = sis_import(9, diff_row_count_threshold=jobs.TAG_BASE + 42)
     other = sis_import(8, diff_row_count_threshold=jobs.TAG_BASE + 7)
-    decision = jobs.decide_lost_import(unknown(), [other, ours], server_now=NOW, now=NOW, policy=POLICY,
-                                       tags_echoed=True)
+    decision = jobs.decide_lost_import(
+        unknown(), [other, ours], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=True
+    )
     assert decision.action == "adopt" and decision.sis_import == ours
 
 
 def test_an_own_initializing_import_blocks_any_decision_until_it_is_dead() -> None:
     initializing = sis_import(9, "initializing", created_at=jobs.iso(NOW))
-    decision = jobs.decide_lost_import(unknown(), [initializing], server_now=NOW + 10, now=NOW + 10_000,
-                                       policy=POLICY, tags_echoed=True)
+    decision = jobs.decide_lost_import(
+        unknown(), [initializing], server_now=NOW + 10, now=NOW + 10_000, policy=POLICY, tags_echoed=True
+    )
     assert decision.action == "wait" and not decision.empty
-    dead = jobs.decide_lost_import(dataclasses.replace(unknown(), empty_listings=1), [initializing],
-                                   server_now=NOW + 601, now=NOW + 10_000, policy=POLICY, tags_echoed=True)
+    dead = jobs.decide_lost_import(
+        dataclasses.replace(unknown(), empty_listings=1),
+        [initializing],
+        server_now=NOW + 601,
+        now=NOW + 10_000,
+        policy=POLICY,
+        tags_echoed=True,
+    )
     assert dead.action == "resend"
 
 
@@ -112,12 +134,14 @@ def test_without_tags_one_candidate_is_adopted_provisionally_and_several_are_nev
     job = unknown(tag=None)
     one = jobs.decide_lost_import(job, [sis_import(3)], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False)
     assert one.action == "adopt_provisionally"
-    two = jobs.decide_lost_import(job, [sis_import(3), sis_import(4)], server_now=NOW, now=NOW, policy=POLICY,
-                                  tags_echoed=False)
+    two = jobs.decide_lost_import(
+        job, [sis_import(3), sis_import(4)], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False
+    )
     assert two.action == "ambiguous"
     named = sis_import(4, csv_attachments=[{"filename": "abc123_users.csv"}])
-    by_name = jobs.decide_lost_import(job, [sis_import(3), named], server_now=NOW, now=NOW, policy=POLICY,
-                                      tags_echoed=False, job_tokens=("abc123",))
+    by_name = jobs.decide_lost_import(
+        job, [sis_import(3), named], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False, job_tokens=("abc123",)
+    )
     assert by_name.action == "adopt" and by_name.sis_import == named
 
 
@@ -136,8 +160,9 @@ def test_polling_backs_off_up_to_the_cap() -> None:
     job = submitted()
     intervals = []
     for _ in range(6):
-        job, decision = jobs.on_poll(job, sis_import(9, "importing", started_at=jobs.iso(NOW)), now=NOW,
-                                     server_now=NOW, policy=POLICY)
+        job, decision = jobs.on_poll(
+            job, sis_import(9, "importing", started_at=jobs.iso(NOW)), now=NOW, server_now=NOW, policy=POLICY
+        )
         assert decision.action == "wait"
         intervals.append(job.poll_interval)
     assert intervals == [2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
@@ -154,22 +179,23 @@ def test_polling_backs_off_up_to_the_cap() -> None:
     ],
 )
 def test_a_terminal_workflow_state_decides_the_folder(state: str, outcome: Outcome, folder: str) -> None:
-    job, decision = jobs.on_poll(submitted(), sis_import(9, state, progress="100"), now=NOW, server_now=NOW,
-                                 policy=POLICY)
+    job, decision = jobs.on_poll(
+        submitted(), sis_import(9, state, progress="100"), now=NOW, server_now=NOW, policy=POLICY
+    )
     assert decision.action == "finish"
     finished = jobs.finish(job, now=NOW, policy=POLICY)
     assert (finished.outcome, finished.folder, finished.state) == (outcome, folder, JobState.FINISHING)
 
 
 def test_progress_never_decides_success() -> None:
-    job, decision = jobs.on_poll(submitted(), sis_import(9, "importing", progress=100), now=NOW, server_now=NOW,
-                                 policy=POLICY)
+    _job, decision = jobs.on_poll(
+        submitted(), sis_import(9, "importing", progress=100), now=NOW, server_now=NOW, policy=POLICY
+    )
     assert decision.action == "wait"
 
 
 def test_a_queued_import_past_its_timeout_is_aborted_then_filed_as_timed_out() -> None:
-    job, decision = jobs.on_poll(submitted(), sis_import(9, "created"), now=NOW, server_now=NOW + 101,
-                                 policy=POLICY)
+    job, decision = jobs.on_poll(submitted(), sis_import(9, "created"), now=NOW, server_now=NOW + 101, policy=POLICY)
     assert decision.action == "abort" and job.abort_reason is AbortReason.TIMED_OUT
     job, decision = jobs.on_poll(job, sis_import(9, "aborted"), now=NOW, server_now=NOW + 102, policy=POLICY)
     finished = jobs.finish(job, now=NOW, policy=POLICY)
@@ -201,9 +227,13 @@ def test_an_import_stuck_initializing_is_dead() -> None:
 def test_finishing_waits_for_the_errors_csv_only_when_there_were_messages() -> None:
     quiet, _ = jobs.on_poll(submitted(), sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
     assert jobs.finish(quiet, now=NOW, policy=POLICY).errors_csv_deadline is None
-    noisy, _ = jobs.on_poll(submitted(), sis_import(9, "imported_with_messages",
-                                                    processing_warnings=[["users.csv", "x"]]),
-                            now=NOW, server_now=NOW, policy=POLICY)
+    noisy, _ = jobs.on_poll(
+        submitted(),
+        sis_import(9, "imported_with_messages", processing_warnings=[["users.csv", "x"]]),
+        now=NOW,
+        server_now=NOW,
+        policy=POLICY,
+    )
     assert jobs.finish(noisy, now=NOW, policy=POLICY).errors_csv_deadline == NOW + 60.0
 
 

@@ -54,7 +54,9 @@ def test_verifier_urls_never_reach_a_sidecar(tmp_path: Path) -> None:
     job = jobs.claim("abc", "nightly", "users.csv", Fingerprint(1, 5, 1, 1), seen_at=1e9, now=1e9)
     job = jobs.begin_attempt(job, tag=None, intent_at=None, now=1e9)
     sis_import = {
-        "id": 7, "workflow_state": "imported_with_messages", "progress": 100,
+        "id": 7,
+        "workflow_state": "imported_with_messages",
+        "progress": 100,
         "data": {"counts": {"users": 1}, "statistics": {"total_state_changes": 1}},
         "processing_warnings": [["users.csv", "oops"]],
         "errors_attachment": {"id": 1, "url": "https://canvas.example/files/1/download?verifier=SECRET"},

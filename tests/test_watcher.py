@@ -17,8 +17,15 @@ def seen(name: str, size: int = 10, mtime: int = 1, ino: int = 1) -> Observation
 
 
 def test_ignored_names_are_never_candidates() -> None:
-    for name in (".users.csv.AbC123", "users.csv.part", "users.csv.filepart", "users.csv.tmp", "users.csv~",
-                 "notes.txt", ".hidden.csv"):
+    for name in (
+        ".users.csv.AbC123",
+        "users.csv.part",
+        "users.csv.filepart",
+        "users.csv.tmp",
+        "users.csv~",
+        "notes.txt",
+        ".hidden.csv",
+    ):
         assert not is_candidate_name(name, PATTERNS), name
     for name in ("users.csv", "USERS.CSV", "Batch.Zip"):
         assert is_candidate_name(name, PATTERNS), name
@@ -69,5 +76,9 @@ def test_a_scan_sees_regular_files_and_special_files_but_not_folders_or_temp_nam
         sock.bind(str(tmp_path / "sock.csv"))
         found = scan(tmp_path, PATTERNS)
     assert {name: item.kind for name, item in found.items()} == {
-        "users.csv": "file", "link.csv": "symlink", "pipe.csv": "fifo", "sock.csv": "socket"}
+        "users.csv": "file",
+        "link.csv": "symlink",
+        "pipe.csv": "fifo",
+        "sock.csv": "socket",
+    }
     assert found["users.csv"].regular and not found["link.csv"].regular

@@ -1,0 +1,88 @@
+"""Benchmark: the daemon's memory stays flat whatever the size of the file it uploads (DESIGN.md promise 6).
+
+Runs the real daemon (``sisdaemon run --once``) as a child process against the sandbox in this process, once per
+file size, and prints the child's peak RSS (from /proc/<pid>/status VmHWM) and the upload rate.
+
+    .venv/bin/python benchmarks/upload_memory.py [SIZE_MB ...]     # default: 8 64 256
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from sisdaemon.sandbox import Sandbox
+
+TOKEN = "benchmark-token"
+ROW = b"u%08d,login%08d,First,Last,u%08d@example.edu,active\n"
+
+
+def make_csv(path: Path, size: int) -> None:
+    """A users.csv of about ``size`` bytes, written in 1 MiB blocks (the benchmark's own memory stays small)."""
+    with open(path, "wb") as out:
+        out.write(b"user_id,login_id,first_name,last_name,email,status\n")
+        number = 0
+        while out.tell() < size:
+            block = b"".join(ROW % (n, n, n) for n in range(number, number + 16384))
+            number += 16384
+            out.write(block)
+
+
+def peak_rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run(size_mb: int) -> tuple[int, float]:
+    with tempfile.TemporaryDirectory() as temp, Sandbox(token=TOKEN, account_id=1, fast=True) as sandbox:
+        root = Path(temp)
+        for name in ("drop", "work", "done", "failed", "state"):
+            (root / name).mkdir()
+        config = {
+            "canvas": {"base_url": sandbox.url, "account_id": "1", "token_env": "BENCH_TOKEN"},
+            "state_file": str(root / "state" / "state.json"),
+            "lock_dir": str(root / "state" / "locks"),
+            "polling": {"interval_seconds": 0.2, "max_interval_seconds": 1},
+            "log": {"format": "json", "level": "warning"},
+            "feeds": [{"name": "bench", "drop_dir": str(root / "drop"), "work_dir": str(root / "work"),
+                       "done_dir": str(root / "done"), "failed_dir": str(root / "failed"), "settle_seconds": 0.2}],
+        }
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+        make_csv(root / "drop" / ".users.csv.tmp", size_mb << 20)
+        os.rename(root / "drop" / ".users.csv.tmp", root / "drop" / "users.csv")
+        started = time.monotonic()
+        child = subprocess.Popen([sys.executable, "-m", "sisdaemon", "run", "--once", "-c", str(root / "config.yaml")],
+                                 env={**os.environ, "BENCH_TOKEN": TOKEN}, stdout=subprocess.DEVNULL)
+        peak = 0
+        pause = threading.Event()
+        while child.poll() is None:
+            peak = max(peak, peak_rss_kib(child.pid))
+            pause.wait(0.05)
+        elapsed = time.monotonic() - started
+        if child.returncode != 0:
+            raise SystemExit(f"daemon exited {child.returncode} for {size_mb} MiB")
+        return peak, elapsed
+
+
+def main() -> None:
+    sizes = [int(arg) for arg in sys.argv[1:]] or [8, 64, 256]
+    print(f"{'file MiB':>9} {'daemon peak RSS MiB':>20} {'seconds':>8} {'MiB/s':>7}")
+    for size in sizes:
+        peak, elapsed = run(size)
+        print(f"{size:>9} {peak / 1024:>20.1f} {elapsed:>8.1f} {size / elapsed:>7.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""``sisdaemon demo``: the whole product on the built-in Canvas emulator, in one command and no network.
+
+Starts the sandbox on a free loopback port, makes a demo folder with drop/, done/ and failed/, drops a realistic
+set (a zip of accounts, terms, users, courses, sections and enrollments; a users.csv whose rows give warnings; a
+file Canvas fails), runs the real daemon until every file is filed, and prints what happened to each.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import secrets
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sisdaemon.config import load_config
+from sisdaemon.daemon import Daemon
+from sisdaemon.sandbox import Sandbox
+
+TERM = "2026FA"
+FIRST = ["Ada", "Bo", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena"]
+LAST = ["Okafor", "Lind", "Wei", "Nakamura", "Silva", "Haddad", "Berg", "Novak", "Reyes", "Kowalski"]
+COURSES = [
+    ("BIO101", "Biology 101", "Biology: Cells and Systems"),
+    ("HIS210", "History 210", "Modern History"),
+    ("MAT150", "Math 150", "Calculus I"),
+    ("ART105", "Art 105", 'Art 105: "Art as a Medium"'),
+]
+
+
+def _csv(rows: list[list[str]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode()
+
+
+def demo_files() -> dict[str, bytes]:
+    """The files the demo drops, by name, in the order they are dropped (oldest first)."""
+    users = [["user_id", "login_id", "first_name", "last_name", "email", "status"]]
+    people = [(f"S{n:04d}", FIRST[n % len(FIRST)], LAST[n % len(LAST)]) for n in range(1, 41)]
+    for user_id, first, last in people:
+        users.append([user_id, user_id.lower(), first, last, f"{user_id.lower()}@example.edu", "active"])
+    courses = [["course_id", "short_name", "long_name", "account_id", "term_id", "status"]]
+    courses += [
+        [cid, short, long, "SCI" if cid in ("BIO101", "MAT150") else "HUM", TERM, "active"]
+        for cid, short, long in COURSES
+    ]
+    sections = [["section_id", "course_id", "name", "status"]]
+    sections += [[f"{cid}-01", cid, f"{short} Section 1", "active"] for cid, short, _ in COURSES]
+    enrollments = [["course_id", "user_id", "role", "section_id", "status"]]
+    for index, (user_id, _, _) in enumerate(people):
+        cid = COURSES[index % len(COURSES)][0]
+        enrollments.append([cid, user_id, "student", f"{cid}-01", "active"])
+    enrollments.append(["BIO101", "S0001", "teacher", "BIO101-01", "active"])
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr(
+            "nightly/accounts.csv",
+            _csv(
+                [
+                    ["account_id", "parent_account_id", "name", "status"],
+                    ["SCI", "", "Sciences", "active"],
+                    ["HUM", "", "Humanities", "active"],
+                ]
+            ),
+        )
+        bundle.writestr(
+            "nightly/terms.csv",
+            _csv(
+                [
+                    ["term_id", "name", "status", "start_date", "end_date"],
+                    [TERM, "Fall 2026", "active", "2026-08-24", "2026-12-18"],
+                ]
+            ),
+        )
+        bundle.writestr("nightly/users.csv", _csv(users))
+        bundle.writestr("nightly/courses.csv", _csv(courses))
+        bundle.writestr("nightly/sections.csv", _csv(sections))
+        bundle.writestr("nightly/enrollments.csv", _csv(enrollments))
+    late_users = _csv(
+        [
+            ["user_id", "login_id", "first_name", "last_name", "email", "status"],
+            ["S0101", "s0101", "Mira", "Castell", "s0101@example.edu", "active"],
+            ["S0102", "", "Noor", "Abadi", "s0102@example.edu", "active"],  # no login_id: a warning
+            ["S0103", "s0103", "Otto", "Brand", "s0103@example.edu", "on_leave"],  # bad status: a warning
+            ["S0104", "s0104", "Pia", "Sand", "s0104@example.edu", "active"],
+        ]
+    )
+    not_canvas = _csv([["student_number", "grade", "homeroom"], ["123", "10", "B4"]])
+    return {
+        "nightly_2026-11-29.zip": archive.getvalue(),
+        "users_late_adds.csv": late_users,
+        "gradebook_export.csv": not_canvas,
+    }
+
+
+def _write_config(root: Path, url: str, token_env: str) -> Path:
+    config = {
+        "canvas": {
+            "base_url": url,
+            "account_id": "1",
+            "token_env": token_env,
+            "timeout_seconds": 10,
+            "upload_timeout_seconds": 60,
+        },
+        "state_file": str(root / "state" / "state.json"),
+        "lock_dir": str(root / "state" / "locks"),
+        "polling": {"interval_seconds": 0.2, "max_interval_seconds": 1, "errors_csv_wait_seconds": 10},
+        "log": {"format": "console", "level": "info"},
+        "feeds": [
+            {
+                "name": "demo",
+                "drop_dir": str(root / "drop"),
+                "work_dir": str(root / "work"),
+                "done_dir": str(root / "done"),
+                "failed_dir": str(root / "failed"),
+                "settle_seconds": 0.5,
+                "rescan_seconds": 2,
+            }
+        ],
+    }
+    path = root / "config.yaml"
+    path.write_text(
+        "# Written by `sisdaemon demo`; the sandbox it points at is gone once the demo ends.\n"
+        + yaml.safe_dump(config, sort_keys=False)
+    )
+    return path
+
+
+def summarize(root: Path) -> list[dict[str, Any]]:
+    """One row per sidecar in done/ and failed/: file, outcome, import id, counts, warnings, errors, sidecar."""
+    rows = []
+    for folder in ("done", "failed"):
+        for path in sorted((root / folder).glob("*.result.json")):
+            sidecar = json.loads(path.read_text())
+            canvas = sidecar.get("canvas") or {}
+            counts = canvas.get("counts") or {}
+            rows.append(
+                {
+                    "file": sidecar["file"]["name"],
+                    "outcome": sidecar["outcome"]
+                    + (f" ({sidecar['reason_code']})" if sidecar.get("reason_code") else ""),
+                    "import_id": canvas.get("import_id"),
+                    "counts": ", ".join(
+                        f"{key} {value}"
+                        for key, value in counts.items()
+                        if value and key not in ("error_count", "warning_count")
+                    )
+                    or "-",
+                    "warnings": len(canvas.get("processing_warnings") or []),
+                    "errors": len(canvas.get("processing_errors") or []),
+                    "sidecar": str(path.relative_to(root.parent) if root.is_absolute() else path),
+                }
+            )
+    return rows
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    headers = ["file", "outcome", "import_id", "counts", "warnings", "errors", "sidecar"]
+    cells = [[str(row[key]) for key in headers] for row in rows]
+    widths = [max(len(header), *(len(line[i]) for line in cells)) for i, header in enumerate(headers)]
+    lines = ["  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in cells]
+    return "\n".join(lines)
+
+
+def run_demo(root: Path, *, fresh: bool = True) -> int:
+    """Run the demo in ``root``; returns 0 when every file ended where the demo expects it."""
+    from sisdaemon.cli import configure_logging
+
+    root = root.resolve()
+    if fresh and root.exists():
+        for name in ("drop", "work", "done", "failed", "state", "config.yaml"):
+            target = root / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    for name in ("drop", "work", "done", "failed", "state"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    token_env = "SISDAEMON_DEMO_TOKEN"
+    os.environ[token_env] = token  # never on a command line: `ps` shows those
+    configure_logging("console" if sys.stdout.isatty() else "json", "info")
+    with Sandbox(token=token, account_id=1, fast=True) as sandbox:
+        config = _write_config(root, sandbox.url, token_env)
+        for index, (name, data) in enumerate(demo_files().items()):
+            temp = root / "drop" / f".{name}.uploading"
+            temp.write_bytes(data)
+            os.utime(temp, (1_790_000_000 + index, 1_790_000_000 + index))
+            os.rename(temp, root / "drop" / name)
+        print(
+            f"sisdaemon demo: Canvas emulator at {sandbox.url}; dropped {len(demo_files())} files into {root / 'drop'}",
+            flush=True,
+        )
+        code = Daemon(load_config(config), config_path=config, once=True, max_wait=120).run()
+    rows = summarize(root)
+    print()
+    print(render_table(rows))
+    print(
+        f"\nLook in {root}/done and {root}/failed: each file sits beside its .result.json sidecar "
+        "(and .errors.csv when Canvas reported messages)."
+    )
+    expected = {"nightly_2026-11-29.zip": "done", "users_late_adds.csv": "done", "gradebook_export.csv": "failed"}
+    actual = {
+        row["file"]: ("failed" if row["outcome"].startswith(("failed", "aborted", "rejected")) else "done")
+        for row in rows
+    }
+    if code not in (0, 1) or actual != expected:
+        print(f"sisdaemon demo: unexpected result (exit {code}): {actual}", file=sys.stderr)
+        return 1
+    return 0

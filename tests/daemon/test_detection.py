@@ -1,0 +1,149 @@
+"""What is taken from the drop folder, and when: settling, temp names, links, special and empty files."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from sisdaemon.sandbox import Sandbox
+from tests.daemon.conftest import DaemonThread, Spool, creates, wait_for
+
+HEADER = b"user_id,login_id,first_name,last_name,email,status\n"
+
+
+def rows(start: int, count: int) -> bytes:
+    return b"".join(b"u%d,user%d,F,L,u%d@example.edu,active\n" % (n, n, n) for n in range(start, start + count))
+
+
+def test_a_file_written_slowly_in_pieces_gives_one_import_of_its_final_bytes(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.feed["settle_seconds"] = 1.5
+    daemon = run_daemon()
+    pause = threading.Event()
+    path = spool.drop / "users.csv"
+    with open(path, "wb") as writer:  # a slow SFTP upload straight into the final name
+        writer.write(HEADER)
+        for piece in range(6):
+            writer.write(rows(piece * 10, 10))
+            writer.flush()
+            pause.wait(0.4)  # shorter than the settle time: the file never looks finished
+    final = path.read_bytes()
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file filed")
+    daemon.stop()
+    [post] = creates(sandbox)
+    assert post.attachment_size == len(final)
+    [filed] = spool.filed("done")
+    assert filed.read_bytes() == final
+    assert spool.sidecars("done")[0]["canvas"]["counts"]["users"] == 60
+
+
+def test_an_rsync_style_temp_file_renamed_into_place_gives_one_import_under_its_final_name(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    daemon = run_daemon()
+    temp = spool.drop / ".users.csv.Xa81bQ"  # rsync's temp name: never taken
+    temp.write_bytes(HEADER + rows(0, 3))
+    os.utime(temp, (1_000_000_000, 1_000_000_000))  # rsync -a keeps the source's old mtime
+    pause = threading.Event()
+    pause.wait(1.5)  # longer than settle: a wrongly taken temp file would be claimed by now
+    assert temp.exists() and creates(sandbox) == []
+    os.rename(temp, spool.drop / "users.csv")
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file filed")
+    daemon.stop()
+    assert len(creates(sandbox)) == 1
+    assert spool.sidecars("done")[0]["file"]["name"] == "users.csv"
+
+
+def test_a_file_hard_linked_into_the_drop_folder_is_seen(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    daemon = run_daemon()
+    outside = spool.root / "upload.tmp"
+    outside.write_bytes(HEADER + rows(0, 2))
+    os.link(outside, spool.drop / "users.csv")  # OpenSSH's sftp-server renames by link + unlink
+    outside.unlink()
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the linked file filed")
+    daemon.stop()
+
+
+def test_ignored_names_and_sub_folders_are_left_alone(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    names = ["users.csv.part", "users.csv.filepart", "users.csv.tmp", "users.csv~", ".hidden.csv", "notes.txt"]
+    for name in names:
+        (spool.drop / name).write_bytes(HEADER + rows(0, 1))
+    (spool.drop / "archive.csv").mkdir()
+    assert run_daemon(once=True).join() == 0
+    assert sorted(path.name for path in spool.drop.iterdir()) == sorted([*names, "archive.csv"])
+    assert creates(sandbox) == []
+
+
+def test_special_files_go_to_failed_as_themselves_never_followed(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    secret = spool.root / "secret.csv"
+    secret.write_bytes(HEADER + rows(0, 1))
+    os.symlink(secret, spool.drop / "link.csv")
+    os.mkfifo(spool.drop / "pipe.csv")
+    assert run_daemon(once=True).join() == 1
+    assert creates(sandbox) == []
+    sidecars = spool.sidecars("failed")
+    assert sorted(item["file"]["name"] for item in sidecars) == ["link.csv", "pipe.csv"]
+    assert {item["reason_code"] for item in sidecars} == {"not_regular_file"}
+    links = [path for path in spool.filed("failed") if path.name.endswith("link.csv")]
+    assert links and links[0].is_symlink() and secret.exists()
+
+
+def test_an_empty_file_is_refused_only_after_its_grace_period(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.feed["empty_grace_seconds"] = 2.0
+    daemon = run_daemon()
+    (spool.drop / "late.csv").write_bytes(b"")
+    pause = threading.Event()
+    pause.wait(1.0)
+    (spool.drop / "late.csv").write_bytes(HEADER + rows(0, 1))  # the uploader created it first, wrote it later
+    (spool.drop / "empty.csv").write_bytes(b"")
+    wait_for(lambda: len(spool.filed("done")) == 1 and len(spool.filed("failed")) == 1, what="both filed")
+    daemon.stop()
+    [refused] = spool.sidecars("failed")
+    assert refused["file"]["name"] == "empty.csv" and refused["outcome"] == "rejected"
+    assert refused["reason_code"] == "empty_file"
+    assert len(creates(sandbox)) == 1
+
+
+def test_a_header_only_file_is_a_real_input_and_is_sent(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.drop_file("users.csv", HEADER)
+    assert run_daemon(once=True).join() == 0
+    assert len(creates(sandbox)) == 1
+
+
+def test_the_backlog_is_taken_oldest_first(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    for index, name in enumerate(["c.csv", "a.csv", "b.csv"]):
+        path = spool.drop_file(name, HEADER + rows(index, 1))
+        os.utime(path, (1_700_000_000 + index, 1_700_000_000 + index))
+    spool.feed["max_in_flight"] = 1
+    assert run_daemon(once=True).join() == 0
+    order = [request.attachment_filename.split("_", 1)[1] for request in creates(sandbox)]
+    assert order == ["c.csv", "a.csv", "b.csv"]
+
+
+def test_a_drop_folder_deleted_and_made_again_is_watched_again(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    daemon = run_daemon()
+    wait_for(
+        lambda: daemon.daemon.feeds and all(rt.watcher._observer for rt in daemon.daemon.feeds.values()),
+        what="the watch to start",
+    )
+    spool.drop.rmdir()
+    spool.drop.mkdir()
+    spool.drop_file("users.csv", HEADER + rows(0, 1))
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file in the new folder filed")
+    daemon.stop()
