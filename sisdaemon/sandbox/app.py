@@ -6,21 +6,16 @@ application_controller.rb (canvas-api.md §4); pagination lib/api.rb `paginate` 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import socket
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
-from urllib.parse import urlencode
+from datetime import datetime
+from typing import Any
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -29,6 +24,20 @@ from werkzeug.wrappers import Request, Response
 from sisdaemon.sandbox import options as opts
 from sisdaemon.sandbox.faults import Fault, FaultPlan
 from sisdaemon.sandbox.processor import Processor
+from sisdaemon.sandbox.responses import (
+    HTML_PAGE,
+    INVALID_TOKEN,
+    NOT_FOUND,
+    UNAUTHENTICATED,
+    UNAUTHORIZED,
+    fault_body,
+    file_chunks,
+    json_response,
+    link_header,
+    page_params,
+    parse_time,
+    request_params,
+)
 from sisdaemon.sandbox.store import (
     IMPORTING,
     NOT_COMPLETED,
@@ -36,10 +45,10 @@ from sisdaemon.sandbox.store import (
     WORKFLOW_STATES,
     SisImport,
     Store,
-    StoredFile,
     utc_now,
 )
 from sisdaemon.sandbox.throttle import BODIES, Throttle
+from sisdaemon.sandbox.uploads import SandboxRequest, receive_upload
 from sisdaemon.sandbox.world import World
 
 log = logging.getLogger("sisdaemon.sandbox")
@@ -79,16 +88,6 @@ URL_MAP = Map(
         Rule("/sandbox-files/<file_uuid>/<name>", endpoint="file_download", methods=["GET"]),
     ],
     strict_slashes=False,
-)
-
-NOT_FOUND = opts.NOT_FOUND_BODY
-INVALID_TOKEN = {"errors": [{"message": "Invalid access token."}]}
-UNAUTHENTICATED = {"status": "unauthenticated", "errors": [{"message": "user authorization required"}]}
-UNAUTHORIZED = {"status": "unauthorized", "errors": [{"message": "user not authorized to perform that action"}]}
-HTML_PAGE = (
-    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Log In to Canvas</title></head>'
-    "<body><h1>Canvas LMS</h1><p>This page is an HTML answer planted by the sisdaemon sandbox.</p>"
-    "</body></html>\n"
 )
 
 
@@ -132,44 +131,6 @@ class _ResetConnection(ConnectionResetError):
     """Raised after the socket was reset: werkzeug treats it as a dropped connection."""
 
 
-class _SandboxRequest(Request):
-    """A Request whose multipart files go straight to files in the sandbox's upload folder (never memory)."""
-
-    upload_dir: Path = Path(tempfile.gettempdir())
-    max_form_memory_size = 1_000_000
-
-    def _get_file_stream(
-        self,
-        total_content_length: int | None,
-        content_type: str | None,
-        filename: str | None = None,
-        content_length: int | None = None,
-    ) -> IO[bytes]:
-        return tempfile.NamedTemporaryFile("w+b", dir=self.upload_dir, prefix="upload_", delete=False)
-
-
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    response = Response(json.dumps(body), status=status, content_type="application/json; charset=utf-8")
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
-
-
-def _fault_body(status: int) -> Any:
-    if status == 401:
-        return INVALID_TOKEN
-    if status == 403:
-        return UNAUTHORIZED
-    if status == 404:
-        return NOT_FOUND
-    if status >= 500:
-        return {
-            "errors": [{"message": "An error occurred.", "error_code": "internal_server_error"}],
-            "error_report_id": 1,
-        }
-    return {"errors": [{"message": f"sandbox fault {status}"}]}
-
-
 class SandboxApp:
     """The WSGI callable. Shares the Store, World and Processor with the Sandbox that made it."""
 
@@ -198,7 +159,7 @@ class SandboxApp:
     # ---- WSGI --------------------------------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        request = _SandboxRequest(environ)
+        request = SandboxRequest(environ)
         request.upload_dir = self.upload_dir
         adapter = URL_MAP.bind_to_environ(environ)
         try:
@@ -265,7 +226,7 @@ class SandboxApp:
         elif 300 <= status < 400:
             response = Response(b"", status=status, content_type=fault.content_type or "text/html; charset=utf-8")
         else:
-            response = _json(status, _fault_body(status))
+            response = json_response(status, fault_body(status))
             if status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="canvas-lms"'
         for key, value in fault.headers.items():
@@ -322,13 +283,13 @@ class SandboxApp:
             return None, None
         user_id = self.settings.tokens.get(token)
         if user_id is None:
-            return None, _json(401, INVALID_TOKEN, {"WWW-Authenticate": 'Bearer realm="canvas-lms"'})
+            return None, json_response(401, INVALID_TOKEN, {"WWW-Authenticate": 'Bearer realm="canvas-lms"'})
         return user_id, None
 
     def _refuse(self, user_id: int | None) -> Response:
         if user_id is None:
-            return _json(401, UNAUTHENTICATED, {"WWW-Authenticate": 'Bearer realm="canvas-lms"'})
-        return _json(self.settings.forbidden_status, UNAUTHORIZED)
+            return json_response(401, UNAUTHENTICATED, {"WWW-Authenticate": 'Bearer realm="canvas-lms"'})
+        return json_response(self.settings.forbidden_status, UNAUTHORIZED)
 
     def _allowed(self, user_id: int | None) -> bool:
         return user_id is not None and user_id not in self.settings.unauthorized_users
@@ -344,14 +305,14 @@ class SandboxApp:
             self._drain(request)
             return error
         if route == "unknown":
-            return _json(404, NOT_FOUND)
+            return json_response(404, NOT_FOUND)
         if route == "users_self":
             if user_id is None:
                 return self._refuse(None)
             with self.store.lock:
                 user = self.store.users[user_id].as_json()
             user.update({"locale": None, "effective_locale": "en", "permissions": {}})
-            return _json(200, user)
+            return json_response(200, user)
         if route == "progress":
             if not self._allowed(user_id):
                 return self._refuse(user_id)
@@ -360,21 +321,21 @@ class SandboxApp:
                     self.store.progresses.get(int(args["progress_id"])) if args["progress_id"].isdigit() else None
                 )
                 if progress is None:
-                    return _json(404, NOT_FOUND)
-                return _json(200, progress.as_json(self.store.base_url))
+                    return json_response(404, NOT_FOUND)
+                return json_response(200, progress.as_json(self.store.base_url))
         with self.store.lock:
             account_id = self.world.find_account(args["account"])
         if account_id is None:
             self._drain(request)
-            return _json(404, NOT_FOUND)
+            return json_response(404, NOT_FOUND)
         if route == "account":
             if not self._allowed(user_id):
                 return self._refuse(user_id)
             with self.store.lock:
-                return _json(200, self.world.account_json(account_id))
+                return json_response(200, self.world.account_json(account_id))
         if not self.world.is_root(account_id):
             self._drain(request)
-            return _json(400, {"errors": ["SIS imports can only be executed on root accounts"]})
+            return json_response(400, {"errors": ["SIS imports can only be executed on root accounts"]})
         if not self._allowed(user_id):
             self._drain(request)
             return self._refuse(user_id)
@@ -393,12 +354,12 @@ class SandboxApp:
         with self.store.lock:
             sis_import = self._find(args["import_id"])
             if sis_import is None:
-                return _json(404, NOT_FOUND)
-            return _json(200, self.store.import_json(sis_import))
+                return json_response(404, NOT_FOUND)
+            return json_response(200, self.store.import_json(sis_import))
 
     def _index(self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest) -> Response:
-        since = _parse_time(request.args.get("created_since"))
-        before = _parse_time(request.args.get("created_before"))
+        since = parse_time(request.args.get("created_since"))
+        before = parse_time(request.args.get("created_before"))
         states = [
             s
             for s in request.args.getlist("workflow_state[]") + request.args.getlist("workflow_state")
@@ -412,29 +373,29 @@ class SandboxApp:
                 items = [item for item in items if item.created_at < before]
             if states:
                 items = [item for item in items if item.workflow_state in states]
-            page, per_page = _page_params(request)
+            page, per_page = page_params(request)
             chunk = items[(page - 1) * per_page : page * per_page]
             has_next = len(items) > page * per_page
             body = {"sis_imports": [self.store.import_json(item) for item in chunk]}
-        return _json(200, body, {"Link": _link_header(request, page, per_page, has_next)})
+        return json_response(200, body, {"Link": link_header(request, page, per_page, has_next)})
 
     def _importing(self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest) -> Response:
         with self.store.lock:
             items = [item for item in reversed(self.store.ordered_imports()) if item.workflow_state in IMPORTING]
-            return _json(200, {"sis_imports": [self.store.import_json(item) for item in items]})
+            return json_response(200, {"sis_imports": [self.store.import_json(item) for item in items]})
 
     def _abort(self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest) -> Response:
         with self.store.lock:
             sis_import = self._find(args["import_id"])
             if sis_import is None or sis_import.workflow_state not in NOT_COMPLETED:
-                return _json(404, NOT_FOUND)
+                return json_response(404, NOT_FOUND)
             sis_import.workflow_state = "aborted"
             sis_import.touch()
             # abort_batch: the account's queue restarts 10 minutes later when others wait.
             if any(item.workflow_state == "created" for item in self.store.imports.values()):
                 self.processor.paused_until = time.monotonic() + self.processor.speed.abort_requeue
             self.store.changed.notify_all()
-            return _json(200, self.store.import_json(sis_import))
+            return json_response(200, self.store.import_json(sis_import))
 
     def _abort_all_pending(
         self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest
@@ -445,21 +406,21 @@ class SandboxApp:
                     sis_import.workflow_state = "aborted"
                     sis_import.progress = 100
             self.store.changed.notify_all()
-        return _json(200, {"aborted": True})
+        return json_response(200, {"aborted": True})
 
     def _restore_states(
         self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest
     ) -> Response:
-        params = _params(request)
+        params = request_params(request)
         undelete_only = opts.value_to_boolean(params.get("undelete_only"))
         unconclude_only = opts.value_to_boolean(params.get("unconclude_only"))
         batch_mode = opts.value_to_boolean(params.get("batch_mode"))
         with self.store.lock:
             sis_import = self._find(args["import_id"])
             if sis_import is None:
-                return _json(404, NOT_FOUND)
+                return json_response(404, NOT_FOUND)
             if undelete_only and unconclude_only:
-                return _json(400, "cannot set both undelete_only and unconclude_only")
+                return json_response(400, "cannot set both undelete_only and unconclude_only")
             progress = self.store.new_progress(sis_import.id, user_id)
             sis_import.workflow_state = "restoring"
             sis_import.touch()
@@ -470,7 +431,7 @@ class SandboxApp:
                 unconclude_only=unconclude_only,
                 batch_mode=batch_mode,
             )
-            return _json(200, progress.as_json(self.store.base_url))
+            return json_response(200, progress.as_json(self.store.base_url))
 
     def _errors(self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest) -> Response:
         only_failures = opts.value_to_boolean(request.args.get("failure"))
@@ -478,28 +439,33 @@ class SandboxApp:
             if "import_id" in args:
                 sis_import = self._find(args["import_id"])
                 if sis_import is None:
-                    return _json(404, NOT_FOUND)
+                    return json_response(404, NOT_FOUND)
                 errors = list(sis_import.errors)
             else:
                 errors = [error for item in self.store.ordered_imports() for error in item.errors]
             if only_failures:
                 errors = [error for error in errors if error.failure]
             errors.reverse()  # created_at DESC
-            page, per_page = _page_params(request)
+            page, per_page = page_params(request)
             chunk = errors[(page - 1) * per_page : page * per_page]
             has_next = len(errors) > page * per_page
             body = {"sis_import_errors": [error.as_json() for error in chunk]}
-        return _json(200, body, {"Link": _link_header(request, page, per_page, has_next)})
+        return json_response(200, body, {"Link": link_header(request, page, per_page, has_next)})
 
     def _create(self, request: Request, args: dict[str, Any], user_id: int, record: RecordedRequest) -> Response:
-        upload, params, refusal = self._receive_upload(request, record)
-        if refusal is not None:
-            return _json(refusal.status, refusal.body)
+        received = receive_upload(request, self.store, self.upload_dir)
+        record.form = dict(received.form)
+        if received.stored is not None:
+            record.attachment_filename = received.stored.filename
+            record.attachment_size = received.stored.size
+        if received.refusal is not None:
+            return json_response(received.refusal.status, received.refusal.body)
+        upload, params = received.stored, received.params
         assert upload is not None
         with self.store.lock:
             checked = opts.check_before_create(params, self.world.find_term)
         if isinstance(checked, opts.Refusal):
-            return _json(checked.status, checked.body)
+            return json_response(checked.status, checked.body)
         with self.store.lock:
             sis_import = SisImport(
                 id=self.store.new_import_id(), account_id=self.world.root_account_id, user_id=user_id, upload=upload
@@ -518,71 +484,12 @@ class SandboxApp:
                 self.store.changed.wait(0.1)
             refusal = opts.apply_options(sis_import, params, checked)
             if refusal is not None:
-                return _json(refusal.status, refusal.body)
+                return json_response(refusal.status, refusal.body)
             sis_import.workflow_state = "created"
             sis_import.queued_at = utc_now()
             sis_import.touch(sis_import.queued_at)
             self.store.changed.notify_all()
-            return _json(200, self.store.import_json(sis_import))
-
-    def _receive_upload(
-        self, request: Request, record: RecordedRequest
-    ) -> tuple[StoredFile | None, dict[str, str], opts.Refusal | None]:
-        """Store the upload on disk: the multipart part `attachment`, or the raw body (then every option is in
-        the query string: PreventNonMultipartParse). Returns (file, params, refusal)."""
-        request.environ["sandbox.body_read"] = True
-        if request.mimetype == "multipart/form-data":
-            form = {key: value for key, value in request.form.items(multi=True)}
-            record.form = dict(form)
-            params = {**{k: v for k, v in request.args.items(multi=True)}, **form}
-            part = request.files.get("attachment")
-            for _name, storage in request.files.items(multi=True):
-                if storage is not part:
-                    storage.close()
-                    _unlink(getattr(storage.stream, "name", None))
-            if part is None:
-                return None, params, opts.Refusal(400, {"error": True, "error_message": "Missing attachment"})
-            filename = part.filename or "attachment"
-            path = Path(part.stream.name)
-            part.stream.close()
-            content_type = part.mimetype or "application/octet-stream"
-        else:
-            params = {k: v for k, v in request.args.items(multi=True)}
-            extension = params.get("extension")
-            if extension:
-                filename = f"sis_import.{extension}"
-            else:
-                charset = request.mimetype_params.get("charset")
-                if charset and charset.lower() != "utf-8":
-                    self._drain_stream(request)
-                    return None, params, opts.Refusal(400, {"error": "Invalid content type, UTF-8 required"})
-                extension = {"application/zip": "zip", "text/xml": "xml", "text/plain": "csv", "text/csv": "csv"}.get(
-                    request.mimetype, "zip"
-                )
-                filename = f"sis_import.{extension}"
-            content_type = request.mimetype or "application/octet-stream"
-            with tempfile.NamedTemporaryFile("wb", dir=self.upload_dir, prefix="upload_", delete=False) as sink:
-                stream = request.stream
-                while chunk := stream.read(1 << 16):
-                    sink.write(chunk)
-                path = Path(sink.name)
-        size = path.stat().st_size
-        record.attachment_filename = filename
-        record.attachment_size = size
-        stored = StoredFile(
-            id=self.store.new_file_id(),
-            filename=filename,
-            display_name=filename,
-            content_type=content_type,
-            path=path,
-            size=size,
-        )
-        return self.store.add_file(stored), params, None
-
-    @staticmethod
-    def _drain_stream(request: Request) -> None:
-        while request.stream.read(1 << 16):
-            pass
+            return json_response(200, self.store.import_json(sis_import))
 
     # ---- files -------------------------------------------------------------------------------------------
 
@@ -593,9 +500,9 @@ class SandboxApp:
             if "file_uuid" in args:
                 stored = next((f for f in self.store.files.values() if f.uuid == args["file_uuid"]), None)
                 if stored is None or stored.display_name != args["name"]:
-                    return _json(404, NOT_FOUND)
+                    return json_response(404, NOT_FOUND)
                 return Response(
-                    _file_chunks(stored.path),
+                    file_chunks(stored.path),
                     status=200,
                     content_type="text/csv; charset=utf-8"
                     if stored.display_name.lower().endswith(".csv")
@@ -605,67 +512,9 @@ class SandboxApp:
                 )
             stored = self.store.files.get(int(args["file_id"])) if args["file_id"].isdigit() else None
             if stored is None:
-                return _json(404, NOT_FOUND)
+                return json_response(404, NOT_FOUND)
             user_id, error = self._user(request)
             if request.args.get("verifier") != stored.uuid and not self._allowed(user_id):
                 return error or self._refuse(user_id)
             location = f"{self.store.base_url}/sandbox-files/{stored.uuid}/{stored.display_name}"
             return Response(b"", status=302, headers={"Location": location}, content_type="text/html; charset=utf-8")
-
-
-def _file_chunks(path: Path) -> Iterable[bytes]:
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 16):
-            yield chunk
-
-
-def _unlink(name: str | None) -> None:
-    if name:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-
-
-def _params(request: Request) -> dict[str, str]:
-    params = {k: v for k, v in request.args.items(multi=True)}
-    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        params.update({k: v for k, v in request.form.items(multi=True)})
-    return params
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    """CanvasTime.try_parse: an ISO 8601 time (no zone = UTC); anything unparsable is None (filter ignored)."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace(" ", "+") if "T" in value else value.strip())
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _page_params(request: Request) -> tuple[int, int]:
-    """lib/api.rb: per_page default 10, at most 100; a non-positive value is the default; page from 1."""
-    per_page = opts.ruby_to_i(request.args.get("per_page"))
-    per_page = 10 if per_page <= 0 else min(per_page, 100)
-    page = opts.ruby_to_i(request.args.get("page"))
-    return (page if page > 0 else 1), per_page
-
-
-def _link_header(request: Request, page: int, per_page: int, has_next: bool) -> str:
-    """`<url>; rel="current",<url>; rel="next",<url>; rel="prev",<url>; rel="first"` (no `last` when the
-    total is not counted), each URL absolute with the original query less page/per_page/access_token."""
-    kept = [
-        (k, v) for k, v in request.args.items(multi=True) if k not in {"page", "per_page", "access_token", "api_key"}
-    ]
-    base = request.base_url
-
-    def url(number: int) -> str:
-        return f"{base}?{urlencode([*kept, ('page', str(number)), ('per_page', str(per_page))])}"
-
-    links = [f'<{url(page)}>; rel="current"']
-    if has_next:
-        links.append(f'<{url(page + 1)}>; rel="next"')
-    if page > 1:
-        links.append(f'<{url(page - 1)}>; rel="prev"')
-    links.append(f'<{url(1)}>; rel="first"')
-    return ",".join(links)

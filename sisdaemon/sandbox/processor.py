@@ -21,11 +21,11 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sisdaemon import sis_csv
+from sisdaemon.sandbox.batch import cleanup_batch, restore_states
 from sisdaemon.sandbox.store import SisImport, Store, StoredFile, utc_now
-from sisdaemon.sandbox.world import ImportContext, Item, Statistics, World
+from sisdaemon.sandbox.world import ImportContext, Statistics, World
 
 # Imports with at most this many rows (plus 1, as Canvas counts) run inline without intermediate progress
 # (Setting sis_batch_parallelism_count_threshold, default 50).
@@ -484,137 +484,33 @@ class Processor:
         sis_import.errors_attachment = self.store.add_file(stored)
         sis_import.touch()
 
-    def _batch_terms(self, sis_import: SisImport) -> set[int] | None:
-        if sis_import.options.get("multi_term_batch_mode"):
-            terms = {
-                term.canvas_id for term in self.world.items["EnrollmentTerm"].values() if term.batch_id == sis_import.id
-            }
-            return terms or None
-        return {sis_import.batch_mode_term_id} if sis_import.batch_mode_term_id is not None else set()
-
     def _cleanup_batch(self, sis_import: SisImport) -> None:
-        """Batch mode: delete the term's SIS courses, sections and enrollments this import did not include,
-        unless a change_threshold is exceeded (sis_batch.rb remove_previous_imports, detect_change_item)."""
-        supplied = [
-            kind for kind in ("course", "section", "enrollment") if kind in sis_import.data.get("supplied_batches", [])
-        ]
-        if not supplied:
-            return
-        terms = self._batch_terms(sis_import)
-        if terms is None:
-            # batch_mode_terms: multi_term_batch_mode without a terms.csv aborts the batch.
-            sis_import.workflow_state = "aborted"
-            sis_import.add_error(None, "Terms not found. Terms must be included with multi_term_batch_mode")
-            return
-        sis_import.workflow_state = "cleanup_batch"
-        sis_import.progress = 0
-        sis_import.touch()
-        self.store.changed.notify_all()
-        if sis_import.stuck_in == "cleanup_batch":
-            self.store.lock.release()
-            try:
-                self._hold(sis_import, "cleanup_batch")
-            finally:
-                self.store.lock.acquire()
-        if sis_import.workflow_state == "aborted":
-            return  # aborted during the clean-up: fast_update_progress raises SisBatch::Aborted
-        world = self.world
+        def hold() -> None:
+            if sis_import.stuck_in == "cleanup_batch":
+                self.store.lock.release()
+                try:
+                    self._hold(sis_import, "cleanup_batch")
+                finally:
+                    self.store.lock.acquire()
 
-        def course_in_terms(course_sis: str | None) -> bool:
-            course = world.get("Course", course_sis)
-            return course is not None and world.course_term(course) in terms
-
-        scopes: dict[str, list[Item]] = {}
-        totals: dict[str, int] = {}
-        if "course" in supplied:
-            in_term = [
-                c
-                for c in world.items["Course"].values()
-                if c.status != "deleted" and c.batch_id is not None and course_in_terms(c.sis_id)
-            ]
-            scopes["courses"] = [c for c in in_term if c.batch_id != sis_import.id]
-            totals["courses"] = len(in_term)
-        if "section" in supplied:
-            in_term = [
-                s
-                for s in world.items["CourseSection"].values()
-                if s.status != "deleted" and s.batch_id is not None and course_in_terms(s.fields.get("course"))
-            ]
-            scopes["sections"] = [s for s in in_term if s.batch_id != sis_import.id]
-            totals["sections"] = len(in_term)
-        if "enrollment" in supplied:
-            in_term = [
-                e
-                for e in world.items["Enrollment"].values()
-                if e.status not in {"deleted"} and e.batch_id is not None and course_in_terms(e.fields.get("course"))
-            ]
-            scopes["enrollments"] = [e for e in in_term if e.batch_id != sis_import.id]
-            totals["enrollments"] = len(in_term)
-        threshold = sis_import.change_threshold
-        for kind in ("courses", "sections", "enrollments"):
-            if kind not in scopes or threshold is None or not totals[kind]:
-                continue
-            if len(scopes[kind]) / totals[kind] * 100 > threshold:
-                sis_import.workflow_state = "aborted"
-                sis_import.add_error(
-                    None,
-                    f"{len(scopes[kind])} {kind} would be deleted and exceeds the set threshold of {threshold}%",
-                )
-                return
-        total = sum(len(items) for items in scopes.values()) or 1
-        done = 0
-        context = ImportContext(
-            sis_import.id, sis_import.options, sis_import.statistics or Statistics(), sis_import.rollback
-        )
-        drop_status = sis_import.options.get("batch_mode_enrollment_drop_status") or "deleted"
-        counts = sis_import.data["counts"]
-        for kind, key in (
-            ("enrollments", "batch_enrollments_deleted"),
-            ("sections", "batch_sections_deleted"),
-            ("courses", "batch_courses_deleted"),
-        ):
-            if kind not in scopes:
-                continue
-            for item in scopes[kind]:
-                status = drop_status if kind == "enrollments" else "deleted"
-                world.set_status(item, status, context)
-                done += 1
-            counts[key] = len(scopes[kind])
-            sis_import.progress = min(100, round(done * 100 / total))
-            sis_import.touch()
+        cleanup_batch(self.world, sis_import, self.store.changed.notify_all, hold)
 
     def restore_later(
         self, sis_import: SisImport, progress_id: int, *, undelete_only: bool, unconclude_only: bool, batch_mode: bool
     ) -> None:
-        """restore_states: `restoring`, then the import's recorded changes undone, then `restored` (or
-        `partially_restored` when a flag narrowed it) (sis_batch.rb restore_states_for_batch)."""
-
-        def run() -> None:
-            progress = self.store.progresses[progress_id]
-            progress.workflow_state = "running"
-            rollback = sis_import.rollback
-            if undelete_only:
-                rollback = [entry for entry in rollback if self._current_status(entry) == "deleted"]
-            if unconclude_only:
-                rollback = [entry for entry in rollback if self._current_status(entry) == "completed"]
-            restored = self.world.restore(rollback)
-            stats = sis_import.data.setdefault("statistics", Statistics().as_json())
-            for kind in stats:
-                if isinstance(stats[kind], dict):
-                    stats[kind]["restored"] = sum(1 for entry in rollback if entry[0] == kind)
-            partial = undelete_only or unconclude_only or batch_mode
-            sis_import.workflow_state = "partially_restored" if partial else "restored"
-            sis_import.touch()
-            progress.workflow_state = "completed"
-            progress.completion = 100.0
-            progress.message = f"{restored} restored"
-            progress.updated_at = utc_now()
-
-        self.later(self.speed.errors_delay, run)
-
-    def _current_status(self, entry: tuple[str, str, Any]) -> str | None:
-        item = self.world.items[entry[0]].get(entry[1])
-        return item.status if item else None
+        """restore_states: `restoring` now, the changes undone a moment later on the scheduler thread."""
+        progress = self.store.progresses[progress_id]
+        self.later(
+            self.speed.errors_delay,
+            lambda: restore_states(
+                self.world,
+                sis_import,
+                progress,
+                undelete_only=undelete_only,
+                unconclude_only=unconclude_only,
+                batch_mode=batch_mode,
+            ),
+        )
 
 
 class _Stopped(Exception):
