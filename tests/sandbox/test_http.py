@@ -309,3 +309,34 @@ def test_aborting_a_running_import_stops_it_without_an_end(sandbox: Sandbox, api
     follower = post(sandbox, api).json()
     assert sandbox.wait_for(follower["id"])["workflow_state"] == "imported"
     assert sandbox.get_import(created["id"])["workflow_state"] == "aborted"
+
+
+def test_the_errors_endpoints_list_every_message_newest_first(sandbox: Sandbox, api: requests.Session) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("users.csv", b"user_id,login_id,status\nu1,,active\nu2,l2,active\n")
+        archive.writestr("odd.csv", b"a,b\n1,2\n")
+    created = post(sandbox, api, buffer.getvalue(), name="feed.zip").json()
+    sandbox.wait_for(created["id"])
+    listed = api.get(f"{sandbox.url}{IMPORTS}/{created['id']}/errors", timeout=5).json()["sis_import_errors"]
+    assert [(e["file"], e["message"], e["row"]) for e in listed] == [
+        ("users.csv", "No login_id given for user u1", 2),
+        ("odd.csv", "Couldn't find Canvas CSV import headers", None),
+    ]
+    failures = api.get(f"{sandbox.url}{IMPORTS}/{created['id']}/errors", params={"failure": "true"}, timeout=5).json()
+    assert [e["file"] for e in failures["sis_import_errors"]] == ["odd.csv"]
+    everything = api.get(f"{sandbox.url}/api/v1/accounts/1/sis_import_errors", timeout=5).json()
+    assert len(everything["sis_import_errors"]) == 2
+    assert all(e["sis_import_id"] == created["id"] for e in everything["sis_import_errors"])
+
+
+def test_a_restore_progress_can_be_read_back(sandbox: Sandbox, api: requests.Session) -> None:
+    created = post(sandbox, api).json()
+    sandbox.wait_for(created["id"])
+    url = f"{sandbox.url}{IMPORTS}/{created['id']}/restore_states"
+    both = api.put(url, data={"undelete_only": "true", "unconclude_only": "true"}, timeout=5)
+    assert (both.status_code, both.json()) == (400, "cannot set both undelete_only and unconclude_only")
+    progress = api.put(url, data={"undelete_only": "true"}, timeout=5).json()
+    assert progress["url"] == f"{sandbox.url}/api/v1/progress/{progress['id']}"
+    assert sandbox.wait_for(created["id"], {"partially_restored"})["workflow_state"] == "partially_restored"
+    assert api.get(progress["url"], timeout=5).json()["workflow_state"] == "completed"
