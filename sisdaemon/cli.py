@@ -62,8 +62,12 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
-    # watchdog logs its own thread chatter through the standard library; only its errors matter here.
+    # watchdog logs through the standard library; only its errors matter here. watchdog 7 logs one "error" when an
+    # observer is stopped while its thread waits on inotify (a harmless race on every stop): drop that one.
     logging.getLogger("watchdog").setLevel(logging.ERROR)
+    logging.getLogger("watchdog.observers.inotify").addFilter(
+        lambda record: "called when the thread is inactive" not in record.getMessage()
+    )
 
 
 def _load(path: str | None) -> Settings:

@@ -86,21 +86,25 @@ def submit(
         except LockHeld:
             pass  # a daemon started meanwhile: it takes the file
         else:
-            return _result(settings, feed, name) or EXIT_GAVE_UP
+            result = _result(settings, feed, name, quiet=wait)
+            return EXIT_GAVE_UP if result is None else result
     if not wait:
         return EXIT_OK
     return _wait_for(settings, feed, name, max_wait)
 
 
-def _result(settings: Settings, feed: FeedSettings, name: str) -> int | None:
-    """0 or 1 once the feed's history has ``name``'s record, else None."""
+def _result(settings: Settings, feed: FeedSettings, name: str, *, quiet: bool = False) -> int | None:
+    """0 or 1 once the feed's history has ``name``'s record (printed unless ``quiet``), else None."""
     try:
         history = History(history_path(settings.state_file, feed.name))
     except StateError:
         return None
     for record in reversed(history.records):
         if record.get("file") == name:
-            print(f"{name}: {record.get('outcome')} -> {record.get('folder')}/{record.get('work_name')}", flush=True)
+            if not quiet:
+                print(
+                    f"{name}: {record.get('outcome')} -> {record.get('folder')}/{record.get('work_name')}", flush=True
+                )
             return EXIT_OK if record.get("folder") == "done" else EXIT_FAILED
     return None
 

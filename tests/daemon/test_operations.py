@@ -1,0 +1,146 @@
+"""What a sysadmin does: check-config, submit, token files, held feeds, timeouts, throttling, poll mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sisdaemon.sandbox import Sandbox
+from tests.daemon.conftest import DEADLINE, TOKEN, TOKEN_ENV, DaemonThread, Spool, creates, wait_for
+
+USERS = b"user_id,login_id,first_name,last_name,email,status\nu1,user1,Ada,One,a@example.edu,active\n"
+
+
+def sisdaemon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sisdaemon", *args],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 2,
+        env={**os.environ, TOKEN_ENV: TOKEN, **(env or {})},
+    )
+
+
+def test_check_config_accepts_a_good_config(spool: Spool) -> None:
+    result = sisdaemon("check-config", "-c", str(spool.write_config()))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_config_names_every_problem_with_its_key_and_exits_78(spool: Spool) -> None:
+    spool.canvas["base_url"] = "http://canvas.example.edu"
+    spool.feed["import"] = {"batch_mode": True, "batch_mode_term_id": "sis_term_id:2026FA"}
+    spool.feed["colour"] = "blue"
+    result = sisdaemon("check-config", "-c", str(spool.write_config()))
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) >= 3 and all(line.startswith(str(spool.config)) for line in lines)
+    text = result.stderr
+    assert "canvas.base_url" in text and "feeds[0].colour" in text and "change_threshold" in text
+
+
+def test_run_refuses_a_missing_folder_and_a_missing_token_with_exit_78(spool: Spool) -> None:
+    spool.failed.rmdir()
+    result = sisdaemon("run", "--once", "-c", str(spool.write_config()), env={TOKEN_ENV: ""})
+    assert result.returncode == 78
+    assert "feeds[0].failed_dir" in result.stderr and "canvas.token_env" in result.stderr
+    assert TOKEN not in result.stderr + result.stdout
+
+
+def test_submit_without_a_daemon_runs_the_job_itself(spool: Spool, sandbox: Sandbox, tmp_path: Path) -> None:
+    source = tmp_path / "users.csv"
+    source.write_bytes(USERS)
+    result = sisdaemon("submit", "-c", str(spool.write_config()), str(source), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "imported" in result.stdout
+    assert source.read_bytes() == USERS  # the user's own file is left where it was
+    [filed] = spool.filed("done")
+    assert filed.name.endswith("_users.csv") and "sisdaemon-submit-" in filed.name
+    assert len(creates(sandbox)) == 1
+
+
+def test_submit_hands_the_file_to_a_running_daemon_and_waits_for_it(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread], tmp_path: Path
+) -> None:
+    daemon = run_daemon()
+    wait_for(lambda: daemon.daemon.feeds, what="the daemon to start")
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"course_id,randomness\nx,y\n")
+    result = sisdaemon("submit", "-c", str(spool.config), str(bad), "--wait")
+    assert result.returncode == 1, result.stdout + result.stderr  # it ended in failed/
+    assert "failed" in result.stdout
+    daemon.stop()
+    assert len(spool.filed("failed")) == 1 and len(creates(sandbox)) == 1
+
+
+def test_a_token_file_is_read_again_after_canvas_refuses_it(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    token_file = spool.root / "canvas-token"
+    token_file.write_text("stale-token\n")
+    spool.canvas.update({"token_env": None, "token_file": str(token_file)})
+    daemon = run_daemon()
+    spool.drop_file("users.csv", USERS)
+    wait_for(lambda: daemon.daemon.health.kind is not None, what="the credential fault")
+    assert (spool.drop / "users.csv").exists()
+    token_file.write_text(TOKEN + "\n")  # the sysadmin rotates the credential
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported with the new token")
+    daemon.stop()
+
+
+def test_an_unknown_term_holds_the_feed_until_the_config_changes(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.feed["import"] = {"batch_mode": True, "batch_mode_term_id": "sis_term_id:NOPE", "change_threshold": 10}
+    daemon = run_daemon()
+    spool.drop_file("users.csv", USERS)
+    wait_for(lambda: daemon.daemon.state.held.get("nightly"), what="the feed to be held")
+    assert spool.filed("failed") == [] and sandbox.imports() == []
+    state = json.loads(spool.state_file.read_text())
+    assert "nightly" in state["held"] and state["jobs"][0]["state"] == "claimed"
+    spool.feed["import"] = {"batch_mode": True, "batch_mode_term_id": "sis_term_id:2026FA", "change_threshold": 10}
+    spool.write_config()
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported after the config was fixed")
+    daemon.stop()
+    assert len(sandbox.imports()) == 1
+
+
+def test_an_import_queued_too_long_is_aborted_and_filed_as_timed_out(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.polling["queued_timeout_seconds"] = 1.0
+    sandbox.stick_next("created")
+    spool.drop_file("users.csv", USERS)
+    assert run_daemon(once=True).join() == 1
+    [sidecar] = spool.sidecars("failed")
+    assert sidecar["outcome"] == "aborted" and sidecar["reason_code"] == "timed_out"
+    assert sandbox.imports()[0]["workflow_state"] == "aborted"
+
+
+@pytest.mark.parametrize("style", ["429", "403"])
+def test_under_canvas_throttling_every_file_still_ends_in_done(
+    spool: Spool, tmp_path: Path, style: str, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    with Sandbox(token=TOKEN, account_id=1, fast=True, throttle=style) as throttled:
+        spool.url = throttled.url
+        for index in range(4):
+            spool.drop_file(f"users{index}.csv", USERS)
+        assert run_daemon(once=True).join() == 0
+        assert len(spool.filed("done")) == 4 and spool.filed("failed") == []
+        assert len([item for item in throttled.imports() if item["workflow_state"] == "imported"]) == 4
+
+
+def test_poll_mode_for_network_filesystems_sees_new_files(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.feed.update({"watch": "poll", "rescan_seconds": 1.0})
+    daemon = run_daemon()
+    spool.drop_file("users.csv", USERS)
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file found by polling")
+    daemon.stop()
