@@ -55,6 +55,8 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # JSON needs the traceback as a string; the console renderer formats it itself.
+            *([structlog.processors.format_exc_info] if fmt == "json" else []),
             _redact,
             renderer,
         ],

@@ -549,9 +549,11 @@ class Daemon:
             target = feed.work_dir / job.work_name
             try:
                 spool.move_durably(source, target)
-            except FileNotFoundError:
+            except OSError as error:
                 del self.state.jobs[job.job_id]
                 self._save()
+                if not isinstance(error, FileNotFoundError):  # gone since the scan: nothing to say
+                    log.error("claim_failed", error=str(error), hint="the file stays in the drop folder")
                 return
             runtime.tracker.forget(item.name)
             if self.only is not None and item.name in self.only.get(feed.name, set()):
@@ -589,14 +591,17 @@ class Daemon:
     # --- one job's step -------------------------------------------------------------------------------------------
 
     def _step(self, job: Job, now: float) -> None:
-        if job.state is JobState.FINISHING:
-            self._finish_step(job, now)
-            return
-        if job.next_action_at > now or not self._gate_open(now):
-            if job.state is JobState.CLAIMED and job.stable_since is not None:
-                self._check_in_work(job, now)
-            return
+        """One step of one job. A fault never escapes: Canvas faults wait out their backoff; a file-system error
+        or a bug is logged and the job is tried again later, so one bad job never stops the others."""
         try:
+            if job.state is JobState.FINISHING:
+                if job.next_action_at <= now:
+                    self._finish_step(job, now)
+                return
+            if job.next_action_at > now or not self._gate_open(now):
+                if job.state is JobState.CLAIMED and job.stable_since is not None:
+                    self._check_in_work(job, now)
+                return
             if job.state is JobState.CLAIMED:
                 self._claimed_step(job, now)
             elif job.state is JobState.SUBMITTING:
@@ -604,11 +609,15 @@ class Daemon:
             elif job.state is JobState.SUBMITTED:
                 self._submitted_step(job, now)
         except CanvasError as error:
-            if job.job_id in self.state.jobs:
-                current = self.state.jobs[job.job_id]
-                self.state.jobs[job.job_id] = dataclasses.replace(
-                    current, last_error=str(error), next_action_at=max(self.health.retry_at, now + self.policy.interval)
-                )
+            self._retry_later(job.job_id, str(error), max(self.health.retry_at, now + self.policy.interval))
+        except Exception as error:  # an OSError (disk full, a folder gone) or a bug: keep the job, try later
+            log.exception("job_step_failed", error=f"{type(error).__name__}: {error}")
+            self._retry_later(job.job_id, f"{type(error).__name__}: {error}", now + self.policy.max_interval)
+
+    def _retry_later(self, job_id: str, error: str, when: float) -> None:
+        current = self.state.jobs.get(job_id)
+        if current is not None:
+            self.state.jobs[job_id] = dataclasses.replace(current, last_error=error, next_action_at=when)
 
     def _claimed_step(self, job: Job, now: float) -> None:
         if job.stable_since is not None:

@@ -483,6 +483,9 @@ def on_poll(
     if state in TERMINAL_STATES:
         if state == "aborted" and job.abort_reason in (AbortReason.FILE_CHANGED, AbortReason.OPTION_NOT_APPLIED):
             return job, PollDecision("resend", f"aborted by sisdaemon ({job.abort_reason})")
+        if job.abort_reason is AbortReason.FILE_CHANGED:
+            # Canvas finished the partial upload before the abort landed: the whole file must follow.
+            return job, PollDecision("resend", f"Canvas imported a partial file ({state}); the full file follows")
         return job, PollDecision("finish", state)
     if job.abort_reason is not None:
         return job, PollDecision("abort", str(job.abort_reason))

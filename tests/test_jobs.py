@@ -241,3 +241,9 @@ def test_canvas_times_parse_and_print_in_utc() -> None:
     assert jobs.parse_time("2023-09-12T20:48:57Z") == 1694551737.0
     assert jobs.iso(1694551737.0) == "2023-09-12T20:48:57Z"
     assert jobs.parse_time("not a time") is None
+
+
+def test_a_partial_file_that_canvas_finished_before_the_abort_is_sent_again_whole() -> None:
+    job = jobs.request_abort(submitted(), AbortReason.FILE_CHANGED, now=NOW)
+    _job, decision = jobs.on_poll(job, sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
+    assert decision.action == "resend"

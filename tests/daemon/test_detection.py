@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from sisdaemon.sandbox import Sandbox
-from tests.daemon.conftest import DaemonThread, Spool, creates, wait_for
+from tests.daemon.conftest import TOKEN, DaemonThread, Spool, creates, wait_for
 
 HEADER = b"user_id,login_id,first_name,last_name,email,status\n"
 
@@ -147,3 +148,30 @@ def test_a_drop_folder_deleted_and_made_again_is_watched_again(
     spool.drop_file("users.csv", HEADER + rows(0, 1))
     wait_for(lambda: len(spool.filed("done")) == 1, what="the file in the new folder filed")
     daemon.stop()
+
+
+def test_a_file_that_changes_while_it_is_uploaded_is_aborted_and_sent_again_whole(
+    spool: Spool, tmp_path: Path, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    with Sandbox(token=TOKEN, account_id=1, fast=True, store_delay=2.0) as slow:
+        spool.url = slow.url
+        daemon = run_daemon()
+        with open(spool.drop / "users.csv", "wb") as writer:  # a writer that stalls longer than settle_seconds
+            writer.write(HEADER + rows(0, 5))
+            writer.flush()
+            wait_for(
+                lambda: any(item["workflow_state"] == "initializing" for item in slow.imports()),
+                what="the upload of the partial file",
+            )
+            writer.write(rows(5, 5))
+        final = HEADER + rows(0, 10)
+        wait_for(lambda: len(spool.filed("done")) == 1, what="the whole file filed")
+        daemon.stop()
+        states = [item["workflow_state"] for item in slow.imports()]
+        assert len(states) == 2 and states[1] == "imported"
+        [filed] = spool.filed("done")
+        assert filed.read_bytes() == final
+        [sidecar] = spool.sidecars("done")
+        assert sidecar["attempts"] == 2 and sidecar["file"]["size"] == len(final)
+        uploads = [request for request in slow.requests if request.route == "create"]
+        assert uploads[-1].attachment_size == len(final)
