@@ -1,19 +1,22 @@
 """Benchmark: the daemon's memory stays flat whatever the size of the file it uploads (DESIGN.md promise 6).
 
 Runs the real daemon (``sisdaemon run --once``) as a child process against the sandbox in this process, once per
-file size, and prints the child's peak RSS (from /proc/<pid>/status VmHWM) and the upload rate.
+file size, and prints the child's peak RSS (from /proc/<pid>/status VmHWM), the upload time (hash, streamed
+multipart POST, answer) and the whole run (which includes the sandbox importing every row, slow in pure Python).
 
     .venv/bin/python benchmarks/upload_memory.py [SIZE_MB ...]     # default: 8 64 256
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -45,7 +48,17 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-def run(size_mb: int) -> tuple[int, float]:
+def upload_seconds(log: Path) -> float:
+    """Seconds from the daemon's ``upload_started`` event to ``import_submitted`` (hash + upload + answer)."""
+    times = {}
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] in ("upload_started", "import_submitted"):
+            times[event["event"]] = datetime.fromisoformat(event["timestamp"]).timestamp()
+    return times["import_submitted"] - times["upload_started"]
+
+
+def run(size_mb: int) -> tuple[int, float, float]:
     with tempfile.TemporaryDirectory() as temp, Sandbox(token=TOKEN, account_id=1, fast=True) as sandbox:
         root = Path(temp)
         for name in ("drop", "work", "done", "failed", "state"):
@@ -55,16 +68,27 @@ def run(size_mb: int) -> tuple[int, float]:
             "state_file": str(root / "state" / "state.json"),
             "lock_dir": str(root / "state" / "locks"),
             "polling": {"interval_seconds": 0.2, "max_interval_seconds": 1},
-            "log": {"format": "json", "level": "warning"},
-            "feeds": [{"name": "bench", "drop_dir": str(root / "drop"), "work_dir": str(root / "work"),
-                       "done_dir": str(root / "done"), "failed_dir": str(root / "failed"), "settle_seconds": 0.2}],
+            "log": {"format": "json", "level": "info"},
+            "feeds": [
+                {
+                    "name": "bench",
+                    "drop_dir": str(root / "drop"),
+                    "work_dir": str(root / "work"),
+                    "done_dir": str(root / "done"),
+                    "failed_dir": str(root / "failed"),
+                    "settle_seconds": 0.2,
+                }
+            ],
         }
         (root / "config.yaml").write_text(yaml.safe_dump(config))
         make_csv(root / "drop" / ".users.csv.tmp", size_mb << 20)
         os.rename(root / "drop" / ".users.csv.tmp", root / "drop" / "users.csv")
         started = time.monotonic()
-        child = subprocess.Popen([sys.executable, "-m", "sisdaemon", "run", "--once", "-c", str(root / "config.yaml")],
-                                 env={**os.environ, "BENCH_TOKEN": TOKEN}, stdout=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "sisdaemon", "run", "--once", "-c", str(root / "config.yaml")],
+            env={**os.environ, "BENCH_TOKEN": TOKEN},
+            stdout=open(root / "log", "wb"),
+        )
         peak = 0
         pause = threading.Event()
         while child.poll() is None:
@@ -73,15 +97,15 @@ def run(size_mb: int) -> tuple[int, float]:
         elapsed = time.monotonic() - started
         if child.returncode != 0:
             raise SystemExit(f"daemon exited {child.returncode} for {size_mb} MiB")
-        return peak, elapsed
+        return peak, elapsed, upload_seconds(root / "log")
 
 
 def main() -> None:
     sizes = [int(arg) for arg in sys.argv[1:]] or [8, 64, 256]
-    print(f"{'file MiB':>9} {'daemon peak RSS MiB':>20} {'seconds':>8} {'MiB/s':>7}")
+    print(f"{'file MiB':>9} {'daemon peak RSS MiB':>20} {'upload s':>9} {'upload MiB/s':>13} {'whole run s':>12}")
     for size in sizes:
-        peak, elapsed = run(size)
-        print(f"{size:>9} {peak / 1024:>20.1f} {elapsed:>8.1f} {size / elapsed:>7.1f}", flush=True)
+        peak, elapsed, upload = run(size)
+        print(f"{size:>9} {peak / 1024:>20.1f} {upload:>9.2f} {size / upload:>13.1f} {elapsed:>12.1f}", flush=True)
 
 
 if __name__ == "__main__":

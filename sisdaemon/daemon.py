@@ -634,6 +634,8 @@ class Daemon:
         tag = None
         if "diff_row_count_threshold" not in options and self.state.tags_echoed is not False:
             tag = jobs.TAG_BASE + secrets.randbits(30)
+        if not job.zip_members:
+            job = dataclasses.replace(job, zip_members=spool.zip_csv_members(feed.work_dir / job.work_name))
         job = jobs.begin_attempt(job, tag=tag, intent_at=self.client.server_now_iso(), now=now)
         self._put(job)  # the intent is recorded before the POST
         fields = list(feed.import_.form_fields())
@@ -773,7 +775,6 @@ class Daemon:
             now=now,
             policy=self.policy,
             tags_echoed=self.state.tags_echoed is not False,
-            job_tokens=(job.job_id,),
         )
         self._abort_late(job, decision.late_originals)
         if decision.action in ("adopt", "adopt_provisionally") and decision.sis_import is not None:
@@ -826,9 +827,7 @@ class Daemon:
             )
         sis_import = self._call(self.client.get_sis_import, job.import_id)
         previous = job.workflow_state
-        job, decision = jobs.on_poll(
-            job, sis_import, now=now, server_now=self.client.server_now(), policy=self.policy, job_tokens=(job.job_id,)
-        )
+        job, decision = jobs.on_poll(job, sis_import, now=now, server_now=self.client.server_now(), policy=self.policy)
         if job.workflow_state != previous:
             log.info("import_progress", workflow_state=job.workflow_state, progress=job.progress)
         if decision.action == "finish":

@@ -132,6 +132,7 @@ class Job:
     folder: str | None = None  # "done" | "failed" once finishing
     errors_csv_deadline: float | None = None
     errors_csv: str | None = None  # local file name once saved
+    zip_members: tuple[str, ...] = ()  # base names of a zip's .csv members, to recognise its import untagged
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +142,7 @@ class Job:
         data["old_tags"] = list(self.old_tags)
         data["dead_import_ids"] = list(self.dead_import_ids)
         data["notes"] = list(self.notes)
+        data["zip_members"] = list(self.zip_members)
         return data
 
     @classmethod
@@ -152,6 +154,7 @@ class Job:
         values["old_tags"] = tuple(values.get("old_tags", ()))
         values["dead_import_ids"] = tuple(values.get("dead_import_ids", ()))
         values["notes"] = tuple(values.get("notes", ()))
+        values["zip_members"] = tuple(values.get("zip_members", ()))
         if values.get("abort_reason"):
             values["abort_reason"] = AbortReason(values["abort_reason"])
         if values.get("outcome"):
@@ -358,13 +361,11 @@ def decide_lost_import(
     now: float,
     policy: Policy,
     tags_echoed: bool,
-    job_tokens: Sequence[str] = (),
 ) -> LostImportDecision:
     """Decide about a job in ``submitting`` whose answer was lost, from one listing of own, unknown imports.
 
     ``candidates``: :func:`own_candidates` of the imports created since the intent less the clock skew.
     ``tags_echoed``: whether this Canvas echoes ``diff_row_count_threshold`` (learnt from its answers).
-    ``job_tokens``: strings an attachment filename of this job contains (its job id), for untagged confirmation.
     """
     late = tuple(c for c in candidates if c.get("diff_row_count_threshold") in job.old_tags)
     blocking = [
@@ -385,7 +386,7 @@ def decide_lost_import(
             and c.get("workflow_state") != "initializing"
             and c not in late
         ]
-        named = [c for c in untagged if _attachments_name(c, job_tokens)]
+        named = [c for c in untagged if attachments_match(c, job)]
         if len(named) == 1:
             return LostImportDecision("adopt", named[0], "found by its attachment's name", late)
         if len(untagged) == 1 and not blocking:
@@ -403,9 +404,21 @@ def decide_lost_import(
     return LostImportDecision("wait", None, "no import found yet", late, empty=True)
 
 
-def _attachments_name(sis_import: Mapping[str, Any], tokens: Sequence[str]) -> bool:
-    names = [str(a.get("filename") or a.get("display_name") or "") for a in sis_import.get("csv_attachments") or []]
-    return bool(tokens) and any(token in name for name in names for token in tokens)
+def attachments_match(sis_import: Mapping[str, Any], job: Job) -> bool | None:
+    """Whether an import's ``csv_attachments`` are this job's file; None while Canvas has not filled them.
+
+    A CSV is uploaded as ``<job id>_<stem>.csv``, so its attachment carries the job id. A zip is listed by its
+    members instead (lib/sis/csv/import_refactored.rb ``prepare``), so it matches when every attachment is one of
+    the zip's .csv members (by base name).
+    """
+    attachments = sis_import.get("csv_attachments") or []
+    names = [str(item.get("filename") or item.get("display_name") or "") for item in attachments]
+    if not names:
+        return None
+    if job.zip_members:
+        members = set(job.zip_members)
+        return all(name in members or name.removesuffix("_filtered.csv") + ".csv" in members for name in names)
+    return any(job.job_id in name for name in names)
 
 
 def after_listing(job: Job, decision: LostImportDecision, *, now: float, interval: float) -> Job:
@@ -460,7 +473,6 @@ def on_poll(
     now: float,
     server_now: float,
     policy: Policy,
-    job_tokens: Sequence[str] = (),
 ) -> tuple[Job, PollDecision]:
     """A fresh SisImport for a submitted job: record it and decide the next step."""
     state = str(sis_import.get("workflow_state"))
@@ -475,11 +487,16 @@ def on_poll(
         next_action_at=now + interval,
         last_error=None,
     )
-    if job.provisional and sis_import.get("csv_attachments"):
-        if _attachments_name(sis_import, job_tokens):
+    if job.provisional:
+        match = attachments_match(sis_import, job)
+        if match:
             job = dataclasses.replace(job, provisional=False)
-        else:
+        elif match is False:
             return job, PollDecision("release", "the import's attachments are not this file")
+        elif now - (job.provisional_since or now) >= policy.provisional_wait:
+            return dataclasses.replace(
+                job, last_error="adopted import not confirmed yet; holding the file"
+            ), PollDecision("wait", "unconfirmed")
     if state in TERMINAL_STATES:
         if state == "aborted" and job.abort_reason in (AbortReason.FILE_CHANGED, AbortReason.OPTION_NOT_APPLIED):
             return job, PollDecision("resend", f"aborted by sisdaemon ({job.abort_reason})")

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import stat
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,30 @@ def upload_filename(job_id: str, name: str, extension: str) -> str:
     stem = name.rsplit(".", 1)[0] if "." in name else name
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem) or "file"
     return f"{job_id}_{safe}.{extension}"
+
+
+#: At most this many member names are kept for a zip (enough to recognise an SIS zip; the state stays small).
+ZIP_MEMBERS_KEPT = 200
+
+
+def zip_csv_members(path: Path) -> tuple[str, ...]:
+    """Base names of the ``.csv`` members of a zip, as Canvas lists them in ``csv_attachments`` (nested folders
+    flattened; ``__MACOSX`` and dot-files left out, as Canvas skips them). Empty for a file that is not a zip.
+    Reads only the zip's central directory."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = []
+            for info in archive.infolist():
+                base = info.filename.rsplit("/", 1)[-1]
+                if info.is_dir() or base.startswith(".") or "__macosx" in info.filename.lower():
+                    continue
+                if base.lower().endswith(".csv"):
+                    names.append(base)
+                if len(names) >= ZIP_MEMBERS_KEPT:
+                    break
+            return tuple(names)
+    except (OSError, zipfile.BadZipFile):
+        return ()
 
 
 def sha256_of_fd(fd: int, chunk: int = 1 << 20) -> str:

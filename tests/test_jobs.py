@@ -140,7 +140,7 @@ def test_without_tags_one_candidate_is_adopted_provisionally_and_several_are_nev
     assert two.action == "ambiguous"
     named = sis_import(4, csv_attachments=[{"filename": "abc123_users.csv"}])
     by_name = jobs.decide_lost_import(
-        job, [sis_import(3), named], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False, job_tokens=("abc123",)
+        job, [sis_import(3), named], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False
     )
     assert by_name.action == "adopt" and by_name.sis_import == named
 
@@ -247,3 +247,23 @@ def test_a_partial_file_that_canvas_finished_before_the_abort_is_sent_again_whol
     job = jobs.request_abort(submitted(), AbortReason.FILE_CHANGED, now=NOW)
     _job, decision = jobs.on_poll(job, sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
     assert decision.action == "resend"
+
+
+def test_an_untagged_zip_import_is_confirmed_by_its_member_names() -> None:
+    job = dataclasses.replace(unknown(tag=None), zip_members=("users.csv", "courses.csv"))
+    adopted = jobs.adopt_provisionally(job, sis_import(3), now=NOW, interval=1.0)
+    queued, decision = jobs.on_poll(adopted, sis_import(3), now=NOW, server_now=NOW, policy=POLICY)
+    assert decision.action == "wait" and queued.provisional
+    members = [{"filename": "users.csv"}, {"filename": "courses.csv"}]
+    confirmed, decision = jobs.on_poll(
+        queued, sis_import(3, "importing", csv_attachments=members), now=NOW, server_now=NOW, policy=POLICY
+    )
+    assert decision.action == "wait" and not confirmed.provisional
+    _other, decision = jobs.on_poll(
+        queued,
+        sis_import(3, "importing", csv_attachments=[{"filename": "x.csv"}]),
+        now=NOW,
+        server_now=NOW,
+        policy=POLICY,
+    )
+    assert decision.action == "release"

@@ -73,3 +73,18 @@ def test_verifier_urls_never_reach_a_sidecar(tmp_path: Path) -> None:
     assert sidecar["canvas"]["counts"] == {"users": 1}
     assert sidecar["canvas"]["processing_warnings"] == [["users.csv", "oops"]]
     assert sidecar["timeline"]["claimed_at"] == "2001-09-09T01:46:40Z"
+
+
+def test_a_zip_s_csv_members_are_listed_as_canvas_lists_them(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "x.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("create/users.csv", "a")
+        archive.writestr("create/.DS_Store", "a")
+        archive.writestr("__MACOSX/create/._users.csv", "a")
+        archive.writestr("readme.txt", "a")
+        archive.writestr("Courses.CSV", "a")
+    assert spool.zip_csv_members(path) == ("users.csv", "Courses.CSV")
+    (tmp_path / "plain.csv").write_text("a,b\n")
+    assert spool.zip_csv_members(tmp_path / "plain.csv") == ()

@@ -48,6 +48,7 @@ class Sandbox:
     in `created`. `store_delay`: seconds an upload stays `initializing` before the POST answers `created`.
     `throttle`: None (never refuse; cost headers only), "403" or "429" (Canvas's leaky bucket refuses in that
     style). `abort_requeue_seconds`: how long the queue pauses after an abort while others wait (Canvas: 600).
+    `echo_diff_row_count_threshold`: False plays an older Canvas whose SisImport JSON has no such key.
 
     Use as a context manager or with start()/stop(). `url` is "http://127.0.0.1:PORT" (no /api/v1).
     """
@@ -70,6 +71,7 @@ class Sandbox:
         data_dir: Path | None = None,
         abort_requeue_seconds: float = 0.0,
         account_name: str = "Sandbox University",
+        echo_diff_row_count_threshold: bool = True,
     ) -> None:
         if forbidden_status not in (401, 403):
             raise ValueError("forbidden_status must be 401 or 403")
@@ -79,6 +81,7 @@ class Sandbox:
         self.data_dir = Path(tempfile.mkdtemp(prefix="sisdaemon-sandbox-")) if data_dir is None else data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir)
+        self.store.echo_diff_row_count_threshold = echo_diff_row_count_threshold
         self.world = World(account_id, account_name, list(terms or []))
         tokens = {token: 1}
         self.store.users[1] = User(1, "Sandbox Admin", "sandbox.admin@example.edu")

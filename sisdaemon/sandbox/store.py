@@ -328,6 +328,8 @@ class Store:
         self.progresses: dict[int, Progress] = {}
         self.users: dict[int, User] = {}
         self._next_import_id = 1
+        # An older Canvas (before diff_row_count_threshold existed) leaves the key out of every SisImport.
+        self.echo_diff_row_count_threshold = True
         self._next_file_id = 1001
         self._next_progress_id = 1
         self._next_error_report = 20001
@@ -385,7 +387,10 @@ class Store:
     def import_json(self, sis_import: SisImport) -> dict[str, Any]:
         """`sis_import` as the API shows it."""
         with self.lock:
-            return sis_import.as_json(self.base_url, self.users)
+            json = sis_import.as_json(self.base_url, self.users)
+            if not self.echo_diff_row_count_threshold:
+                json.pop("diff_row_count_threshold", None)
+            return json
 
     def ordered_imports(self) -> list[SisImport]:
         """Every import, oldest first (created_at, then id)."""

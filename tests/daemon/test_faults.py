@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +146,24 @@ def test_the_token_appears_nowhere_after_a_run_through_every_error_path(
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), f"token found in {path}"
     assert "verifier=" not in "".join(path.read_text() for path in spool.root.rglob("*.result.json"))
+
+
+@pytest.mark.parametrize("kind", ["csv", "zip"])
+def test_on_a_canvas_that_echoes_no_tag_a_lost_answer_is_found_by_its_attachments(
+    spool: Spool, tmp_path: Path, kind: str, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    with Sandbox(token=TOKEN, account_id=1, fast=True, echo_diff_row_count_threshold=False) as old_canvas:
+        spool.url = old_canvas.url
+        spool.drop_file("first.csv", USERS)
+        assert run_daemon(once=True).join() == 0  # learns that this Canvas echoes no tag
+        old_canvas.faults.add(route="create", reset="after")
+        if kind == "zip":
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as archive:
+                archive.writestr("nightly/users.csv", USERS)
+            spool.drop_file("nightly.zip", buffer.getvalue())
+        else:
+            spool.drop_file("users.csv", USERS)
+        assert run_daemon(once=True).join() == 0
+        assert len(old_canvas.imports()) == 2 and len(creates(old_canvas)) == 2
+        assert len(spool.filed("done")) == 2
