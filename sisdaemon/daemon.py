@@ -104,6 +104,8 @@ class FeedRuntime:
     next_scan: float = 0.0
     unreadable: set[str] = field(default_factory=set)
     missing_logged: bool = False
+    backlog: bool = False  # the last scan left ready files unclaimed (feed full, Canvas down)
+    next_settle: float | None = None  # when the next tracked file settles (seconds since the epoch)
 
 
 class Daemon:
@@ -142,6 +144,7 @@ class Daemon:
         self.uploading: str | None = None
         self.own_user_id: int | None = None
         self._verified_at = float("-inf")
+        self.iterations = 0  # loop turns, for tests that check the loop never spins
         self.failed_files = 0
         self.done_files = 0
         self._config_stamp = self._stat_config()
@@ -245,11 +248,13 @@ class Daemon:
 
     def _loop(self) -> int:
         started = self.clock()
+        woke = False
         while not self.stop_event.is_set():
+            self.iterations += 1
             now = self.clock()
             self._check_config(now)
             self._drain_results(now)
-            self._scan_feeds(now)
+            self._scan_feeds(now, woke)
             for job in sorted(self.state.jobs.values(), key=lambda item: item.claimed_at):
                 if self.stop_event.is_set():
                     break
@@ -269,7 +274,7 @@ class Daemon:
                     held=self.state.held,
                 )
                 return EXIT_GAVE_UP
-            self.wake.wait(self._sleep_time(self.clock()))
+            woke = self.wake.wait(self._sleep_time(self.clock()))
             self.wake.clear()
         return EXIT_FAILED_FILES if self.once and self.failed_files else EXIT_OK
 
@@ -282,15 +287,30 @@ class Daemon:
         return all(len(runtime.tracker) == 0 for runtime in self.feeds.values())
 
     def _sleep_time(self, now: float) -> float:
+        """Seconds until something is due: a scan, a settle deadline, a job's next action, the end of a backoff.
+        Work that waits on something else (an upload in progress, a closed gate, a full feed) never makes the
+        loop spin: it is woken by that thing instead."""
         times = [self.health.retry_at] if self.health.kind else []
         for runtime in self.feeds.values():
             times.append(runtime.next_rescan)
             if runtime.next_scan:
                 times.append(runtime.next_scan)
-            due = runtime.tracker.next_due()
-            if due is not None:
-                times.append(due + 0.01)
-        times.extend(job.next_action_at for job in self.state.jobs.values())
+            if runtime.next_settle is not None:
+                times.append(runtime.next_settle + 0.01)
+        sending = self.uploading is not None or any(j.state is JobState.SUBMITTING for j in self.state.jobs.values())
+        for job in self.state.jobs.values():
+            if job.job_id == self.uploading:
+                continue  # its worker wakes the loop when the upload ends
+            if job.state is JobState.CLAIMED:
+                if job.stable_since is not None:
+                    times.append(now + min(self.feeds[job.feed].settings.settle_seconds / 4, 1.0))
+                    continue
+                if sending or job.feed in self.state.held:
+                    continue
+            when = job.next_action_at
+            if self.health.kind is not None and job.state is not JobState.FINISHING:
+                when = max(when, self.health.retry_at)
+            times.append(when)
         soonest = min(times) if times else now + 1
         return min(max(soonest - now, 0.01), 1.0 if self.once else 5.0)
 
@@ -455,17 +475,17 @@ class Daemon:
 
     # --- detection and claiming -------------------------------------------------------------------------------------
 
-    def _scan_feeds(self, now: float) -> None:
-        """Scan each drop folder when due: a wake-up (debounced), the periodic rescan, or a file due to settle."""
-        woke = self.wake.is_set()
+    def _scan_feeds(self, now: float, woke: bool) -> None:
+        """Scan each drop folder when due: a wake-up (debounced), the periodic rescan, a file due to settle, or
+        ready files left over that may now be claimed."""
         for runtime in self.feeds.values():
             if woke and not runtime.next_scan:
                 runtime.next_scan = now + DEBOUNCE
-            settle_due = runtime.tracker.next_due()
             due = (
                 now >= runtime.next_rescan
                 or (runtime.next_scan and now >= runtime.next_scan)
-                or (settle_due is not None and now >= settle_due)
+                or (runtime.next_settle is not None and now >= runtime.next_settle)
+                or (runtime.backlog and self._may_claim(runtime, now))
             )
             if not due:
                 continue
@@ -491,17 +511,20 @@ class Daemon:
         if self.only is not None:
             observations = {name: seen for name, seen in observations.items() if wanted and name in wanted}
         ready = runtime.tracker.update(observations, now)
+        runtime.next_settle = runtime.tracker.next_due(now)
         if wanted:
             # Files handed over by `sisdaemon submit` were written completely before their rename: no settle wait.
             ready = [
                 ReadyFile(seen.name, seen.fingerprint, seen.regular, seen.kind, now) for seen in observations.values()
             ]
+        runtime.backlog = bool(ready)
         if ready and not self._canvas_ready(now):
             return  # Canvas refuses us or is down: every file stays in drop/
-        for item in ready:
+        for index, item in enumerate(ready):
             if not self._may_claim(runtime, now):
                 break
             self._claim(runtime, item, now)
+            runtime.backlog = index + 1 < len(ready)
 
     def _canvas_ready(self, now: float) -> bool:
         """Whether files may be claimed: Canvas answered our token recently (one cheap GET, at most every

@@ -110,7 +110,8 @@ class SettleTracker:
     def __init__(self, settle: float, empty_grace: float) -> None:
         self.settle = settle
         self.empty_grace = empty_grace
-        self._since: dict[str, tuple[Fingerprint, float, float]] = {}  # name -> (fingerprint, stable since, seen at)
+        # name -> (fingerprint, stable since, seen at, seconds it must stay stable)
+        self._since: dict[str, tuple[Fingerprint, float, float, float]] = {}
 
     def update(self, observations: Mapping[str, Observation], now: float) -> list[ReadyFile]:
         """Record a scan; return the settled candidates, oldest mtime first (then by name)."""
@@ -122,20 +123,23 @@ class SettleTracker:
             previous = self._since.get(name)
             if previous is None or previous[0] != seen.fingerprint:
                 seen_at = previous[2] if previous else now
-                self._since[name] = (seen.fingerprint, now, seen_at)
+                wait = self.settle
+                if seen.regular and seen.fingerprint.size == 0:
+                    wait = max(self.settle, self.empty_grace)
+                self._since[name] = (seen.fingerprint, now, seen_at, wait)
                 continue
-            _, stable_since, seen_at = previous
-            wait = self.settle
-            if seen.regular and seen.fingerprint.size == 0:
-                wait = max(self.settle, self.empty_grace)
+            _, stable_since, seen_at, wait = previous
             if now - stable_since >= wait:
                 ready.append(ReadyFile(name, seen.fingerprint, seen.regular, seen.kind, seen_at))
         ready.sort(key=lambda item: (item.fingerprint.mtime_ns, item.name))
         return ready
 
-    def next_due(self) -> float | None:
-        """The earliest time (seconds since the epoch) a tracked candidate may become ready, or None."""
-        times = [since + self.settle for _, since, _ in self._since.values()]
+    def next_due(self, now: float) -> float | None:
+        """The earliest time after ``now`` (seconds since the epoch) a tracked candidate becomes ready, or None.
+
+        Candidates already ready are left out: they wait for room in the feed, not for the clock.
+        """
+        times = [since + wait for _, since, _, wait in self._since.values() if since + wait > now]
         return min(times) if times else None
 
     def forget(self, name: str) -> None:

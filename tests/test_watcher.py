@@ -52,6 +52,7 @@ def test_an_empty_file_waits_for_its_grace_period() -> None:
     tracker = SettleTracker(settle=1.0, empty_grace=30.0)
     empty = seen("e.csv", 0)
     tracker.update({"e.csv": empty}, 0.0)
+    assert tracker.next_due(0.0) == 30.0
     assert tracker.update({"e.csv": empty}, 29.0) == []
     assert len(tracker.update({"e.csv": empty}, 30.0)) == 1
 
@@ -60,9 +61,11 @@ def test_ready_files_come_oldest_first_and_vanished_ones_are_forgotten() -> None
     tracker = SettleTracker(settle=1.0, empty_grace=30.0)
     files = {"b.csv": seen("b.csv", mtime=5, ino=2), "a.csv": seen("a.csv", mtime=9, ino=3)}
     tracker.update(files, 0.0)
+    assert tracker.next_due(0.5) == 1.0
     assert [item.name for item in tracker.update(files, 1.0)] == ["b.csv", "a.csv"]
+    assert tracker.next_due(1.0) is None  # ready files wait for room, not for the clock
     tracker.update({}, 2.0)
-    assert len(tracker) == 0 and tracker.next_due() is None
+    assert len(tracker) == 0 and tracker.next_due(2.0) is None
 
 
 def test_a_scan_sees_regular_files_and_special_files_but_not_folders_or_temp_names(tmp_path: Path) -> None:

@@ -175,3 +175,31 @@ def test_a_file_that_changes_while_it_is_uploaded_is_aborted_and_sent_again_whol
         assert sidecar["attempts"] == 2 and sidecar["file"]["size"] == len(final)
         uploads = [request for request in slow.requests if request.route == "create"]
         assert uploads[-1].attachment_size == len(final)
+
+
+def test_a_file_is_taken_on_its_event_long_before_the_periodic_rescan(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.feed["rescan_seconds"] = 3600.0
+    daemon = run_daemon()
+    wait_for(lambda: daemon.daemon.iterations > 1, what="the start-up scan")
+    spool.drop_file("users.csv", HEADER + rows(0, 1))
+    wait_for(lambda: len(spool.filed("done")) == 1, timeout=30, what="the file taken on its inotify event")
+    daemon.stop()
+
+
+def test_the_loop_sleeps_while_an_upload_holds_up_other_claimed_files(
+    spool: Spool, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    with Sandbox(token=TOKEN, account_id=1, fast=True, store_delay=3.0) as slow:
+        spool.url = slow.url
+        for index in range(3):
+            spool.drop_file(f"users{index}.csv", HEADER + rows(index, 1))
+        daemon = run_daemon()
+        wait_for(lambda: len(list(spool.work.iterdir())) == 3, what="three files claimed")
+        wait_for(lambda: daemon.daemon.uploading, what="the first upload")
+        before = daemon.daemon.iterations
+        wait_for(lambda: not daemon.daemon.uploading, what="the first upload to end")
+        turns = daemon.daemon.iterations - before
+        assert turns < 100, f"the loop turned {turns} times during one 3 s upload"
+        daemon.stop()

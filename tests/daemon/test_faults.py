@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sisdaemon.sandbox import Sandbox
-from tests.daemon.conftest import TOKEN, DaemonProcess, DaemonThread, Spool, creates
+from tests.daemon.conftest import TOKEN, DaemonProcess, DaemonThread, Spool, creates, wait_for
 
 USERS = b"user_id,login_id,first_name,last_name,email,status\nu1,user1,Ada,One,a@example.edu,active\n"
 
@@ -167,3 +168,18 @@ def test_on_a_canvas_that_echoes_no_tag_a_lost_answer_is_found_by_its_attachment
         assert run_daemon(once=True).join() == 0
         assert len(old_canvas.imports()) == 2 and len(creates(old_canvas)) == 2
         assert len(spool.filed("done")) == 2
+
+
+def test_the_loop_sleeps_while_canvas_refuses_the_token(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SISDAEMON_TEST_TOKEN", "not-the-token")
+    spool.drop_file("users.csv", USERS)
+    daemon = run_daemon()
+    wait_for(lambda: daemon.daemon.health.kind is not None, what="the credential fault")
+    before = daemon.daemon.iterations
+    pause = threading.Event()
+    pause.wait(3.0)  # a window to count loop turns in, not a wait for a condition
+    turns = daemon.daemon.iterations - before
+    daemon.stop()
+    assert turns < 100, f"the loop turned {turns} times in 3 s while Canvas refused the token"
