@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sisdaemon.sandbox import Sandbox
 from tests.daemon.conftest import DEADLINE, TOKEN, TOKEN_ENV, DaemonThread, Spool, creates, wait_for
@@ -144,3 +145,18 @@ def test_poll_mode_for_network_filesystems_sees_new_files(
     spool.drop_file("users.csv", USERS)
     wait_for(lambda: len(spool.filed("done")) == 1, what="the file found by polling")
     daemon.stop()
+
+
+def test_check_config_passes_on_the_example_config_pointed_at_real_folders(tmp_path: Path) -> None:
+    example = yaml.safe_load((Path(__file__).resolve().parents[2] / "config.example.yaml").read_text())
+    example["state_file"] = str(tmp_path / "state" / "state.json")
+    example["lock_dir"] = str(tmp_path / "locks")
+    for key in ("drop_dir", "done_dir", "failed_dir"):
+        example["feeds"][0][key] = str(tmp_path / key)
+        (tmp_path / key).mkdir()
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(example))
+    result = sisdaemon("check-config", "-c", str(config), env={"CANVAS_TOKEN": "x"})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "work-nightly").is_dir()  # the default work folder, made beside drop_dir
