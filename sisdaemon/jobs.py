@@ -186,6 +186,20 @@ class Policy:
     provisional_wait: float = 900.0
 
 
+def retry_delay(fault_kind: str, failures: int, policy: Policy, *, jitter: float) -> float:
+    """Seconds before talking to Canvas again after ``failures`` faults in a row (DESIGN.md "Errors").
+
+    A credential or configuration fault ("credential", "configuration") will not clear by itself: retry slowly,
+    every ``max_interval``. Anything else (transient, throttled): exponential from ``interval``, capped at
+    ``max_interval``, scaled by ``jitter`` in [0, 1) to between half and all of it, so that many clients do not
+    retry in step.
+    """
+    if fault_kind in ("credential", "configuration"):
+        return max(policy.max_interval, policy.interval)
+    delay: float = min(policy.interval * 2.0 ** min(max(failures, 1), 20), policy.max_interval)
+    return delay * (0.5 + jitter / 2)
+
+
 # --- claim and attempts ---------------------------------------------------------------------------------------
 
 

@@ -187,13 +187,9 @@ class Runtime:
             health.since = now
         health.kind = error.kind
         health.message = str(error)
-        if error.kind in (FaultKind.CREDENTIAL, FaultKind.CONFIGURATION):
-            delay = max(self.policy.max_interval, self.policy.interval)
-            if error.kind is FaultKind.CREDENTIAL:
-                self.client.forget_token()
-        else:
-            delay = min(self.policy.interval * 2 ** min(health.count, 20), self.policy.max_interval)
-            delay *= random.uniform(0.5, 1.0)
+        if error.kind is FaultKind.CREDENTIAL:
+            self.client.forget_token()  # the token file may be replaced before the next try
+        delay = jobs.retry_delay(error.kind, health.count, self.policy, jitter=random.random())
         health.retry_at = now + delay
         event = {
             FaultKind.CREDENTIAL: "canvas_credential_fault",

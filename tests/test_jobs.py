@@ -267,3 +267,11 @@ def test_an_untagged_zip_import_is_confirmed_by_its_member_names() -> None:
         policy=POLICY,
     )
     assert decision.action == "release"
+
+
+def test_retries_back_off_exponentially_with_jitter_and_slowly_for_faults_that_do_not_clear() -> None:
+    delays = [jobs.retry_delay("transient", failures, POLICY, jitter=0.999999) for failures in range(1, 6)]
+    assert [round(delay, 3) for delay in delays] == [2.0, 4.0, 8.0, 8.0, 8.0]
+    assert jobs.retry_delay("throttled", 1, POLICY, jitter=0.0) == 1.0  # half of 2 s at the least jitter
+    assert jobs.retry_delay("credential", 1, POLICY, jitter=0.5) == POLICY.max_interval
+    assert jobs.retry_delay("configuration", 9, POLICY, jitter=0.5) == POLICY.max_interval
