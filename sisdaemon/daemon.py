@@ -313,8 +313,17 @@ class Daemon(InFlight):
                 return
             except OSError:
                 return  # gone or replaced since the scan; the next scan sees it
-            os.close(fd)
+            try:
+                writing = self.writer_open(fd)
+            finally:
+                os.close(fd)
             runtime.unreadable.discard(item.name)
+            if writing:
+                # Settling is a promise, not a proof: a writer that stalled longer than settle_seconds still has
+                # the file open. It settles again from now.
+                log.info("file_still_open_for_writing", feed=feed.name, file=jobs.display_name(item.name))
+                runtime.tracker.forget(item.name)
+                return
         job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
         with self._bound(job):
             self._put(job)

@@ -180,9 +180,11 @@ class InFlight(Runtime):
     def _adopt(self, job: Job, sis_import: dict[str, Any], now: float, *, how: str, provisional: bool = False) -> None:
         """The import is ours: record it (state and ledger), check Canvas applied every option."""
         if provisional:
-            job = jobs.adopt_provisionally(job, sis_import, now=now, interval=self.policy.interval)
+            job = jobs.adopt_provisionally(
+                job, spool.strip_verifiers(sis_import), now=now, interval=self.policy.interval
+            )
         else:
-            job = jobs.post_created(job, sis_import, now=now, interval=self.policy.interval)
+            job = jobs.post_created(job, spool.strip_verifiers(sis_import), now=now, interval=self.policy.interval)
         if job.tag is not None and how == "created":
             echoed = sis_import.get("diff_row_count_threshold") == job.tag
             if self.state.tags_echoed is not echoed:
@@ -276,9 +278,17 @@ class InFlight(Runtime):
             )
         sis_import = self._call(self.client.get_sis_import, job.import_id)
         previous = job.workflow_state
+        sis_import = spool.strip_verifiers(sis_import)  # what is kept in the state carries no download capability
         job, decision = jobs.on_poll(job, sis_import, now=now, server_now=self.client.server_now(), policy=self.policy)
         if job.workflow_state != previous:
             log.info("import_progress", workflow_state=job.workflow_state, progress=job.progress)
+        if decision.action == "finish" and job.workflow_state in jobs.DONE_STATES:
+            changed = self._changed_since_upload(job)
+            if changed:
+                # A writer went on after its stall: Canvas imported part of the file. The whole file follows.
+                log.warning("partial_file_imported", reason=changed, hint="the whole file is sent again once settled")
+                decision = jobs.PollDecision("resend", f"the file changed after its upload ({changed})")
+                job = dataclasses.replace(job, abort_reason=AbortReason.FILE_CHANGED)
         if decision.action == "finish":
             job = jobs.finish(job, now=now, policy=self.policy)
             log.info("import_finished", workflow_state=job.workflow_state, outcome=str(job.outcome))
@@ -293,6 +303,24 @@ class InFlight(Runtime):
             log.warning("import_will_not_apply", reason=decision.reason)
             job = jobs.back_to_claimed(job, decision.reason, now=now, settle_again=settle)
         self._put(job)
+
+    def _changed_since_upload(self, job: Job) -> str | None:
+        """Why the claimed file is no longer what was uploaded (size or mtime changed, or a writer holds it open),
+        or None when it is unchanged."""
+        feed = self.feeds[job.feed].settings
+        try:
+            fd = spool.open_for_reading(feed.work_dir / job.work_name)
+        except OSError:
+            return None
+        try:
+            current = spool.fingerprint_of(os.fstat(fd)).without_ctime()
+            if current != job.fingerprint:
+                return f"size {job.fingerprint.size} -> {current.size} bytes"
+            if self.writer_open(fd):
+                return "still open for writing"
+            return None
+        finally:
+            os.close(fd)
 
     def _finish_step(self, job: Job, now: float) -> None:
         runtime = self.feeds[job.feed]
@@ -335,50 +363,44 @@ class InFlight(Runtime):
         else:
             self.failed_files += 1
         log.info(
-            "file_filed", folder=job.folder, outcome=str(job.outcome), reason_code=job.reason_code, path=str(target)
+            "file_filed",
+            folder=job.folder,
+            outcome=str(job.outcome),
+            reason_code=job.reason_code,
+            path=jobs.display_name(str(target)),
         )
         self._emit("filed", job)
 
     def _fetch_errors_csv(self, job: Job, folder: Path, now: float) -> bool:
         """Download the errors CSV beside the sidecar, waiting a bounded time for Canvas to write it.
 
-        Returns True when finishing can go on (saved, or given up), False to come back later.
+        The download URL carries a verifier, so it is never stored: each try reads the import afresh and uses its
+        ``errors_attachment.url`` at once. Returns True when finishing can go on (saved, or given up), False to
+        come back later (``next_action_at`` says when).
         """
         assert job.import_id is not None
-        attachment = (job.sis_import or {}).get("errors_attachment") or {}
-        url = attachment.get("url")
-        if url:
-            name = spool.errors_csv_name(job.work_name)
-            try:
+        deadline = job.errors_csv_deadline or now
+        waiting = now < deadline
+        retry = dataclasses.replace(job, next_action_at=now + min(max(self.policy.interval, 0.2), 5.0))
+        try:
+            fresh = self._call(self.client.get_sis_import, job.import_id)
+            url = (fresh.get("errors_attachment") or {}).get("url")
+            if url:
+                name = spool.errors_csv_name(job.work_name)
                 self._call(self.client.download, url, folder / name)
-            except CanvasError as error:
-                if job.errors_csv_deadline is not None and now < job.errors_csv_deadline:
-                    self.state.jobs[job.job_id] = dataclasses.replace(job, next_action_at=now + self.policy.interval)
-                    return False
-                log.warning("errors_csv_not_saved", error=str(error))
-                self._put(
-                    dataclasses.replace(
-                        job, errors_csv_deadline=None, notes=(*job.notes, f"errors CSV not saved: {error}")
-                    )
-                )
+                self._put(dataclasses.replace(job, errors_csv=name, sis_import=spool.strip_verifiers(fresh)))
+                log.info("errors_csv_saved", name=name)
                 return True
-            self._put(dataclasses.replace(job, errors_csv=name))
-            log.info("errors_csv_saved", name=name)
-            return True
-        if job.errors_csv_deadline is not None and now < job.errors_csv_deadline:
-            if job.next_action_at > now:
+        except CanvasError as error:
+            if waiting:
+                self.state.jobs[job.job_id] = retry
                 return False
-            try:
-                sis_import = self._call(self.client.get_sis_import, job.import_id)
-            except CanvasError:
+            note = f"errors CSV not saved: {error}"
+        else:
+            if waiting:
+                self.state.jobs[job.job_id] = retry
                 return False
-            interval = min(max(self.policy.interval, 0.2), 5.0)
-            self.state.jobs[job.job_id] = dataclasses.replace(job, sis_import=sis_import, next_action_at=now + interval)
-            return bool(sis_import.get("errors_attachment")) and self._fetch_errors_csv(
-                self.state.jobs[job.job_id], folder, now
-            )
-        log.warning("errors_csv_not_written", waited_seconds=self.policy.errors_csv_wait)
-        self._put(
-            dataclasses.replace(job, errors_csv_deadline=None, notes=(*job.notes, "Canvas wrote no errors CSV in time"))
-        )
+            note = "Canvas wrote no errors CSV in time"
+        log.warning("errors_csv_not_saved", reason=note, waited_seconds=self.policy.errors_csv_wait)
+        self._put(dataclasses.replace(job, errors_csv_deadline=None, notes=(*job.notes, note)))
         return True

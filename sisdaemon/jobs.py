@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -203,10 +204,34 @@ def retry_delay(fault_kind: str, failures: int, policy: Policy, *, jitter: float
 # --- claim and attempts ---------------------------------------------------------------------------------------
 
 
+#: Longest work name in bytes: NAME_MAX (255) less the longest suffix added to it (".result.json" plus an atomic
+#: write's ".<8 hex>.tmp" and leading dot), so every derived name is still a legal file name.
+WORK_NAME_MAX = 228
+
+
 def work_name_for(name: str, job_id: str, now: float) -> str:
-    """``<UTC stamp>_<job id>_<name>``: sortable, unique, never equal to a dropped name's later namesake."""
+    """``<UTC stamp>_<job id>_<name>``: sortable, unique, never equal to a dropped name's later namesake.
+
+    A name too long for that (a legal 240-byte upstream name would overflow NAME_MAX) is shortened in the middle,
+    keeping its start and its extension, with "~" marking the cut.
+    """
     stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}_{job_id}_{name}"
+    prefix = f"{stamp}_{job_id}_"
+    budget = WORK_NAME_MAX - len(prefix)
+    if len(os.fsencode(name)) <= budget:
+        return prefix + name
+    stem, dot, extension = name.rpartition(".")
+    tail = f"~{dot}{extension}" if dot and len(extension) <= 10 else "~"
+    head = stem if dot and len(extension) <= 10 else name
+    while head and len(os.fsencode(head + tail)) > budget:
+        head = head[:-1]
+    return prefix + head + tail
+
+
+def display_name(name: str) -> str:
+    """A file name as valid text for logs and JSON: bytes that are not UTF-8 (kept by Python as lone surrogates)
+    are shown as ``\\xNN`` escapes, so strict JSON parsers accept it."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def claim(job_id: str, feed: str, name: str, fingerprint: Fingerprint, *, seen_at: float, now: float) -> Job:

@@ -116,6 +116,8 @@ class Runtime:
         self.own_user_id: int | None = None
         self._verified_at = float("-inf")
         self.iterations = 0  # loop turns, for tests that check the loop never spins
+        # Whether a writer holds a file open (None: cannot tell, as on NFS); replaceable to play such a filesystem.
+        self.writer_open: Callable[[int], bool | None] = spool.writer_open
         self.failed_files = 0
         self.done_files = 0
         self._config_stamp = self._stat_config()
@@ -152,7 +154,7 @@ class Runtime:
 
     @contextlib.contextmanager
     def _bound(self, job: Job) -> Iterator[None]:
-        values: dict[str, Any] = {"feed": job.feed, "job_id": job.job_id, "file": job.name}
+        values: dict[str, Any] = {"feed": job.feed, "job_id": job.job_id, "file": jobs.display_name(job.name)}
         if job.import_id is not None:
             values["import_id"] = job.import_id
         with structlog.contextvars.bound_contextvars(**values):
@@ -250,7 +252,8 @@ class Runtime:
         return True
 
     def _check_in_work(self, job: Job, now: float) -> None:
-        """fstat the claimed file: a change since it settled means a writer is still at it; settle again."""
+        """fstat the claimed file: a change since it settled, or a writer holding it open, means the writer is still
+        at it; it settles again."""
         feed = self.feeds[job.feed].settings
         try:
             fd = spool.open_for_reading(feed.work_dir / job.work_name)
@@ -259,9 +262,12 @@ class Runtime:
             return
         try:
             current = spool.fingerprint_of(os.fstat(fd))
+            writing = self.writer_open(fd)
         finally:
             os.close(fd)
         updated = jobs.observe_in_work(job, current, now, feed.settle_seconds)
+        if writing and updated.stable_since is None and job.stable_since is not None:
+            updated = dataclasses.replace(updated, stable_since=now)  # settled in size, but still being written
         if updated != job:
             if updated.stable_since is not None and job.stable_since is None:
                 log.warning("file_changed_after_claim", size=current.size)

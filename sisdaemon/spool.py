@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import os
 import stat
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sisdaemon import __version__
-from sisdaemon.jobs import Fingerprint, Job, iso
+from sisdaemon.jobs import Fingerprint, Job, display_name, iso
 from sisdaemon.state import fsync_dir, write_json_atomic
 
 SIDECAR_SCHEMA = 1
@@ -67,6 +68,21 @@ def open_for_reading(path: Path) -> int:
     Returns the fd (caller closes it). Raises OSError (ELOOP for a symlink).
     """
     return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def writer_open(fd: int) -> bool | None:
+    """Whether some process holds this file open for writing, tested with a read lease (fcntl(2) F_SETLEASE),
+    which the kernel refuses with EAGAIN while any writer has the file open. The lease is dropped at once.
+
+    ``fd`` must be open read-only. Returns None where leases cannot tell: a file the daemon does not own without
+    CAP_LEASE (EACCES), or a filesystem without leases such as NFS (EINVAL). Settling then stands alone.
+    """
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as error:
+        return True if error.errno == errno.EAGAIN else None
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return False
 
 
 def is_regular(result: os.stat_result) -> bool:
@@ -125,12 +141,13 @@ def sha256_of_fd(fd: int, chunk: int = 1 << 20) -> str:
 
 
 def strip_verifiers(value: Any) -> Any:
-    """A copy of a Canvas JSON value with every URL that carries a ``verifier`` removed (DESIGN.md promise 4)."""
+    """A copy of a Canvas JSON value with every download capability removed (DESIGN.md promise 4): each URL that
+    carries a ``verifier``, and each File's ``uuid`` (Canvas's verifier is the file's uuid)."""
     if isinstance(value, Mapping):
         return {
             key: strip_verifiers(item)
             for key, item in value.items()
-            if not (isinstance(item, str) and "verifier=" in item)
+            if not (isinstance(item, str) and "verifier=" in item) and key != "uuid"
         }
     if isinstance(value, list):
         return [strip_verifiers(item) for item in value]
@@ -143,7 +160,7 @@ def build_sidecar(job: Job, *, base_url: str, account_id: int | None) -> dict[st
     data = sis_import.get("data") or {}
     sidecar: dict[str, Any] = {
         "schema": SIDECAR_SCHEMA,
-        "file": {"name": job.name, "size": job.size, "sha256": job.sha256},
+        "file": {"name": display_name(job.name), "size": job.size, "sha256": job.sha256},
         "feed": job.feed,
         "job_id": job.job_id,
         "outcome": str(job.outcome),

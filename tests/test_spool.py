@@ -88,3 +88,38 @@ def test_a_zip_s_csv_members_are_listed_as_canvas_lists_them(tmp_path: Path) -> 
     assert spool.zip_csv_members(path) == ("users.csv", "Courses.CSV")
     (tmp_path / "plain.csv").write_text("a,b\n")
     assert spool.zip_csv_members(tmp_path / "plain.csv") == ()
+
+
+def test_a_writer_holding_the_file_open_is_seen_through_a_read_lease(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    with open(path, "wb") as writer:
+        writer.write(b"user_id\n")
+        fd = spool.open_for_reading(path)
+        try:
+            assert spool.writer_open(fd) is True
+        finally:
+            os.close(fd)
+    fd = spool.open_for_reading(path)
+    try:
+        assert spool.writer_open(fd) is False
+    finally:
+        os.close(fd)
+
+
+def test_a_name_too_long_for_its_prefix_is_shortened_keeping_its_extension() -> None:
+    name = "u" * 240 + ".csv"
+    work = jobs.work_name_for(name, "abcdef0123", 1e9)
+    assert len(os.fsencode(work)) <= jobs.WORK_NAME_MAX and work.endswith("u~.csv")
+    assert len(os.fsencode(spool.sidecar_name(work))) + len(".x.12345678.tmp") <= 255
+    assert jobs.work_name_for("users.csv", "abcdef0123", 1e9).endswith("_abcdef0123_users.csv")
+
+
+def test_names_that_are_not_utf8_are_shown_as_escapes() -> None:
+    name = os.fsdecode(b"caf\xe9.csv")
+    assert jobs.display_name(name) == "caf\\xe9.csv"
+    assert "\\udce9" not in json.dumps(jobs.display_name(name))
+
+
+def test_a_sidecar_keeps_no_file_uuid_which_is_canvas_s_download_verifier() -> None:
+    stripped = spool.strip_verifiers({"csv_attachments": [{"id": 1, "uuid": "SECRET", "filename": "a.csv"}]})
+    assert stripped == {"csv_attachments": [{"id": 1, "filename": "a.csv"}]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -156,6 +157,7 @@ def test_a_file_that_changes_while_it_is_uploaded_is_aborted_and_sent_again_whol
     with Sandbox(token=TOKEN, account_id=1, fast=True, store_delay=2.0) as slow:
         spool.url = slow.url
         daemon = run_daemon()
+        daemon.daemon.writer_open = lambda fd: None  # a filesystem without leases (NFS): settling alone decides
         with open(spool.drop / "users.csv", "wb") as writer:  # a writer that stalls longer than settle_seconds
             writer.write(HEADER + rows(0, 5))
             writer.flush()
@@ -203,3 +205,37 @@ def test_the_loop_sleeps_while_an_upload_holds_up_other_claimed_files(
         turns = daemon.daemon.iterations - before
         assert turns < 100, f"the loop turned {turns} times during one 3 s upload"
         daemon.stop()
+
+
+def test_a_writer_that_stalls_longer_than_settle_with_the_file_open_is_waited_for(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    daemon = run_daemon()
+    with open(spool.drop / "users.csv", "wb") as writer:  # an SFTP session that stalls mid-file
+        writer.write(HEADER + rows(0, 5))
+        writer.flush()
+        wait_for(lambda: daemon.daemon.iterations > 1, what="the daemon to scan")
+        pause = threading.Event()
+        pause.wait(3.0)  # three times settle_seconds: settling alone would take the file now
+        assert creates(sandbox) == [] and (spool.drop / "users.csv").exists()
+        writer.write(rows(5, 5))
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the whole file filed")
+    daemon.stop()
+    [post] = creates(sandbox)
+    assert post.attachment_size == len(HEADER + rows(0, 10))
+
+
+def test_a_legal_but_very_long_name_and_a_name_that_is_not_utf8_are_filed(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    long_name = "u" * 240 + ".csv"
+    spool.drop_file(long_name, HEADER + rows(0, 1))
+    latin1 = os.fsdecode(b"caf\xe9.csv")
+    (spool.drop / latin1).write_bytes(HEADER + rows(1, 1))
+    spool.drop_file("innocent.csv", HEADER + rows(2, 1))
+    assert run_daemon(once=True).join() == 0
+    assert len(spool.filed("done")) == 3 and len(creates(sandbox)) == 3
+    texts = [path.read_bytes().decode("utf-8") for path in spool.done.glob("*.result.json")]
+    assert all("\\ud" not in text for text in texts)  # no lone surrogates: strict JSON parsers read them
+    names = sorted(json.loads(text)["file"]["name"] for text in texts)
+    assert names == sorted(["caf\\xe9.csv", "innocent.csv", long_name])
