@@ -325,11 +325,14 @@ class CanvasClient:
         )
         return me
 
-    def resolve_account(self) -> int:
-        """``GET /api/v1/accounts/:account``: the account's numeric id (a 404 is a configuration fault)."""
-        data = self._json("GET", self._url(f"accounts/{self.account}"), not_found=FaultKind.CONFIGURATION)
+    def resolve_account(self) -> dict[str, Any]:
+        """``GET /api/v1/accounts/:account``: the Account (``id``, ``uuid``, ``name``, ...); from then on calls use
+        its numeric id. A 404 is a configuration fault. Raises CanvasError."""
+        data: dict[str, Any] = self._json(
+            "GET", self._url(f"accounts/{self.account}"), not_found=FaultKind.CONFIGURATION
+        )
         self.account = str(int(data["id"]))
-        return int(data["id"])
+        return data
 
     def get_sis_import(self, import_id: int) -> dict[str, Any]:
         """``GET .../sis_imports/:id``: the SisImport. Raises CanvasError."""

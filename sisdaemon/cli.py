@@ -110,7 +110,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The service: watch, submit, poll, file. ``--once``: take what is there now, finish it all, exit."""
     from sisdaemon.daemon import Daemon
-    from sisdaemon.state import LockHeld
+    from sisdaemon.state import LockHeld, StateError
 
     try:
         settings = _load(args.config)
@@ -119,11 +119,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log.format, settings.log.level)
     daemon = Daemon(settings, config_path=Path(args.config), once=args.once, max_wait=args.max_wait)
     daemon.install_signal_handlers()
+    log = structlog.get_logger("sisdaemon")
     try:
         return daemon.run()
     except LockHeld as error:
-        structlog.get_logger("sisdaemon").error("already_running", error=str(error), pid=error.pid)
-        return EXIT_FAULT
+        log.error("already_running", error=str(error), pid=error.pid)
+    except StateError as error:
+        log.error("state_damaged", error=str(error), hint="no job is lost: its file is still in work/")
+    except OSError as error:
+        log.error("start_failed", error=str(error))
+    return EXIT_FAULT
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

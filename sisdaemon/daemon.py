@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+from typing import Any
 
 import structlog
 
@@ -19,7 +20,14 @@ from sisdaemon.config import load_config
 from sisdaemon.flight import InFlight
 from sisdaemon.jobs import JobState
 from sisdaemon.runtime import FeedRuntime, sd_notify
-from sisdaemon.state import History, account_lock_path, history_path, locks, state_lock_path
+from sisdaemon.state import (
+    History,
+    account_lock_path,
+    account_uuid_lock_path,
+    history_path,
+    locks,
+    state_lock_path,
+)
 from sisdaemon.watcher import DropWatcher, ReadyFile, SettleTracker, scan
 
 log = structlog.get_logger("sisdaemon")
@@ -58,17 +66,11 @@ class Daemon(InFlight):
         signal.signal(signal.SIGHUP, hup)
 
     def run(self) -> int:
-        """Take the locks, recover, and loop. Returns the exit code (see cli.py). Raises LockHeld."""
-        account_id = self._resolve_account()
-        if account_id is None:
-            return EXIT_GAVE_UP
-        lock_paths = [
-            state_lock_path(self.settings.state_file),
-            account_lock_path(self.settings.lock_dir, self.settings.canvas.host, account_id),
-        ]
-        with locks(*lock_paths):
+        """Take the state lock, resolve the account and take its locks, recover, and loop. Returns the exit code
+        (see cli.py). Raises LockHeld (another daemon has the state or the account), StateError (a damaged state
+        or history file) or OSError (a lock that cannot be made)."""
+        with locks(state_lock_path(self.settings.state_file)):
             self.state = self.store.load()
-            self.state.account_id = account_id
             for feed in self.settings.feeds:
                 self.feeds[feed.name] = FeedRuntime(
                     feed,
@@ -76,38 +78,53 @@ class Daemon(InFlight):
                     DropWatcher(feed.drop_dir, self.wake, mode=feed.watch, poll_seconds=min(feed.rescan_seconds, 5)),
                     History(history_path(self.settings.state_file, feed.name)),
                 )
-            try:
-                self.recover()
-                sd_notify("READY=1\nSTATUS=watching drop folders")
-                log.info(
-                    "daemon_started",
-                    account_id=account_id,
-                    feeds=[f.name for f in self.settings.feeds],
-                    jobs=len(self.state.jobs),
-                    once=self.once,
-                )
-                return self._loop()
-            finally:
-                sd_notify("STOPPING=1")
-                for runtime in self.feeds.values():
-                    runtime.watcher.stop()
-                self.client.close()
+            if self.state.held:  # a restart is a sysadmin's way to say "try again"
+                log.info("feeds_released", feeds=sorted(self.state.held), reason="daemon started")
+                self.state.held.clear()
+            # Ready as a service from here: looking the account up waits for Canvas if it is down at boot.
+            sd_notify("READY=1\nSTATUS=looking up the Canvas account")
+            account = self._resolve_account()
+            if account is None:
+                return EXIT_GAVE_UP if self.once else EXIT_OK
+            account_id = int(account["id"])
+            self.state.account_id = account_id
+            # One daemon per account: by host and id, and by the account's uuid, which no host alias changes.
+            lock_paths = [account_lock_path(self.settings.lock_dir, self.settings.canvas.host, account_id)]
+            if account.get("uuid"):
+                lock_paths.append(account_uuid_lock_path(self.settings.lock_dir, str(account["uuid"])))
+            with locks(*lock_paths):
+                try:
+                    self.recover()
+                    sd_notify("STATUS=watching drop folders")
+                    log.info(
+                        "daemon_started",
+                        account_id=account_id,
+                        feeds=[f.name for f in self.settings.feeds],
+                        jobs=len(self.state.jobs),
+                        once=self.once,
+                    )
+                    return self._loop()
+                finally:
+                    sd_notify("STOPPING=1")
+                    for runtime in self.feeds.values():
+                        runtime.watcher.stop()
+                    self.client.close()
+                    log.info("daemon_stopped", jobs_in_flight=len(self.state.jobs))
 
-    def _resolve_account(self) -> int | None:
+    def _resolve_account(self) -> dict[str, Any] | None:
+        """The configured account as Canvas shows it, asked until Canvas answers (with ``once``: until
+        ``max_wait``). None when stopped or given up."""
         ref = self.settings.canvas.account_id
-        if ref.isdigit():
-            return int(ref)
         deadline = self.clock() + self.max_wait
-        delay = self.policy.interval
         while not self.stop_event.is_set():
             try:
-                return self.client.resolve_account()
+                account: dict[str, Any] = self._call(self.client.resolve_account)
+                return account
             except CanvasError as error:
                 log.error("account_not_resolved", account=ref, error=str(error), kind=str(error.kind))
             if self.once and self.clock() >= deadline:
                 return None
-            self.stop_event.wait(delay)
-            delay = min(delay * 2, self.policy.max_interval)
+            self.stop_event.wait(max(self.health.retry_at - self.clock(), 0.05))
         return None
 
     def _loop(self) -> int:
@@ -140,6 +157,7 @@ class Daemon(InFlight):
                 return EXIT_GAVE_UP
             woke = self.wake.wait(self._sleep_time(self.clock()))
             self.wake.clear()
+        log.info("daemon_stopping", reason="stop requested (SIGTERM or SIGINT)", jobs_in_flight=len(self.state.jobs))
         return EXIT_FAILED_FILES if self.once and self.failed_files else EXIT_OK
 
     def _idle(self) -> bool:

@@ -280,6 +280,11 @@ def account_lock_path(lock_dir: Path, host: str, account_id: int) -> Path:
     return lock_dir / f"{safe_host}_{account_id}.lock"
 
 
+def account_uuid_lock_path(lock_dir: Path, uuid: str) -> Path:
+    """``<lock_dir>/account-<uuid>.lock``: the same for every host name that reaches one Canvas account."""
+    return lock_dir / f"account-{re.sub(r'[^A-Za-z0-9.-]', '_', uuid)}.lock"
+
+
 @contextlib.contextmanager
 def locks(*paths: Path) -> Iterator[None]:
     """Hold every lock in ``paths`` (in order) for the ``with`` body. Raises LockHeld."""

@@ -6,8 +6,10 @@ import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import yaml
 
 from sisdaemon import jobs
 from sisdaemon.sandbox import Sandbox
@@ -129,4 +131,23 @@ def test_a_second_daemon_on_the_same_state_exits_at_once_naming_the_holder(
     assert second.wait() == 3
     [event] = [event for event in second.events() if event.get("event") == "already_running"]
     assert event["pid"] and "locked" in event["error"]
+    first.stop()
+
+
+def test_two_daemons_cannot_feed_one_account_under_two_host_names(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread], tmp_path: Path
+) -> None:
+    first = run_daemon()
+    wait_for(lambda: first.daemon.feeds and first.daemon.iterations, what="the first daemon to start")
+    second_root = tmp_path / "second"
+    second = Spool(second_root, sandbox.url.replace("127.0.0.1", "localhost"))
+    for folder in (second.drop, second.work, second.done, second.failed, second.state_file.parent):
+        folder.mkdir(parents=True)
+    config = yaml.safe_load(second.write_config().read_text())
+    config["lock_dir"] = str(spool.root / "locks")  # the host's shared lock folder
+    second.config.write_text(yaml.safe_dump(config))
+    process = DaemonProcess(second)
+    assert process.wait() == 3
+    [event] = [event for event in process.events() if event.get("event") == "already_running"]
+    assert "account-" in event["error"]
     first.stop()

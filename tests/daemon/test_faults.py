@@ -171,12 +171,13 @@ def test_on_a_canvas_that_echoes_no_tag_a_lost_answer_is_found_by_its_attachment
 
 
 def test_the_loop_sleeps_while_canvas_refuses_the_token(
-    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread], monkeypatch: pytest.MonkeyPatch
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
 ) -> None:
-    monkeypatch.setenv("SISDAEMON_TEST_TOKEN", "not-the-token")
+    sandbox.faults.add(route="users_self", status=401, count=10_000)  # the token is revoked after start-up
     spool.drop_file("users.csv", USERS)
     daemon = run_daemon()
     wait_for(lambda: daemon.daemon.health.kind is not None, what="the credential fault")
+    assert daemon.daemon.iterations > 0  # the fault is met in the main loop, not while starting
     before = daemon.daemon.iterations
     pause = threading.Event()
     pause.wait(3.0)  # a window to count loop turns in, not a wait for a condition

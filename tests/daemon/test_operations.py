@@ -160,3 +160,14 @@ def test_check_config_passes_on_the_example_config_pointed_at_real_folders(tmp_p
     result = sisdaemon("check-config", "-c", str(config), env={"CANVAS_TOKEN": "x"})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "work-nightly").is_dir()  # the default work folder, made beside drop_dir
+
+
+def test_a_restart_releases_a_feed_held_by_a_configuration_fault(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    sandbox.faults.add(route="create", status=400, count=1, body='{"message":"Invalid diffing_drop_status"}')
+    spool.drop_file("users.csv", USERS)
+    assert run_daemon(once=True, max_wait=3).join() == 3
+    assert "nightly" in json.loads(spool.state_file.read_text())["held"]
+    assert run_daemon(once=True).join() == 0  # the sysadmin restarts it: the hold is tried again
+    assert len(spool.filed("done")) == 1 and len(sandbox.imports()) == 1
