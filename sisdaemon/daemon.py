@@ -28,6 +28,7 @@ from sisdaemon.state import (
     locks,
     state_lock_path,
 )
+from sisdaemon.status import orphans_in_work
 from sisdaemon.watcher import DropWatcher, ReadyFile, SettleTracker, scan
 
 log = structlog.get_logger("sisdaemon")
@@ -256,6 +257,14 @@ class Daemon(InFlight):
                 if job.import_id is not None:
                     runtime.history.note_import(job.import_id)
         self._save()
+        for orphan in orphans_in_work(self.settings, self.state):
+            log.warning(
+                "orphan_in_work",
+                feed=orphan["feed"],
+                path=orphan["path"],
+                hint="a file in work/ that no job records (a state file moved aside?): check Canvas for its import "
+                "before moving it back to drop/ or to done/",
+            )
 
     def _scan_feeds(self, now: float, woke: bool) -> None:
         """Scan each drop folder when due: a wake-up (debounced), the periodic rescan, a file due to settle, or

@@ -610,11 +610,26 @@ def outcome_for(workflow_state: str, abort_reason: AbortReason | None) -> tuple[
     return Outcome.FAILED, "failed", "canvas_failed", "Canvas could not run the import"
 
 
+def canvas_message(sis_import: Mapping[str, Any]) -> str | None:
+    """The message that best says why an import did not go through: Canvas's crash message (``data.error_message``),
+    else the first batch-level message (file null: a threshold or an abort), else the first error, else None."""
+    data = sis_import.get("data") or {}
+    if data.get("error_message"):
+        return str(data["error_message"])
+    pairs = [*(sis_import.get("processing_errors") or []), *(sis_import.get("processing_warnings") or [])]
+    batch = [pair for pair in pairs if isinstance(pair, list | tuple) and len(pair) == 2 and pair[0] is None]
+    chosen = batch or [pair for pair in pairs if isinstance(pair, list | tuple) and len(pair) == 2]
+    return str(chosen[0][1]) if chosen else None
+
+
 def finish(job: Job, *, now: float, policy: Policy) -> Job:
     """submitted -> finishing: record the outcome and folder (persist before writing the sidecar and moving)."""
     state = str(job.workflow_state)
     outcome, folder, reason_code, reason = outcome_for(state, job.abort_reason)
     sis_import = job.sis_import or {}
+    message = canvas_message(sis_import) if reason_code not in (None, "timed_out") else None
+    if message:
+        reason = f"{reason}: {message}"
     wants_errors_csv = bool(sis_import.get("processing_errors") or sis_import.get("processing_warnings")) or bool(
         sis_import.get("errors_attachment")
     )

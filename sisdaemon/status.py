@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sisdaemon.config import Settings
-from sisdaemon.jobs import iso
-from sisdaemon.state import History, StateError, StateStore, history_path, is_locked, read_lock_pid, state_lock_path
+from sisdaemon.jobs import display_name, iso
+from sisdaemon.state import (
+    History,
+    State,
+    StateError,
+    StateStore,
+    history_path,
+    is_locked,
+    read_lock_pid,
+    state_lock_path,
+)
+
+#: At most this many orphans are reported (the work folder holds only in-flight files unless something went wrong).
+ORPHANS_SHOWN = 50
+
+
+def orphans_in_work(settings: Settings, state: State | None) -> list[dict[str, str]]:
+    """Files in a feed's work folder that no job in the state records, as ``[{"feed", "path"}]`` (at most
+    :data:`ORPHANS_SHOWN`). They are left alone: only a person can tell whether Canvas has them."""
+    known = {job.work_name for job in state.jobs.values()} if state else set()
+    found: list[dict[str, str]] = []
+    for feed in settings.feeds:
+        try:
+            names = sorted(os.listdir(feed.work_dir))
+        except OSError:
+            continue
+        for name in names:
+            if name not in known and not name.startswith("."):
+                found.append({"feed": feed.name, "path": display_name(str(feed.work_dir / name))})
+                if len(found) >= ORPHANS_SHOWN:
+                    return found
+    return found
 
 
 def collect(settings: Settings) -> dict[str, Any]:
@@ -58,7 +89,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         {
             "job_id": job["job_id"],
             "feed": job["feed"],
-            "file": job["name"],
+            "file": display_name(job["name"]),
             "state": job["state"],
             "import_id": job.get("import_id"),
             "workflow_state": job.get("workflow_state"),
@@ -69,7 +100,12 @@ def collect(settings: Settings) -> dict[str, Any]:
     ]
     running = is_locked(lock)
     return {
-        "daemon": {"running": running, "pid": read_lock_pid(lock) if running else None, "problems": problems},
+        "daemon": {
+            "running": running,
+            "pid": read_lock_pid(lock) if running else None,
+            "problems": problems,
+            "orphans_in_work": orphans_in_work(settings, state),
+        },
         "feeds": feeds,
         "jobs": report_jobs,
     }
@@ -80,6 +116,7 @@ def render_text(report: dict[str, Any]) -> str:
     daemon = report["daemon"]
     lines = [f"daemon: {'running, pid ' + str(daemon['pid']) if daemon['running'] else 'not running'}"]
     lines += [f"problem: {problem}" for problem in daemon["problems"]]
+    lines += [f"orphan in work/ (no job records it): {orphan['path']}" for orphan in daemon["orphans_in_work"]]
     for feed in report["feeds"]:
         line = f"feed {feed['name']}: {feed['state']}"
         if feed["last_error"]:

@@ -29,6 +29,7 @@ from sisdaemon.state import (
     is_locked,
     state_lock_path,
 )
+from sisdaemon.watcher import is_candidate_name
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -69,6 +70,12 @@ def submit(
         return 2
     if not file.is_file():
         print(f"sisdaemon submit: {file} is not a readable regular file")
+        return 2
+    if not is_candidate_name(file.name, feed.patterns):
+        print(
+            f"sisdaemon submit: {file.name} matches none of feed {feed.name}'s patterns "
+            f"({', '.join(feed.patterns)}) or is a temporary name; the daemon would never take it"
+        )
         return 2
     name = hand_over(file, feed)
     print(f"{file.name}: handed to feed {feed.name} as {name}", flush=True)

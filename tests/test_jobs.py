@@ -275,3 +275,13 @@ def test_retries_back_off_exponentially_with_jitter_and_slowly_for_faults_that_d
     assert jobs.retry_delay("throttled", 1, POLICY, jitter=0.0) == 1.0  # half of 2 s at the least jitter
     assert jobs.retry_delay("credential", 1, POLICY, jitter=0.5) == POLICY.max_interval
     assert jobs.retry_delay("configuration", 9, POLICY, jitter=0.5) == POLICY.max_interval
+
+
+def test_the_sidecar_reason_carries_canvas_s_own_words() -> None:
+    message = "15 courses would be deleted and exceeds the set threshold of 10%"
+    aborted = sis_import(9, "aborted", processing_warnings=[["users.csv", "row 3"], [None, message]])
+    job, _ = jobs.on_poll(submitted(), aborted, now=NOW, server_now=NOW, policy=POLICY)
+    assert jobs.finish(job, now=NOW, policy=POLICY).reason == f"the import was aborted in Canvas: {message}"
+    crashed = sis_import(9, "failed", data={"error_message": "undefined method"})
+    job, _ = jobs.on_poll(submitted(), crashed, now=NOW, server_now=NOW, policy=POLICY)
+    assert jobs.finish(job, now=NOW, policy=POLICY).reason == "Canvas could not run the import: undefined method"

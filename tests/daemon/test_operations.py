@@ -171,3 +171,23 @@ def test_a_restart_releases_a_feed_held_by_a_configuration_fault(
     assert "nightly" in json.loads(spool.state_file.read_text())["held"]
     assert run_daemon(once=True).join() == 0  # the sysadmin restarts it: the hold is tried again
     assert len(spool.filed("done")) == 1 and len(sandbox.imports()) == 1
+
+
+def test_a_file_in_work_that_no_job_records_is_reported_and_left_alone(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    orphan = spool.work / "20261129T000000Z_abcdef0123_orphan.csv"
+    orphan.write_bytes(USERS)
+    assert run_daemon(once=True).join() == 0
+    assert orphan.exists() and sandbox.imports() == []
+    result = sisdaemon("status", "-c", str(spool.config), "--json")
+    assert json.loads(result.stdout)["daemon"]["orphans_in_work"] == [{"feed": "nightly", "path": str(orphan)}]
+    assert "orphan" in sisdaemon("status", "-c", str(spool.config)).stdout
+
+
+def test_submit_refuses_a_name_the_daemon_would_never_take(spool: Spool, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    result = sisdaemon("submit", "-c", str(spool.write_config()), str(notes), "--wait")
+    assert result.returncode == 2 and "patterns" in result.stdout
+    assert list(spool.drop.iterdir()) == []
