@@ -1,4 +1,4 @@
-"""Benchmark: the daemon's memory stays flat whatever the size of the file it uploads (DESIGN.md promise 6).
+"""Benchmark: the daemon's memory stays flat whatever the size of the file it uploads (docs/design.md promise 6).
 
 Runs the real daemon (``sisdaemon run --once``) as a child process against the sandbox in this process, once per
 file size, and prints the child's peak RSS (from /proc/<pid>/status VmHWM), the upload time (hash, streamed

@@ -1,6 +1,6 @@
 """Canvas's SIS Import API client: streaming upload, status, listing, abort, errors CSV, throttling, fault classes.
 
-Facts come from canvas-api.md (sis_imports_api_controller.rb, sis_batch.rb, request_throttle.rb) and DESIGN.md
+Facts come from docs/canvas-api.md (sis_imports_api_controller.rb, sis_batch.rb, request_throttle.rb) and docs/design.md
 "Talking to Canvas". Every call has a (connect, read) timeout; no redirect is followed on API calls; an HTML or
 non-JSON answer is never a success; no request is ever retried here (the daemon's core decides).
 """
@@ -32,7 +32,7 @@ RATE_LIMIT_OUTFLOW = 10.0
 
 
 class FaultKind(StrEnum):
-    """What a failed call means for the daemon (DESIGN.md "Errors")."""
+    """What a failed call means for the daemon (docs/design.md "Errors")."""
 
     TRANSIENT = "transient"  # connection refused/reset, timeout, 5xx: back off and retry
     THROTTLED = "throttled"  # 429, or 403 "Rate Limit Exceeded": back off and retry
@@ -45,7 +45,7 @@ class CanvasError(Exception):
     """A call to Canvas that did not succeed.
 
     ``kind``: a :class:`FaultKind`; ``status``: the HTTP status or None; ``created_nothing``: for a POST, True when
-    Canvas certainly created no import (DESIGN.md "A POST's outcome is known"). The message never holds the token.
+    Canvas certainly created no import (docs/design.md "A POST's outcome is known"). The message never holds the token.
     """
 
     def __init__(
@@ -88,7 +88,7 @@ def canvas_message(body: str) -> str:
 
 
 def classify(status: int, content_type: str, body: str) -> tuple[FaultKind, str]:
-    """The fault kind and a message for a non-success HTTP answer (pure; canvas-api.md §4).
+    """The fault kind and a message for a non-success HTTP answer (pure; docs/canvas-api.md §4).
 
     403 is throttling only with "Rate Limit Exceeded" in its body; otherwise it is a permission refusal ("user not
     authorized", "SIS imports are not enabled"). 401 is always a credential fault. 404 is left to the caller.
@@ -110,7 +110,7 @@ def classify(status: int, content_type: str, body: str) -> tuple[FaultKind, str]
 
 
 def post_outcome_known(status: int, content_type: str, body: str) -> bool:
-    """Whether a POST answer that is not a success means Canvas created nothing (DESIGN.md crash protocol).
+    """Whether a POST answer that is not a success means Canvas created nothing (docs/design.md crash protocol).
 
     Known: 400, 401, 403, 404 with Canvas's JSON body, 413, 429, a redirect, and a throttling 403. Anything else
     (5xx, a non-JSON answer, any other status) is unknown: the import may exist.
@@ -128,7 +128,7 @@ def post_outcome_known(status: int, content_type: str, body: str) -> bool:
     return False
 
 
-# Canvas echoes each option its own way (sis_batch.rb as_json; canvas-api.md §2): the answer's key, and how a sent
+# Canvas echoes each option its own way (sis_batch.rb as_json; docs/canvas-api.md §2): the answer's key, and how a sent
 # value compares with the echoed one. None as key: not echoed, cannot be checked.
 def _bool_echo(sent: Any, echoed: Any) -> bool:
     return bool(sent) == bool(echoed)
@@ -179,7 +179,7 @@ def unapplied_options(options: Mapping[str, Any], sis_import: Mapping[str, Any])
 
 
 def parse_link_next(header: str | None) -> str | None:
-    """The ``rel="next"`` URL of a Link header (Canvas joins links with "," and no space; canvas-api.md §4)."""
+    """The ``rel="next"`` URL of a Link header (Canvas joins links with "," and no space; docs/canvas-api.md §4)."""
     if not header:
         return None
     for link in requests.utils.parse_header_links(header):
@@ -355,7 +355,7 @@ class CanvasClient:
 
     def abort_sis_import(self, import_id: int) -> dict[str, Any] | None:
         """``PUT .../sis_imports/:id/abort``: the reloaded SisImport, or None when Canvas answers 404 (it had
-        already finished, or it does not exist; canvas-api.md §1)."""
+        already finished, or it does not exist; docs/canvas-api.md §1)."""
         try:
             result: dict[str, Any] = self._json(
                 "PUT", self._url(f"accounts/{self.account}/sis_imports/{import_id}/abort")

@@ -173,7 +173,7 @@ class _Frozen(BaseModel):
 
 
 class ImportOptions(_Frozen):
-    """Canvas's SIS import options for one feed (canvas-api.md §1); ``None`` means not set, and so not sent.
+    """Canvas's SIS import options for one feed (docs/canvas-api.md §1); ``None`` means not set, and so not sent.
 
     Canvas tests some options by presence rather than value, so only the options set are sent, each as its own
     form field. A combination Canvas refuses or silently ignores is a configuration error.
@@ -193,12 +193,12 @@ class ImportOptions(_Frozen):
     diffing_drop_status: Literal["deleted", "completed", "inactive", "deleted_last_completed"] | None = None
     diffing_user_remove_status: Literal["deleted", "suspended"] | None = None
     batch_mode_enrollment_drop_status: Literal["deleted", "completed", "inactive"] | None = None
-    # 1,000,000,000 and up are reserved: the daemon sends 1e9 + a random number as an attempt tag (DESIGN.md).
+    # 1,000,000,000 and up are reserved: the daemon sends 1e9 + a random number as an attempt tag (docs/design.md).
     diff_row_count_threshold: Annotated[int, Field(ge=1, le=999_999_999)] | None = None
 
     @model_validator(mode="after")
     def _check_combinations(self) -> ImportOptions:
-        # The rules follow sis_imports_api_controller.rb#create (canvas-api.md §1).
+        # The rules follow sis_imports_api_controller.rb#create (docs/canvas-api.md §1).
         problems: Problems = []
         batch, multi = self.batch_mode is True, self.multi_term_batch_mode is not None
         diffing, override = self.diffing_data_set_identifier is not None, self.override_sis_stickiness is True
@@ -290,7 +290,7 @@ class CanvasSettings(_Frozen):
 
 
 class PollingSettings(_Frozen):
-    """How imports are polled, and how long the crash protocol waits (DESIGN.md). All in seconds, > 0."""
+    """How imports are polled, and how long the crash protocol waits (docs/design.md). All in seconds, > 0."""
 
     interval_seconds: Seconds = 5
     max_interval_seconds: Seconds = 60

@@ -1,7 +1,7 @@
 """The loop that ties detection, the job core, the spool and Canvas together; signals; systemd notify.
 
 Only this loop changes a job. Each change is persisted to the state file before the step it announces is taken
-(DESIGN.md "Crash protocol"): before the rename out of drop/, before the POST, before the final move. Uploads run
+(docs/design.md "Crash protocol"): before the rename out of drop/, before the POST, before the final move. Uploads run
 in a worker thread (one POST per account at a time), so a long upload never holds up the polling of other imports.
 """
 

@@ -1,6 +1,6 @@
 """A claimed job's way through Canvas: upload (in a worker thread), finding a lost import, polling, finishing.
 
-Each step reads the job, asks the pure core (jobs.py) what comes next, persists the result, then acts (DESIGN.md
+Each step reads the job, asks the pure core (jobs.py) what comes next, persists the result, then acts (docs/design.md
 "Crash protocol": the intent before the POST, the final names before the move). Uploads run one at a time per
 account in a worker thread that reports through a queue, so a long upload never holds up polling.
 """

@@ -1,7 +1,7 @@
 """A job's record and its pure state transitions.
 
 A job is one dropped file from the moment it is claimed until it is filed in done/ or failed/. Only claimed and
-in-flight jobs exist (the drop folder is the queue; see DESIGN.md "A dropped file's life").
+in-flight jobs exist (the drop folder is the queue; see docs/design.md "A dropped file's life").
 
     claimed --begin_attempt--> submitting --post_created / adopt--> submitted --poll: terminal--> finishing
     claimed --reject--> finishing                     (refused before upload: empty file, not a regular file)
@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-# Canvas's workflow_state values (app/models/sis_batch.rb; canvas-api.md §2).
+# Canvas's workflow_state values (app/models/sis_batch.rb; docs/canvas-api.md §2).
 DONE_STATES = frozenset({"imported", "imported_with_messages"})
 FAILED_STATES = frozenset({"failed", "failed_with_messages", "aborted"})
 TERMINAL_STATES = DONE_STATES | FAILED_STATES
 QUEUED_STATES = frozenset({"created"})
 RUNNING_STATES = frozenset({"importing", "cleanup_batch", "restoring"})
 
-#: The attempt tag sent as ``diff_row_count_threshold``: TAG_BASE + a random 30-bit number (DESIGN.md crash protocol).
+#: The attempt tag sent as ``diff_row_count_threshold``: TAG_BASE + a random 30-bit number
+#: (docs/design.md, crash protocol).
 TAG_BASE = 1_000_000_000
 
 
@@ -45,7 +46,7 @@ class JobState(StrEnum):
 
 
 class Outcome(StrEnum):
-    """The sidecar's ``outcome`` (DESIGN.md "The sidecar")."""
+    """The sidecar's ``outcome`` (docs/design.md "The sidecar")."""
 
     IMPORTED = "imported"
     IMPORTED_WITH_MESSAGES = "imported_with_messages"
@@ -188,7 +189,7 @@ class Policy:
 
 
 def retry_delay(fault_kind: str, failures: int, policy: Policy, *, jitter: float) -> float:
-    """Seconds before talking to Canvas again after ``failures`` faults in a row (DESIGN.md "Errors").
+    """Seconds before talking to Canvas again after ``failures`` faults in a row (docs/design.md "Errors").
 
     A credential or configuration fault ("credential", "configuration") will not clear by itself: retry slowly,
     every ``max_interval``. Anything else (transient, throttled): exponential from ``interval``, capped at
@@ -335,7 +336,7 @@ def upload_ended(job: Job, *, now: float) -> Job:
     return dataclasses.replace(job, upload_ended_at=now)
 
 
-# --- finding an import whose answer was lost (DESIGN.md crash protocol, steps 4-5) ------------------------------
+# --- finding an import whose answer was lost (docs/design.md crash protocol, steps 4-5) ------------------------------
 
 
 @dataclass(frozen=True)
@@ -596,7 +597,7 @@ def back_to_claimed(job: Job, reason: str, *, now: float, settle_again: bool) ->
 
 
 def outcome_for(workflow_state: str, abort_reason: AbortReason | None) -> tuple[Outcome, str, str | None, str | None]:
-    """(outcome, folder, reason_code, reason) for a terminal ``workflow_state`` (DESIGN.md states)."""
+    """(outcome, folder, reason_code, reason) for a terminal ``workflow_state`` (docs/design.md states)."""
     if workflow_state == "imported":
         return Outcome.IMPORTED, "done", None, None
     if workflow_state == "imported_with_messages":

@@ -1,7 +1,7 @@
 """Folder moves, names and sidecars.
 
 Moves are ``rename(2)`` within one filesystem, never replacing a name: ``renameat2(RENAME_NOREPLACE)`` where the
-kernel and filesystem offer it, else a plain rename of a name made unique by its job id (DESIGN.md "Folders").
+kernel and filesystem offer it, else a plain rename of a name made unique by its job id (docs/design.md "Folders").
 Pure builders (names, the sidecar dict) sit beside a few small functions that touch the disk.
 """
 
@@ -92,7 +92,7 @@ def is_regular(result: os.stat_result) -> bool:
 def sniff_extension(fd: int) -> str:
     """``zip`` when the file starts with a zip signature (``PK\\x03\\x04`` or the empty ``PK\\x05\\x06``), else ``csv``.
 
-    Canvas goes by the attachment's filename (canvas-api.md §1: only .csv and .zip are processed), so the name
+    Canvas goes by the attachment's filename (docs/canvas-api.md §1: only .csv and .zip are processed), so the name
     must match the content, not whatever the upstream called it.
     """
     head = os.pread(fd, 4, 0)
@@ -141,7 +141,7 @@ def sha256_of_fd(fd: int, chunk: int = 1 << 20) -> str:
 
 
 def strip_verifiers(value: Any) -> Any:
-    """A copy of a Canvas JSON value with every download capability removed (DESIGN.md promise 4): each URL that
+    """A copy of a Canvas JSON value with every download capability removed (docs/design.md promise 4): each URL that
     carries a ``verifier``, and each File's ``uuid`` (Canvas's verifier is the file's uuid)."""
     if isinstance(value, Mapping):
         return {
@@ -155,7 +155,7 @@ def strip_verifiers(value: Any) -> Any:
 
 
 def build_sidecar(job: Job, *, base_url: str, account_id: int | None) -> dict[str, Any]:
-    """The sidecar dict for a finishing job (DESIGN.md "The sidecar", schema 1)."""
+    """The sidecar dict for a finishing job (docs/design.md "The sidecar", schema 1)."""
     sis_import = job.sis_import or {}
     data = sis_import.get("data") or {}
     sidecar: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """The state file, the per-feed history files and the single-instance locks.
 
-State (DESIGN.md "Crash protocol"): only claimed and in-flight jobs, JSON with a ``version``, written by atomic
+State (docs/design.md "Crash protocol"): only claimed and in-flight jobs, JSON with a ``version``, written by atomic
 replace (temp file in the same folder, fsync, rename, fsync of the folder) before every externally visible step.
 History: one bounded JSON file per feed beside the state file, the ledger of this daemon's imports.
 Locks: an exclusive ``flock`` on ``<state_file>.lock`` (never replaced) and one on

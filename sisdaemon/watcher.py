@@ -3,7 +3,7 @@
 Events never carry decisions: any event in a drop folder only wakes the daemon for a (debounced) scan, and the scan
 is the one source of truth. A file is ready when its inode, size, mtime and ctime have not changed for
 ``settle_seconds`` on the daemon's own clock (an ``rsync -a`` copy keeps an old mtime, so mtime alone proves
-nothing; DESIGN.md "A dropped file's life").
+nothing; docs/design.md "A dropped file's life").
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from watchdog.observers.polling import PollingObserver
 
 from sisdaemon.jobs import Fingerprint
 
-#: Names never taken (DESIGN.md "Folders, names and what is taken"): upload temp names of rsync, WinSCP, editors.
+#: Names never taken (docs/design.md "Folders, names and what is taken"): upload temp names of rsync, WinSCP, editors.
 IGNORED_SUFFIXES = (".part", ".filepart", ".tmp", "~")
 
 

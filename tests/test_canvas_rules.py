@@ -1,4 +1,4 @@
-"""Canvas answer classification and the option echo check, on their own (pure functions; canvas-api.md §1, §4)."""
+"""Canvas answer classification and the option echo check, on their own (pure functions; docs/canvas-api.md §1, §4)."""
 
 from __future__ import annotations
 

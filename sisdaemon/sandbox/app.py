@@ -1,7 +1,7 @@
 """The sandbox's WSGI application: Canvas's SIS Import API routes, auth, pagination, throttling and faults.
 
 Routes and answers follow app/controllers/sis_imports_api_controller.rb; auth errors lib/api.rb and
-application_controller.rb (canvas-api.md §4); pagination lib/api.rb `paginate` / `build_links`.
+application_controller.rb (docs/canvas-api.md §4); pagination lib/api.rb `paginate` / `build_links`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 BODIES = {
     "403": "403 Forbidden (Rate Limit Exceeded)\n",
-    # UNCONFIRMED wording (canvas-api.md §4): Canvas's 429 body was not seen.
+    # UNCONFIRMED wording (docs/canvas-api.md §4): Canvas's 429 body was not seen.
     "429": "429 Too Many Requests (Rate Limit Exceeded)\n",
 }
 

@@ -1,4 +1,4 @@
-"""Faults of the system never fail a file; lost POST answers give exactly one import (DESIGN.md crash protocol)."""
+"""Faults of the system never fail a file; lost POST answers give exactly one import (docs/design.md crash protocol)."""
 
 from __future__ import annotations
 
