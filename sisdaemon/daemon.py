@@ -125,6 +125,8 @@ class Daemon(InFlight):
                 log.error("account_not_resolved", account=ref, error=str(error), kind=str(error.kind))
             if self.once and self.clock() >= deadline:
                 return None
+            if "WATCHDOG_USEC" in os.environ:
+                sd_notify("WATCHDOG=1")  # alive, waiting for Canvas
             self.stop_event.wait(max(self.health.retry_at - self.clock(), 0.05))
         return None
 
