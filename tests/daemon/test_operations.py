@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from sisdaemon.sandbox import Sandbox
-from tests.daemon.conftest import DEADLINE, TOKEN, TOKEN_ENV, DaemonThread, Spool, creates, wait_for
+from tests.daemon.conftest import DEADLINE, TOKEN, TOKEN_ENV, DaemonProcess, DaemonThread, Spool, creates, wait_for
 
 USERS = b"user_id,login_id,first_name,last_name,email,status\nu1,user1,Ada,One,a@example.edu,active\n"
 
@@ -191,3 +192,22 @@ def test_submit_refuses_a_name_the_daemon_would_never_take(spool: Spool, tmp_pat
     result = sisdaemon("submit", "-c", str(spool.write_config()), str(notes), "--wait")
     assert result.returncode == 2 and "patterns" in result.stdout
     assert list(spool.drop.iterdir()) == []
+
+
+def test_systemd_hears_ready_and_stopping_on_its_notify_socket(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    address = str(spool.root / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(DEADLINE)
+        process = daemon_process(env={"NOTIFY_SOCKET": address})
+        messages = [listener.recv(4096).decode()]
+        while "STATUS=watching drop folders" not in messages[-1]:
+            messages.append(listener.recv(4096).decode())
+        assert "READY=1" in messages[0]
+        assert process.terminate() == 0
+        while "STOPPING=1" not in messages[-1]:
+            messages.append(listener.recv(4096).decode())
+    events = [event["event"] for event in process.events()]
+    assert "daemon_stopping" in events and "daemon_stopped" in events
