@@ -1,7 +1,7 @@
 """Batch mode's clean-up and restore_states: what an import deletes from its terms when it ends, and how a
 restore undoes an import's changes.
 
-Sources: app/models/sis_batch.rb (remove_previous_imports, batch_mode_terms, detect_changes,
+Sources: app/models/sis_batch.rb (remove_previous_imports, batch_mode_terms, term_*_scope, detect_changes,
 detect_change_item, change_detected_message, remove_non_batch_*, restore_states_for_batch).
 """
 
@@ -70,11 +70,16 @@ def cleanup_batch(world: World, sis_import: SisImport, notify: Callable[[], None
         ]
         scopes["sections"] = [s for s in in_term if s.batch_id != sis_import.id]
         totals["sections"] = len(in_term)
+    drop_option = sis_import.options.get("batch_mode_enrollment_drop_status")
     if "enrollment" in supplied:
+        # term_enrollments_scope: active (not deleted) SIS enrollments of the terms, less those already in the
+        # drop status, so an enrollment a previous batch completed is neither dropped again nor counted in the
+        # change_threshold ratio.
+        skipped = {"deleted", drop_option} if drop_option else {"deleted"}
         in_term = [
             e
             for e in world.items["Enrollment"].values()
-            if e.status not in {"deleted"} and e.batch_id is not None and course_in_terms(e.fields.get("course"))
+            if e.status not in skipped and e.batch_id is not None and course_in_terms(e.fields.get("course"))
         ]
         scopes["enrollments"] = [e for e in in_term if e.batch_id != sis_import.id]
         totals["enrollments"] = len(in_term)
@@ -94,7 +99,7 @@ def cleanup_batch(world: World, sis_import: SisImport, notify: Callable[[], None
     context = ImportContext(
         sis_import.id, sis_import.options, sis_import.statistics or Statistics(), sis_import.rollback
     )
-    drop_status = sis_import.options.get("batch_mode_enrollment_drop_status") or "deleted"
+    drop_status = drop_option or "deleted"
     counts = sis_import.data["counts"]
     for kind, key in (
         ("enrollments", "batch_enrollments_deleted"),

@@ -123,3 +123,27 @@ def test_a_slow_sandbox_shows_created_then_rising_progress() -> None:
         assert item["workflow_state"] == "imported"
         assert any(0 < value < 100 for value in progress), progress
         assert item["data"]["running_immediately"] is False
+
+
+def test_enrollments_already_in_the_drop_status_are_not_dropped_again(sandbox: Sandbox, api: requests.Session) -> None:
+    # sis_batch.rb term_enrollments_scope leaves out enrollments already in batch_mode_enrollment_drop_status:
+    # they are neither dropped again nor counted in the change_threshold ratio.
+    seed(sandbox, api)
+    body = (ENROLLMENTS + "C0,U0,student,S0,active\n").encode()
+    options = {
+        "batch_mode": "1",
+        "batch_mode_term_id": "sis_term_id:2026FA",
+        "batch_mode_enrollment_drop_status": "completed",
+    }
+    first = run(sandbox, api, "enrollments.csv", body, **options)
+    assert first["workflow_state"] == "imported"
+    assert first["data"]["counts"]["batch_enrollments_deleted"] == 3
+    assert first["data"]["statistics"]["Enrollment"]["concluded"] == 3
+    statuses = {item.fields["user"]: item.status for item in sandbox.world.items["Enrollment"].values()}
+    assert statuses == {"U0": "active", "U1": "completed", "U2": "completed", "U3": "completed"}
+    # Again, with a threshold the first run would have exceeded (3 of 4 = 75%): now 0 of 1 would change.
+    second = run(sandbox, api, "enrollments.csv", body, change_threshold="50", **options)
+    assert second["workflow_state"] == "imported", second.get("processing_warnings")
+    assert second["data"]["counts"]["batch_enrollments_deleted"] == 0
+    assert second["data"]["statistics"]["Enrollment"]["concluded"] == 0
+    assert {item.fields["user"]: item.status for item in sandbox.world.items["Enrollment"].values()} == statuses
