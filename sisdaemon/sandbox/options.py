@@ -44,7 +44,7 @@ def value_to_boolean(value: str | None) -> bool:
     return ruby_to_i(value) != 0
 
 
-_LEADING_INT = re.compile(r"\A\s*([+-]?\d+(?:_\d+)*)")
+_LEADING_INT = re.compile(r"\A[ \t\n\v\f\r]*([+-]?[0-9]+(?:_[0-9]+)*)")
 
 
 def ruby_to_i(value: str | None) -> int:
@@ -56,11 +56,10 @@ def ruby_to_i(value: str | None) -> int:
 
 
 def cast_integer_column(value: str | None) -> int | None:
-    """How ActiveRecord casts a string into an integer column (change_threshold): blank or non-numeric is nil,
-    otherwise the leading integer ("12abc" -> 12)."""
+    """How ActiveModel casts a string into an integer attribute (change_threshold): `value.presence`, then
+    `to_i`. Blank (empty or whitespace) is nil; anything else is its leading integer, so "12abc" is 12 and
+    "abc" is 0 (activemodel lib/active_model/type/helpers/numeric.rb `cast`, type/integer.rb `cast_value`)."""
     if value is None or not value.strip():
-        return None
-    if not re.match(r"\A\s*[+-]?\d", value):
         return None
     return ruby_to_i(value)
 
@@ -109,6 +108,7 @@ def apply_options(sis_import: SisImport, params: Mapping[str, str], batch_mode_t
         # Tested by presence: multi_term_batch_mode=false still turns batch mode on.
         sis_import.batch_mode = True
         options["multi_term_batch_mode"] = value_to_boolean(params["multi_term_batch_mode"])
+        # `unless batch.change_threshold`: only nil refuses; 0 (from "0" or "abc") is truthy in Ruby.
         if sis_import.change_threshold is None:
             return Refusal(400, {"message": "change_threshold is required to use multi term_batch mode."})
     elif (params.get("diffing_data_set_identifier") or "").strip():

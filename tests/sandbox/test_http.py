@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from sisdaemon.sandbox import Sandbox
+from sisdaemon.sandbox.options import cast_integer_column
 from tests.sandbox.conftest import OTHER_TOKEN, TOKEN, UNAUTHORIZED_TOKEN
 
 USERS = b"user_id,login_id,status\nu1,l1,active\n"
@@ -159,6 +160,37 @@ def test_invalid_option_combinations_answer_canvas_400s(sandbox: Sandbox, api: r
     assert bad_drop.json() == {"message": "Invalid diffing_drop_status"}
     # These two were refused inside Canvas's create block: an orphan `initializing` import stays behind.
     assert [item["workflow_state"] for item in sandbox.imports()] == ["initializing", "initializing"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "cast"),
+    [
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("10", 10),
+        (" 7", 7),
+        ("12abc", 12),
+        ("abc", 0),
+        ("-3", -3),
+        ("1_0", 10),
+    ],
+)
+def test_change_threshold_is_cast_as_activemodel_casts_an_integer(raw: str | None, cast: int | None) -> None:
+    # value.presence, then to_i: blank is nil, and any other text is its leading integer or 0.
+    assert cast_integer_column(raw) == cast
+
+
+def test_a_non_numeric_change_threshold_is_0_and_satisfies_multi_term_batch_mode(
+    sandbox: Sandbox, api: requests.Session
+) -> None:
+    assert post(sandbox, api, change_threshold="abc").json()["change_threshold"] == 0
+    multi = post(sandbox, api, multi_term_batch_mode="true", change_threshold="abc")
+    assert multi.status_code == 200  # `unless batch.change_threshold`: 0 is truthy in Ruby
+    assert (multi.json()["change_threshold"], multi.json()["multi_term_batch_mode"]) == (0, True)
+    blank = post(sandbox, api, multi_term_batch_mode="true", change_threshold=" ")
+    assert blank.status_code == 400
+    assert blank.json() == {"message": "change_threshold is required to use multi term_batch mode."}
 
 
 def test_store_delay_shows_the_upload_initializing_while_the_post_waits() -> None:
