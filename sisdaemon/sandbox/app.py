@@ -183,7 +183,8 @@ class SandboxApp:
 
     def _respond(self, request: Request, route: str, args: dict[str, Any], record: RecordedRequest) -> Response:
         token = self._token(request)
-        if token is not None and route != "unknown" and not self.throttle.begin(token):
+        # RequestThrottle is middleware in front of routing: unknown paths cost and are refused like the rest.
+        if token is not None and not self.throttle.begin(token):
             self._drain(request)
             remaining = self.throttle.remaining(token)
             mode = self.throttle.mode or "403"
@@ -260,7 +261,7 @@ class SandboxApp:
         self, request: Request, route: str, record: RecordedRequest, response: Response, started: float
     ) -> None:
         token = self._token(request)
-        if token is None or route == "unknown" or request.environ.get("sandbox.throttled"):
+        if token is None or request.environ.get("sandbox.throttled"):
             return
         body_bytes = request.content_length or 0
         cost = self.throttle.cost(route, body_bytes, time.monotonic() - started)

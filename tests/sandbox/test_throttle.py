@@ -24,6 +24,24 @@ def test_every_token_answer_carries_cost_headers_even_when_throttling_is_off(
     assert api.get(sandbox.url + SELF, timeout=5).status_code == 200  # off: never refused
 
 
+@pytest.mark.parametrize("path", ["/api/v1/nowhere", "/api/v1/accounts/77/sis_imports", "/not/even/api"])
+def test_an_unknown_route_or_account_requested_with_a_token_carries_cost_headers(
+    sandbox: Sandbox, api: requests.Session, path: str
+) -> None:
+    response = api.get(sandbox.url + path, timeout=5)
+    assert response.status_code == 404
+    assert float(response.headers["X-Request-Cost"]) >= 0
+    assert 0 < float(response.headers["X-Rate-Limit-Remaining"]) <= 600
+    assert "X-Request-Cost" not in requests.get(sandbox.url + path, timeout=5).headers  # no token, no bucket
+
+
+def test_a_full_bucket_refuses_an_unknown_route_too() -> None:
+    with Sandbox(token="T", throttle="429") as sb, requests.Session() as session:
+        session.headers["Authorization"] = "Bearer T"
+        sb.throttle.fill("T", 560)
+        assert session.get(sb.url + "/api/v1/nowhere", timeout=5).status_code == 429
+
+
 @pytest.mark.parametrize(
     ("mode", "body"),
     [("429", "429 Too Many Requests (Rate Limit Exceeded)\n"), ("403", "403 Forbidden (Rate Limit Exceeded)\n")],
