@@ -69,7 +69,9 @@ def receive_upload(request: Request, store: Store, upload_dir: Path) -> Upload:
     else:
         params = {k: v for k, v in request.args.items(multi=True)}
         extension = params.get("extension")
-        if extension:
+        if extension is not None:
+            # `if params[:extension]`: Ruby's "" is truthy, so `extension=` names the file `sis_import.`,
+            # which is neither .csv nor .zip: it imports nothing. No charset check either.
             filename = f"sis_import.{extension}"
         else:
             charset = request.mimetype_params.get("charset")

@@ -92,6 +92,24 @@ def test_the_raw_body_style_takes_options_from_the_query(sandbox: Sandbox) -> No
     assert (record.attachment_filename, record.attachment_size) == ("sis_import.csv", len(USERS))
 
 
+def test_an_empty_extension_on_a_raw_body_names_the_file_sis_import_dot_and_imports_nothing(
+    sandbox: Sandbox,
+) -> None:
+    response = requests.post(
+        sandbox.url + IMPORTS + "?extension=",
+        data=USERS,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/csv; charset=iso-8859-1"},
+        timeout=5,
+    )
+    assert response.status_code == 200  # an extension was given: no charset check
+    assert sandbox.requests[-1].attachment_filename == "sis_import."
+    done = sandbox.wait_for(response.json()["id"])
+    assert done["workflow_state"] == "imported"
+    assert done["data"]["supplied_batches"] == []
+    assert done["data"]["counts"]["users"] == 0
+    assert "csv_attachments" not in done
+
+
 def test_a_raw_body_without_extension_and_a_latin1_charset_is_refused(sandbox: Sandbox) -> None:
     response = requests.post(
         sandbox.url + IMPORTS,
