@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sisdaemon import sis_csv
+from sisdaemon.sandbox import row_info
 from sisdaemon.sandbox.batch import cleanup_batch, restore_states
 from sisdaemon.sandbox.store import SisImport, Store, StoredFile, utc_now
 from sisdaemon.sandbox.world import ImportContext, Statistics, World
@@ -394,11 +395,14 @@ class Processor:
                     row = sis_csv.row_dict(header, record.fields)
                     if sis_csv.is_blank_row(row):
                         continue
+                    # csv_rows' lineno: data records counted from 2 (the header is 1), blank lines not counted.
+                    lineno = row_index + 1
+                    csv_info = row_info.csv_row_info(header, record.fields, lineno)
                     problem = sis_csv.row_problem(item.importer, row)
                     if problem is not None:
                         if phase != "apply":
                             with self.store.lock:
-                                sis_import.add_error(item.name, problem, row=record.line)
+                                sis_import.add_error(item.name, problem, row=lineno, row_info=csv_info)
                         continue
                     if phase == "check":
                         continue
@@ -406,12 +410,15 @@ class Processor:
                         continue
                     with self.store.lock:
                         for warning in sis_csv.row_warnings(item.importer, row):
-                            sis_import.add_error(item.name, warning, row=record.line)
+                            sis_import.add_error(item.name, warning, row=lineno, row_info=csv_info)
                         message = apply(row, context)
                         if message is None:
                             succeeded += 1
                         else:
-                            sis_import.add_error(item.name, message, row=record.line)
+                            # Found while applying a batch of rows: enrollments, users and logins then dump
+                            # their model; other importers raised ImportError with the CSV row.
+                            info = row_info.model_row_info(item.importer, row) or csv_info
+                            sis_import.add_error(item.name, message, row=lineno, row_info=info)
                     if not running_immediately and row_index % chunk == 0:
                         self._progress(sis_import, chunks_before + row_index // chunk, total_chunks)
         if not running_immediately:

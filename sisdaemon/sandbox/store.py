@@ -133,7 +133,9 @@ class StoredFile:
 class SisError:
     """One SisBatchError: `failure` True for file-level failures (processing_errors), False for warnings.
 
-    `row` is the 1-based CSV line (header = 1) or None; `file` None for batch-level messages.
+    `row` is the data row's number counting the header as 1 (csv_rows' lineno: records, not physical lines)
+    or None; `row_info` the row as Canvas dumps it (sisdaemon.sandbox.row_info) or None; `file` None for
+    batch-level messages.
     """
 
     sis_import_id: int
@@ -198,9 +200,18 @@ class SisImport:
         """Set updated_at (Canvas updates it on every save)."""
         self.updated_at = moment or utc_now()
 
-    def add_error(self, file: str | None, message: str, *, failure: bool = False, row: int | None = None) -> SisError:
-        """Record a message (SisBatch.add_error); failure=True makes the import failed_with_messages."""
-        error = SisError(self.id, file, message, failure=failure, row=row)
+    def add_error(
+        self,
+        file: str | None,
+        message: str,
+        *,
+        failure: bool = False,
+        row: int | None = None,
+        row_info: str | None = None,
+    ) -> SisError:
+        """Record a message (SisBatch.add_error); failure=True makes the import failed_with_messages. `row`
+        and `row_info` locate a row-level message (sisdaemon.sandbox.row_info)."""
+        error = SisError(self.id, file, message, failure=failure, row=row, row_info=row_info)
         self.errors.append(error)
         return error
 
