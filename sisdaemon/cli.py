@@ -37,14 +37,14 @@ def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mutabl
     for key, value in event.items():
         if isinstance(value, str):
             for secret in _SECRETS:
-                if secret and secret in value:
+                if len(secret) >= 8 and secret in value:  # a real token; a toy one would mangle every line
                     value = value.replace(secret, "[redacted]")
             event[key] = value
     return event
 
 
-def configure_logging(fmt: str = "json", level: str = "info") -> None:
-    """One event a line on stdout: JSON (for journald) or the console renderer; unbuffered."""
+def configure_logging(fmt: str = "json", level: str = "info", stream: Any = None) -> None:
+    """One event a line on ``stream`` (default stdout): JSON (for journald) or the console renderer."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -61,7 +61,7 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
     # watchdog logs through the standard library; only its errors matter here. watchdog 7 logs one "error" when an
@@ -139,7 +139,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         settings = _load(args.config)
     except ConfigError as error:
         return _config_error(error)
-    configure_logging("console" if sys.stdout.isatty() else settings.log.format, settings.log.level)
+    # The result lines go to stdout; the daemon's log, when submit runs the job itself, to stderr.
+    configure_logging("console" if sys.stderr.isatty() else settings.log.format, settings.log.level, sys.stderr)
     return submit(
         settings, Path(args.config), Path(args.file), feed_name=args.feed, wait=args.wait, max_wait=args.max_wait
     )
@@ -160,7 +161,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(render_text(report))
-    return EXIT_OK
+    return EXIT_FAULT if report["daemon"]["problems"] else EXIT_OK
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -250,4 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `sisdaemon status | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code)

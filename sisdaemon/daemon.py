@@ -16,7 +16,7 @@ import structlog
 
 from sisdaemon import jobs, spool
 from sisdaemon.canvas import CanvasError, FaultKind
-from sisdaemon.config import load_config
+from sisdaemon.config import Settings, load_config
 from sisdaemon.flight import InFlight
 from sisdaemon.jobs import JobState
 from sisdaemon.runtime import FeedRuntime, sd_notify
@@ -38,6 +38,19 @@ EXIT_FAILED_FILES = 1
 EXIT_GAVE_UP = 3
 #: Seconds between a wake-up event and the scan it triggers (events come in bursts while a file is written).
 DEBOUNCE = 0.2
+
+
+def restart_needed(old: Settings, new: Settings) -> list[str]:
+    """The dotted keys that differ between two configs and apply only after a restart: everything but a feed's
+    ``import`` options (pure)."""
+    keys = [key for key in type(old).model_fields if key != "feeds" and getattr(old, key) != getattr(new, key)]
+    old_feeds = {feed.name: feed for feed in old.feeds}
+    new_feeds = {feed.name: feed for feed in new.feeds}
+    for name in sorted(old_feeds.keys() | new_feeds.keys()):
+        before, after = old_feeds.get(name), new_feeds.get(name)
+        if before is None or after is None or before.model_copy(update={"import_": after.import_}) != after:
+            keys.append(f"feeds[{name}]")
+    return keys
 
 
 class Daemon(InFlight):
@@ -213,9 +226,19 @@ class Daemon(InFlight):
             log.error("config_reload_failed", error=str(error))
             return
         new_feeds = {feed.name: feed for feed in settings.feeds}
+        applied = []
         for name, runtime in self.feeds.items():
-            if name in new_feeds:  # new import options apply at once; other changes need a restart
+            if name in new_feeds and new_feeds[name].import_ != runtime.settings.import_:
                 runtime.settings = runtime.settings.model_copy(update={"import_": new_feeds[name].import_})
+                applied.append(f"feeds[{name}].import")
+        pending = restart_needed(self.settings, settings)
+        log.info("config_reloaded", applied=applied, unchanged_until_restart=pending)
+        if pending:
+            log.warning(
+                "config_change_needs_restart",
+                keys=pending,
+                hint="only feeds' import options apply while running; restart to apply the rest",
+            )
         if self.state.held:
             log.info("feeds_released", feeds=sorted(self.state.held), reason="configuration changed")
             self.state.held.clear()

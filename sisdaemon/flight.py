@@ -64,7 +64,12 @@ class InFlight(Runtime):
                 self._submitted_step(job, now)
         except CanvasError as error:
             self._retry_later(job.job_id, str(error), max(self.health.retry_at, now + self.policy.interval))
-        except Exception as error:  # an OSError (disk full, a folder gone) or a bug: keep the job, try later
+        except OSError as error:  # disk full, a folder gone or not writable: keep the job, try later
+            message = f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+            if job.last_error != message:  # said once per new problem, not at every retry
+                log.error("filesystem_error", error=message, hint="the file waits in work/; fix the folder")
+            self._retry_later(job.job_id, message, now + self.policy.max_interval)
+        except Exception as error:  # a bug: keep the job and the other jobs going, try later
             log.exception("job_step_failed", error=f"{type(error).__name__}: {error}")
             self._retry_later(job.job_id, f"{type(error).__name__}: {error}", now + self.policy.max_interval)
 
@@ -166,7 +171,10 @@ class InFlight(Runtime):
             job = jobs.post_refused(job, str(error), retry_at=max(self.health.retry_at, now))
             log.warning("post_refused", error=str(error), kind=str(error.kind), status=error.status)
             if error.kind is FaultKind.CONFIGURATION:
-                self._hold(job.feed, str(error))
+                hint = (
+                    " (check canvas.account_id and the feed's import.batch_mode_term_id)" if error.status == 404 else ""
+                )
+                self._hold(job.feed, f"{error}{hint}")
         else:
             job = jobs.post_unknown(job, str(error), now=result.ended_at)
             log.warning(

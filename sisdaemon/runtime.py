@@ -117,7 +117,8 @@ class Runtime:
         self._verified_at = float("-inf")
         self.iterations = 0  # loop turns, for tests that check the loop never spins
         # Whether a writer holds a file open (None: cannot tell, as on NFS); replaceable to play such a filesystem.
-        self.writer_open: Callable[[int], bool | None] = spool.writer_open
+        self.writer_open: Callable[[int], bool | None] = self._writer_open
+        self._lease_warned = False
         self.failed_files = 0
         self.done_files = 0
         self._config_stamp = self._stat_config()
@@ -172,10 +173,26 @@ class Runtime:
         if self.on_event:
             self.on_event(name, job)
 
+    def _writer_open(self, fd: int) -> bool | None:
+        """:func:`spool.writer_open`, warning once when leases cannot tell (the check then does nothing)."""
+        writing = spool.writer_open(fd)
+        if writing is None and not self._lease_warned:
+            self._lease_warned = True
+            log.warning(
+                "open_writer_check_unavailable",
+                hint="cannot take a read lease on uploaded files (not their owner without CAP_LEASE, or NFS): "
+                "settle_seconds alone decides when a file is whole; grant CAP_LEASE (see the systemd unit)",
+            )
+        return writing
+
     def _retry_later(self, job_id: str, error: str, when: float) -> None:
+        """Put a job off until ``when`` with its error recorded for ``status`` (saved when the error is new)."""
         current = self.state.jobs.get(job_id)
         if current is not None:
             self.state.jobs[job_id] = dataclasses.replace(current, last_error=error, next_action_at=when)
+            if current.last_error != error:
+                with contextlib.suppress(OSError):  # the state folder itself may be the one that is full
+                    self._save()
 
     def _gate_open(self, now: float) -> bool:
         return self.health.kind is None or now >= self.health.retry_at

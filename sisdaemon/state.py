@@ -235,6 +235,7 @@ class Lock:
 
     def release(self) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # no stale pid for the next reader; we still hold the lock here
             os.close(self._fd)  # closing drops the flock; the file stays (never replaced, never removed)
             self._fd = None
 

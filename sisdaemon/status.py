@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sisdaemon.config import Settings
+from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.jobs import display_name, iso
 from sisdaemon.state import (
     History,
@@ -17,6 +17,7 @@ from sisdaemon.state import (
     read_lock_pid,
     state_lock_path,
 )
+from sisdaemon.watcher import is_candidate_name
 
 #: At most this many orphans are reported (the work folder holds only in-flight files unless something went wrong).
 ORPHANS_SHOWN = 50
@@ -40,8 +41,22 @@ def orphans_in_work(settings: Settings, state: State | None) -> list[dict[str, s
     return found
 
 
+def waiting_in_drop(feed: FeedSettings) -> int | None:
+    """How many files in the feed's drop folder the daemon would take (the queue); None if it cannot be read."""
+    try:
+        with os.scandir(feed.drop_dir) as entries:
+            return sum(
+                1
+                for entry in entries
+                if is_candidate_name(entry.name, feed.patterns) and not entry.is_dir(follow_symlinks=False)
+            )
+    except OSError:
+        return None
+
+
 def collect(settings: Settings) -> dict[str, Any]:
-    """The status report: ``{"daemon": {...}, "feeds": [...], "jobs": [...]}`` (the shape issue 2 fixes).
+    """The status report: ``{"daemon": {...}, "feeds": [...], "jobs": [...]}`` (the shape issue 2 fixes, plus each
+    feed's ``waiting``: files in drop/ not yet claimed).
 
     Feed ``state``: "held" (a configuration fault holds it), "fault" (Canvas calls are failing), "busy" (jobs in
     flight) or "idle". Times are ISO 8601 UTC.
@@ -77,6 +92,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         last_error = held.get(feed.name) or (fault or {}).get("message")
         feeds.append(
             {
+                "waiting": waiting_in_drop(feed),
                 "name": feed.name,
                 "state": feed_state,
                 "held": feed.name in held,
@@ -118,7 +134,7 @@ def render_text(report: dict[str, Any]) -> str:
     lines += [f"problem: {problem}" for problem in daemon["problems"]]
     lines += [f"orphan in work/ (no job records it): {orphan['path']}" for orphan in daemon["orphans_in_work"]]
     for feed in report["feeds"]:
-        line = f"feed {feed['name']}: {feed['state']}"
+        line = f"feed {feed['name']}: {feed['state']}, {feed['waiting']} waiting in drop/"
         if feed["last_error"]:
             line += f" ({feed['last_error']})"
         line += f"; last file {feed['last_file_at'] or '-'}, last success {feed['last_success_at'] or '-'}"

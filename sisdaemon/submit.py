@@ -29,6 +29,7 @@ from sisdaemon.state import (
     is_locked,
     state_lock_path,
 )
+from sisdaemon.status import waiting_in_drop
 from sisdaemon.watcher import is_candidate_name
 
 EXIT_OK = 0
@@ -121,6 +122,9 @@ def _wait_for(settings: Settings, feed: FeedSettings, name: str, max_wait: float
     deadline = time.monotonic() + max_wait
     pause = threading.Event()
     last = None
+    print(
+        f"{name}: queued in {feed.drop_dir} ({waiting_in_drop(feed)} file(s) waiting; the oldest go first)", flush=True
+    )
     while time.monotonic() < deadline:
         result = _result(settings, feed, name)
         if result is not None:

@@ -211,3 +211,30 @@ def test_systemd_hears_ready_and_stopping_on_its_notify_socket(
             messages.append(listener.recv(4096).decode())
     events = [event["event"] for event in process.events()]
     assert "daemon_stopping" in events and "daemon_stopped" in events
+
+
+def test_status_counts_the_files_waiting_in_drop(spool: Spool) -> None:
+    for index in range(3):
+        spool.drop_file(f"users{index}.csv", USERS)
+    (spool.drop / ".partial.csv.tmp").write_bytes(b"x")
+    report = json.loads(sisdaemon("status", "-c", str(spool.write_config()), "--json").stdout)
+    assert report["feeds"][0]["waiting"] == 3
+
+
+def test_a_missing_failed_folder_is_said_once_and_the_file_waits_in_work(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.failed.rmdir()  # taken away after start-up checks, e.g. by a clean-up job
+    daemon = run_daemon()
+    spool.drop_file("bad.csv", b"course_id,randomness\nx,y\n")
+
+    def last_error() -> str | None:
+        jobs = json.loads(sisdaemon("status", "-c", str(spool.config), "--json").stdout)["jobs"]
+        return jobs[0]["last_error"] if jobs else None
+
+    error = wait_for(last_error, what="the error in status")
+    assert str(spool.failed) in error and daemon.thread.is_alive()
+    spool.failed.mkdir()
+    wait_for(lambda: len(spool.filed("failed")) == 1, what="the file filed once the folder is back")
+    daemon.stop()
+    assert len(sandbox.imports()) == 1
