@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from sisdaemon.canvas import FaultKind, canvas_message, classify, parse_link_next, post_outcome_known, unapplied_options
+from sisdaemon.canvas import (
+    CanvasClient,
+    FaultKind,
+    canvas_message,
+    classify,
+    parse_link_next,
+    post_outcome_known,
+    unapplied_options,
+)
 
 JSON = "application/json; charset=utf-8"
 
@@ -107,3 +115,17 @@ def test_the_next_page_link_is_found_in_canvas_comma_joined_links() -> None:
     assert parse_link_next(header) == "https://x.example/api/v1/accounts/1/sis_imports?page=2&per_page=100"
     assert parse_link_next('<https://x.example/a?page=1>; rel="current"') is None
     assert parse_link_next(None) is None
+
+
+def test_calls_slow_down_as_the_rate_limit_headroom_runs_low() -> None:
+    client = CanvasClient("https://canvas.example.edu", "1", lambda: "token")
+    try:
+        assert client.throttle_pause() == 0.0  # nothing known yet
+        client.rate_limit_remaining = 600.0
+        assert client.throttle_pause() == 0.0
+        client.rate_limit_remaining = 50.0  # Canvas drains 10 units a second: wait for 100 units
+        assert client.throttle_pause() == pytest.approx(10.0)
+        client.rate_limit_remaining = -400.0
+        assert client.throttle_pause() == 15.0  # capped
+    finally:
+        client.close()

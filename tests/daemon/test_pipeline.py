@@ -133,3 +133,17 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
     wait_for(lambda: len(spool.filed("done")) == 1, what="the file filed")
     daemon.stop()
     assert status()["feeds"][0]["last_success_at"]  # type: ignore[index]
+
+
+def test_the_errors_csv_download_sends_the_token_only_to_canvas_s_own_host(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.url = sandbox.url.replace("127.0.0.1", "localhost")  # the file store answers on another host name
+    spool.drop_file("users.csv", USERS_WITH_WARNING)
+    assert run_daemon(once=True).join() == 0
+    [sidecar] = spool.sidecars("done")
+    assert (spool.done / sidecar["canvas"]["errors_csv"]).read_text().startswith("sis_import_id,file,message,row")
+    downloads = [request for request in sandbox.requests if request.route == "file_download"]
+    assert downloads and all(request.user_id is None for request in downloads)
+    api_calls = [request for request in sandbox.requests if request.route == "show"]
+    assert api_calls and all(request.user_id == 1 for request in api_calls)
