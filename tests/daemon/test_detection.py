@@ -101,7 +101,7 @@ def test_special_files_go_to_failed_as_themselves_never_followed(
 def test_an_empty_file_is_refused_only_after_its_grace_period(
     spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
 ) -> None:
-    spool.feed["empty_grace_seconds"] = 2.0
+    spool.feed["empty_grace_seconds"] = 5.0  # well past the 1 s pause below, even on a loaded machine
     daemon = run_daemon()
     (spool.drop / "late.csv").write_bytes(b"")
     pause = threading.Event()
