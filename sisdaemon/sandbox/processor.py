@@ -182,6 +182,10 @@ class Processor:
                 sis_import.workflow_state = "failed"
                 sis_import.touch()
             return
+        with self.store.lock:
+            # Nothing the worker changes is saved (shown) until _import_rows knows the import is not running
+            # immediately, or until it ends.
+            sis_import.hold()
         work_dir = self.store.data_dir / f"import_{sis_import.id}"
         work_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -227,7 +231,6 @@ class Processor:
         with self.store.lock:
             sis_import.csv_attachments = attachments
             sis_import.data["downloadable_attachment_ids"] = [att.id for att in attachments]
-            sis_import.touch()
         for importer in sis_csv.IMPORTERS:
             kept: list[_Csv] = []
             for item in found[importer]:
@@ -344,7 +347,12 @@ class Processor:
             data["running_immediately"] = running_immediately
             data["completed_importers"] = []
             sis_import.statistics = stats
-            sis_import.touch()
+            if not running_immediately:
+                # `@batch.save! unless @run_immediately`: a larger import shows its attachments and
+                # supplied_batches now; a small one only when it ends.
+                sis_import.release()
+                sis_import.touch()
+                self.store.changed.notify_all()
         pacer = _Pacer(self.speed.rows_per_second, self.stopping)
         done_chunks = 0
         for importer in sis_csv.IMPORTERS:
@@ -359,7 +367,8 @@ class Processor:
                     counts = sis_import.data["counts"]
                     counts[sis_csv.COUNT_KEYS[importer]] += succeeded
                     sis_import.data["completed_importers"].append(importer)
-                    sis_import.touch()
+                    if sis_import.held is None:
+                        sis_import.touch()
 
     def _import_csv(
         self,
@@ -460,6 +469,7 @@ class Processor:
                 sis_import.workflow_state = "imported_with_messages" if has_errors else "imported"
             else:
                 sis_import.workflow_state = "failed_with_messages" if has_errors else "failed"
+        sis_import.release()  # finish saves the batch
         sis_import.populate_messages()
         stats = sis_import.statistics or Statistics()
         sis_import.data["statistics"] = stats.as_json()

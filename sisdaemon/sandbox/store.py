@@ -191,6 +191,8 @@ class SisImport:
     # Kept for the processor (not shown as such in JSON): when it became `created`, its Statistics.
     queued_at: datetime | None = None
     statistics: Any = None
+    # What the API shows of `data` and `csv_attachments` while an import runs unsaved (hold/release).
+    held: dict[str, Any] | None = None
     # Sandbox controls (not shown in JSON).
     stuck_in: str | None = None
     finish_as: str | None = None
@@ -199,6 +201,16 @@ class SisImport:
     def touch(self, moment: datetime | None = None) -> None:
         """Set updated_at (Canvas updates it on every save)."""
         self.updated_at = moment or utc_now()
+
+    def hold(self) -> None:
+        """Keep showing `data` and `csv_attachments` as they are now while the worker changes them: Canvas
+        does not save a batch of 50 rows or fewer until it finishes (import_refactored.rb `process`:
+        `@batch.save! unless @run_immediately`)."""
+        self.held = {"data": _copy_json(self.data), "csv_attachments": list(self.csv_attachments)}
+
+    def release(self) -> None:
+        """Show the worker's `data` and `csv_attachments` again (the batch was saved)."""
+        self.held = None
 
     def add_error(
         self,
@@ -242,6 +254,8 @@ class SisImport:
 
     def as_json(self, base_url: str, users: dict[int, User]) -> dict[str, Any]:
         """The SisImport JSON as show/index/create answer it (sis_batch.rb as_json + Api::V1::SisImport)."""
+        data = self.held["data"] if self.held is not None else self.data
+        attachments = self.held["csv_attachments"] if self.held is not None else self.csv_attachments
         json: dict[str, Any] = {
             "id": self.id,
             "created_at": iso(self.created_at),
@@ -250,7 +264,7 @@ class SisImport:
             "updated_at": iso(self.updated_at),
             "progress": self.progress,
             "workflow_state": self.workflow_state,
-            "data": _copy_json(self.data),
+            "data": _copy_json(data),
             "batch_mode": self.batch_mode,
             "batch_mode_term_id": self.batch_mode_term_id,
             "multi_term_batch_mode": self.options.get("multi_term_batch_mode"),
@@ -278,8 +292,8 @@ class SisImport:
         user = users.get(self.user_id) if self.user_id is not None else None
         if user is not None:
             json["user"] = user.as_json()
-        if self.csv_attachments:
-            json["csv_attachments"] = [att.as_json(base_url) for att in self.csv_attachments]
+        if attachments:
+            json["csv_attachments"] = [att.as_json(base_url) for att in attachments]
         return json
 
 

@@ -147,3 +147,36 @@ def test_enrollments_already_in_the_drop_status_are_not_dropped_again(sandbox: S
     assert second["data"]["counts"]["batch_enrollments_deleted"] == 0
     assert second["data"]["statistics"]["Enrollment"]["concluded"] == 0
     assert {item.fields["user"]: item.status for item in sandbox.world.items["Enrollment"].values()} == statuses
+
+
+def _importing_views(sb: Sandbox, session: requests.Session, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Post a users CSV of `rows` rows; return the API's view while it imports (once its first row is in) and
+    at the end."""
+    body = (USERS + "".join(f"r{rows}u{i},r{rows}l{i},active\n" for i in range(rows))).encode()
+    import_id = session.post(sb.url + IMPORTS, files={"attachment": ("u.csv", body)}, timeout=10).json()["id"]
+    deadline = time.monotonic() + 15
+    while f"r{rows}u0" not in sb.world.items["Pseudonym"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    during = session.get(f"{sb.url}{IMPORTS}/{import_id}", timeout=5).json()
+    return during, sb.wait_for(import_id, timeout=30)
+
+
+def test_a_small_import_shows_nothing_new_until_it_ends_and_a_larger_one_shows_its_files_while_running() -> None:
+    # import_refactored.rb process: `@batch.save! unless @run_immediately` (50 rows or fewer run immediately).
+    with Sandbox(token="T", fast=False, rows_per_second=30) as sb, requests.Session() as session:
+        session.headers["Authorization"] = "Bearer T"
+        sb.processor.speed.start_delay = 0.0
+        during, done = _importing_views(sb, session, 25)
+        assert during["workflow_state"] == "importing"
+        assert during["data"] == {"import_type": "instructure_csv"}
+        assert "csv_attachments" not in during
+        assert done["data"]["running_immediately"] is True
+        assert done["data"]["supplied_batches"] == ["user"]
+        assert [att["filename"] for att in done["csv_attachments"]] == ["u.csv"]
+        during, done = _importing_views(sb, session, 60)
+        assert during["workflow_state"] == "importing"
+        assert during["data"]["running_immediately"] is False
+        assert during["data"]["supplied_batches"] == ["user"]
+        assert [att["filename"] for att in during["csv_attachments"]] == ["u.csv"]
+        assert done["data"]["counts"]["users"] == 60
