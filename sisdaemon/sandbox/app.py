@@ -22,6 +22,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from sisdaemon.sandbox import options as opts
+from sisdaemon.sandbox.control import control_answer, is_control_path
 from sisdaemon.sandbox.faults import Fault, FaultPlan
 from sisdaemon.sandbox.processor import Processor
 from sisdaemon.sandbox.responses import (
@@ -114,6 +115,23 @@ class RecordedRequest:
     reset: bool = False
     user_id: int | None = None
 
+    def as_json(self) -> dict[str, Any]:
+        """The record as `GET /sandbox/requests` lists it (`at`: ISO 8601 UTC to the microsecond)."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "route": self.route,
+            "query": dict(self.query),
+            "form": dict(self.form),
+            "attachment_filename": self.attachment_filename,
+            "attachment_size": self.attachment_size,
+            "status": self.status,
+            "at": self.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "import_id": self.import_id,
+            "reset": self.reset,
+            "user_id": self.user_id,
+        }
+
 
 @dataclass
 class Settings:
@@ -161,6 +179,10 @@ class SandboxApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = SandboxRequest(environ)
         request.upload_dir = self.upload_dir
+        if is_control_path(request.path):
+            # Sandbox-only: not recorded, not throttled, no faults.
+            answer = control_answer(request, self._recorded_json, self._unstick)
+            return answer(environ, start_response)
         adapter = URL_MAP.bind_to_environ(environ)
         try:
             endpoint, args = adapter.match()
@@ -181,6 +203,20 @@ class SandboxApp:
         record.status = response.status_code
         return response(environ, start_response)
 
+    def _recorded_json(self) -> list[dict[str, Any]]:
+        with self._requests_lock:
+            records = list(self.requests)
+        return [record.as_json() for record in records]
+
+    def _unstick(self, import_id: int) -> bool:
+        with self.store.lock:
+            sis_import = self.store.imports.get(import_id)
+            if sis_import is None:
+                return False
+            sis_import.stuck_in = None
+            self.store.changed.notify_all()
+            return True
+
     def _respond(self, request: Request, route: str, args: dict[str, Any], record: RecordedRequest) -> Response:
         token = self._token(request)
         # RequestThrottle is middleware in front of routing: unknown paths cost and are refused like the rest.
@@ -193,6 +229,7 @@ class SandboxApp:
             request.environ["sandbox.throttled"] = True
             return response
         fault = self.faults.take(route)
+        request.environ["sandbox.fault"] = fault  # _create applies its stick / finish_as
         if fault is not None and fault.when == "before":
             if fault.delay:
                 self._wait(fault.delay)
@@ -475,6 +512,10 @@ class SandboxApp:
                 sis_import.stuck_in = self.store.next_stick.pop(0)
             if self.store.next_finish_as:
                 sis_import.finish_as = self.store.next_finish_as.pop(0)
+            fault = request.environ.get("sandbox.fault")
+            if isinstance(fault, Fault):
+                sis_import.stuck_in = fault.stick or sis_import.stuck_in
+                sis_import.finish_as = fault.finish_as or sis_import.finish_as
             self.store.add_import(sis_import)
             record.import_id = sis_import.id
         # Canvas stores the upload (to S3) while the batch is `initializing`.

@@ -1,5 +1,8 @@
 """`sisdaemon sandbox`: run the local Canvas SIS Import API until SIGTERM or SIGINT.
 
+A test driving the process reads what it received back with `GET /sandbox/requests` and releases an import
+a `stick=` fault holds with `PUT /sandbox/imports/:id/unstick` (sisdaemon.sandbox.control).
+
 sisdaemon/cli.py calls add_arguments() on its `sandbox` sub-parser and run() with the parsed arguments.
 """
 
@@ -15,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from sisdaemon.sandbox.app import ROUTES
-from sisdaemon.sandbox.faults import load_fault_plan, parse_fault_spec
+from sisdaemon.sandbox.faults import STICK_STATES, Fault, load_fault_plan, parse_fault_spec
 from sisdaemon.sandbox.server import Sandbox
 
 TOKEN_ENV = "SISDAEMON_SANDBOX_TOKEN"
@@ -24,8 +27,13 @@ FAULT_HELP = f"""\
 plan a fault: ROUTE:ITEM[:ITEM...] (repeatable). ROUTE is one of {", ".join(ROUTES)} or any.
 ITEMs: a status (502), before|after (default before: nothing is done; after: the work is done, then the
 answer is replaced or lost), reset (reset the TCP connection instead of answering), html (an HTML page),
-delay=SECONDS, count=N|all (default 1), body=TEXT, location=URL (for a 3xx). Examples: create:502:after,
-create:reset:before, show:html, any:429:count=3, create:delay=30:after, show:302:location=https://x/"""
+delay=SECONDS, count=N|all (default 1), body=TEXT, location=URL (for a 3xx); for create only,
+stick={"|".join(STICK_STATES)} (the import it creates stays in that state until
+PUT /sandbox/imports/ID/unstick; stick=initializing holds the POST's answer until then) and
+finish_as=STATE (imported, imported_with_messages, failed_with_messages, failed or aborted: the import
+ends in that state). Examples: create:502:after,
+create:reset:before, show:html, any:429:count=3, create:delay=30:after, show:302:location=https://x/,
+create:stick=created, create:finish_as=failed:count=2. Recorded requests: GET /sandbox/requests"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fault", action="append", default=[], metavar="SPEC", help=FAULT_HELP)
     parser.add_argument(
-        "--fault-plan", type=Path, metavar="FILE", help='a JSON list of faults: [{"route": "create", "status": 502}]'
+        "--fault-plan",
+        type=Path,
+        metavar="FILE",
+        help='a JSON list of faults with --fault\'s fields: [{"route": "create", "status": 502}, '
+        '{"route": "create", "finish_as": "failed", "count": 2}]',
     )
     parser.add_argument("--data-dir", type=Path, help="keep uploads and generated files here (default: a temp folder)")
 
@@ -76,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"sisdaemon sandbox: {error}", file=sys.stderr)
         return 2
+    try:
+        for fault in faults:
+            Fault(**fault)  # checked before anything is started
+    except (TypeError, ValueError) as error:
+        print(f"sisdaemon sandbox: bad fault: {error}", file=sys.stderr)
+        return 2
     sandbox = Sandbox(
         token=token,
         account_id=args.account,
@@ -92,12 +110,8 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         abort_requeue_seconds=args.abort_requeue_seconds,
     )
-    try:
-        for fault in faults:
-            sandbox.faults.add(**fault)
-    except (TypeError, ValueError) as error:
-        print(f"sisdaemon sandbox: bad fault: {error}", file=sys.stderr)
-        return 2
+    for fault in faults:
+        sandbox.faults.add(**fault)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,5 +1,6 @@
 """Fault injection: answer chosen requests with an error status, an HTML page, a redirect, a delay or a reset
-connection, before or after the sandbox did the real work (a lost answer).
+connection, before or after the sandbox did the real work (a lost answer); and steer the imports that create
+requests make: stick one in a state, or end it in a chosen terminal state.
 
 Faults are matched by route name (see sisdaemon.sandbox.app.ROUTES, or "any") in the order they were added;
 each matches `count` requests (None: every one) and is then used up.
@@ -13,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sisdaemon.sandbox.store import TERMINAL_STATES
+
 WHEN = ("before", "after")
+# States an import can be stuck in (Sandbox.stick): it stays there until unstuck.
+STICK_STATES = ("initializing", "created", "importing", "cleanup_batch")
 
 
 @dataclass
@@ -24,6 +29,10 @@ class Fault:
     with an HTML page (status 200 unless `status` is given); `reset`: "before" or "after" — reset the TCP
     connection without answering; `delay`: seconds to wait before answering; `when`: "before" the real work
     (nothing is created) or "after" it (the work is done, then the answer is replaced, delayed or lost).
+    `stick` (one of STICK_STATES) and `finish_as` (a terminal workflow_state), for route "create" only: the
+    import the request creates is stuck in that state until unstuck (Sandbox.unstick, or
+    `PUT /sandbox/imports/:id/unstick`), or ends in that state (Sandbox.stick / Sandbox.finish_as). A
+    `stick="initializing"` create does not answer until then.
     """
 
     route: str = "any"
@@ -36,9 +45,19 @@ class Fault:
     body: str | bytes | None = None
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    stick: str | None = None
+    finish_as: str | None = None
     used: int = 0
 
     def __post_init__(self) -> None:
+        if (self.stick is not None or self.finish_as is not None) and self.route != "create":
+            raise ValueError(
+                f"stick and finish_as steer the import a create makes: route must be 'create', not {self.route!r}"
+            )
+        if self.stick is not None and self.stick not in STICK_STATES:
+            raise ValueError(f"stick must be one of {', '.join(STICK_STATES)}, not {self.stick!r}")
+        if self.finish_as is not None and self.finish_as not in TERMINAL_STATES:
+            raise ValueError(f"finish_as must be one of {', '.join(sorted(TERMINAL_STATES))}, not {self.finish_as!r}")
         if self.reset is not None:
             if self.reset not in WHEN:
                 raise ValueError(f"reset must be 'before' or 'after', not {self.reset!r}")
@@ -93,10 +112,12 @@ class FaultPlan:
 def parse_fault_spec(spec: str) -> dict[str, Any]:
     """Parse a CLI fault: `ROUTE:ITEM[:ITEM...]`, each ITEM one of a status (`502`), `before`/`after`,
     `reset` (reset at the chosen moment), `html`, `delay=SECONDS`, `count=N` (`count=all` for every request),
-    `body=TEXT`, `location=URL` (a Location header).
+    `stick=STATE` and `finish_as=STATE` (create only: steer the import it creates), `body=TEXT`,
+    `location=URL` (a Location header).
 
     Examples: `create:502:after`, `create:reset:before`, `show:html`, `any:403:count=3`,
-    `create:delay=5:after`, `show:302:location=https://login.example/`. Returns FaultPlan.add's keywords.
+    `create:delay=5:after`, `show:302:location=https://login.example/`, `create:stick=initializing`,
+    `create:finish_as=failed:count=2`. Returns FaultPlan.add's keywords (the values are checked there).
     """
     route, *items = spec.split(":")
     if not route or not items:
@@ -128,6 +149,8 @@ def parse_fault_spec(spec: str) -> dict[str, Any]:
             fields["delay"] = float(value)
         elif key == "count":
             fields["count"] = None if value == "all" else int(value)
+        elif key in ("stick", "finish_as") and value:
+            fields[key] = value
         else:
             raise ValueError(f"fault {spec!r}: unknown item {item!r}")
         index += 1

@@ -7,10 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
 
 RUNNER = (
@@ -83,3 +86,46 @@ def test_a_json_fault_plan_applies(tmp_path: Path) -> None:
         assert [a.status_code for a in answers] == [502, 200, 200]
         assert answers[1].headers["Content-Type"].startswith("text/html")
         assert answers[2].json()["id"] == 1
+
+
+def _wait_for_state(url: str, headers: dict[str, str], import_id: int, state: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while True:
+        item = requests.get(f"{url}/api/v1/accounts/1/sis_imports/{import_id}", headers=headers, timeout=5).json()
+        if item["workflow_state"] == state or time.monotonic() > deadline:
+            assert item["workflow_state"] == state
+            return dict(item)
+        time.sleep(0.05)
+
+
+def test_stick_and_finish_as_from_the_command_line_and_the_requests_read_back() -> None:
+    with sandbox_process(
+        "--token", "T", "--fast", "--fault", "create:stick=initializing", "--fault", "create:finish_as=failed"
+    ) as (_process, url):
+        headers = {"Authorization": "Bearer T"}
+        imports = url + "/api/v1/accounts/1/sis_imports"
+        files = {"attachment": ("u.csv", b"user_id,login_id,status\nu1,l1,active\n")}
+        with pytest.raises(requests.ReadTimeout):  # stuck initializing: the POST does not answer
+            requests.post(imports, headers=headers, files=files, timeout=0.5)
+        listed = requests.get(imports, headers=headers, timeout=5).json()["sis_imports"]
+        assert [(item["id"], item["workflow_state"]) for item in listed] == [(1, "initializing")]
+        assert requests.put(url + "/sandbox/imports/1/unstick", timeout=5).status_code == 200
+        assert _wait_for_state(url, headers, 1, "imported")["data"]["counts"]["users"] == 1
+        second = requests.post(imports, headers=headers, files=files, timeout=5).json()
+        failed = _wait_for_state(url, headers, second["id"], "failed")
+        assert "error_message" in failed["data"]
+        recorded = requests.get(url + "/sandbox/requests", params={"route": "create"}, timeout=5).json()["requests"]
+        assert [(r["import_id"], r["status"]) for r in recorded] == [(1, 200), (2, 200)]
+        everything = requests.get(url + "/sandbox/requests", timeout=5).json()["requests"]
+        assert all(not r["path"].startswith("/sandbox/") for r in everything)
+
+
+def test_a_fault_that_cannot_apply_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER, "--token", "T", "--fault", "show:stick=created"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "route must be 'create'" in result.stderr

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from sisdaemon.sandbox import Sandbox
-from sisdaemon.sandbox.faults import parse_fault_spec
+from sisdaemon.sandbox.faults import Fault, parse_fault_spec
 
 USERS = b"user_id,login_id,status\nu1,l1,active\n"
 IMPORTS = "/api/v1/accounts/1/sis_imports"
@@ -101,3 +101,56 @@ def test_cli_fault_specs_parse() -> None:
     }
     with pytest.raises(ValueError):
         parse_fault_spec("create:sometimes")
+
+
+def test_stick_and_finish_as_specs_parse_and_are_checked() -> None:
+    assert parse_fault_spec("create:stick=initializing") == {"route": "create", "stick": "initializing"}
+    assert parse_fault_spec("create:finish_as=failed:count=2") == {"route": "create", "finish_as": "failed", "count": 2}
+    with pytest.raises(ValueError, match="route must be 'create'"):
+        Fault(**parse_fault_spec("any:stick=created"))
+    with pytest.raises(ValueError, match="stick must be one of"):
+        Fault(route="create", stick="imported")
+    with pytest.raises(ValueError, match="finish_as must be one of"):
+        Fault(route="create", finish_as="importing")
+
+
+def test_a_create_fault_can_end_the_imports_it_creates_in_a_chosen_state(
+    sandbox: Sandbox, api: requests.Session
+) -> None:
+    sandbox.faults.add(route="create", finish_as="failed", count=2)
+    ids = [post(sandbox, api).json()["id"] for _ in range(3)]
+    assert [sandbox.wait_for(i)["workflow_state"] for i in ids] == ["failed", "failed", "imported"]
+
+
+def test_a_create_fault_can_stick_the_import_until_it_is_unstuck_over_http(
+    sandbox: Sandbox, api: requests.Session
+) -> None:
+    sandbox.faults.add(route="create", stick="importing", status=502, when="after")
+    assert post(sandbox, api).status_code == 502  # the answer is lost, the import exists and is held
+    sandbox.wait_for(1, {"importing"})
+    follower = post(sandbox, api).json()
+    assert sandbox.get_import(follower["id"])["workflow_state"] == "created"  # queued behind the stuck one
+    released = requests.put(f"{sandbox.url}/sandbox/imports/1/unstick", timeout=5)
+    assert released.json() == {"id": 1, "stuck_in": None}
+    assert sandbox.wait_for(1)["workflow_state"] == "imported"
+    assert sandbox.wait_for(follower["id"])["workflow_state"] == "imported"
+    assert requests.put(f"{sandbox.url}/sandbox/imports/99/unstick", timeout=5).status_code == 404
+
+
+def test_recorded_requests_can_be_read_back_over_http_without_being_recorded(
+    sandbox: Sandbox, api: requests.Session
+) -> None:
+    created = post(sandbox, api).json()
+    api.get(f"{sandbox.url}{IMPORTS}/{created['id']}", timeout=5)
+    answer = requests.get(sandbox.url + "/sandbox/requests", timeout=5)
+    assert answer.status_code == 200
+    assert "X-Request-Cost" not in answer.headers
+    listed = answer.json()["requests"]
+    assert [(r["method"], r["route"], r["status"]) for r in listed] == [("POST", "create", 200), ("GET", "show", 200)]
+    assert listed[0]["import_id"] == created["id"]
+    assert listed[0]["attachment_filename"] == "users.csv"
+    assert listed[0]["at"].endswith("Z")
+    creates = requests.get(sandbox.url + "/sandbox/requests", params={"route": "create"}, timeout=5).json()
+    assert [r["import_id"] for r in creates["requests"]] == [created["id"]]
+    assert len(sandbox.requests) == 2  # the sandbox-only reads were not recorded
+    assert requests.get(sandbox.url + "/sandbox/nothing", timeout=5).status_code == 404
