@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
 import threading
 import time
 import zipfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -280,9 +281,15 @@ def test_csv_attachments_list_a_zips_members_once_processing_starts(sandbox: San
 def test_the_errors_attachment_comes_after_the_terminal_state_and_redirects_to_the_csv(
     sandbox: Sandbox, api: requests.Session
 ) -> None:
+    sandbox.processor.speed.errors_delay = 0.5  # wide enough to see the terminal state without it
     created = post(sandbox, api, b"user_id,login_id,status\nu1,,active\n").json()
+    ended = sandbox.wait_for(created["id"])  # read at the moment the import reached its terminal state
+    assert ended["workflow_state"] == "imported_with_messages"
+    assert "errors_attachment" not in ended
     done = sandbox.wait_for(created["id"], errors_attachment=True)
+    assert done["ended_at"] == ended["ended_at"]
     attachment = done["errors_attachment"]
+    assert attachment["created_at"] >= done["ended_at"]
     assert attachment["display_name"] == f"sis_errors_attachment_{created['id']}.csv"
     assert "verifier=" in attachment["url"]
     redirect = requests.get(attachment["url"], allow_redirects=False, timeout=5)
@@ -325,12 +332,38 @@ def test_imports_by_another_user_name_that_user(sandbox: Sandbox) -> None:
 
 
 def test_imports_run_one_at_a_time_oldest_first(sandbox: Sandbox, api: requests.Session) -> None:
-    ids = [post(sandbox, api).json()["id"] for _ in range(4)]
-    finished = [sandbox.wait_for(i) for i in ids]
-    starts = [datetime.fromisoformat(item["started_at"].replace("Z", "+00:00")) for item in finished]
-    assert starts == sorted(starts)
+    # Watch every state change: no two imports may ever be importing at once.
+    seen: list[tuple[str, ...]] = []
+    watching = threading.Event()
+    watching.set()
+
+    def watch() -> None:
+        with sandbox.store.lock:
+            while watching.is_set():
+                seen.append(tuple(item.workflow_state for item in sandbox.store.ordered_imports()))
+                sandbox.store.changed.wait(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        sandbox.stick_next("importing")
+        ids = [post(sandbox, api).json()["id"] for _ in range(4)]
+        sandbox.wait_for(ids[0], {"importing"})
+        time.sleep(0.3)  # time enough for a fast sandbox to run the other three, were it to
+        assert [sandbox.get_import(i)["workflow_state"] for i in ids] == ["importing", "created", "created", "created"]
+        sandbox.unstick(ids[0])
+        finished = [sandbox.wait_for(i) for i in ids]
+    finally:
+        watching.clear()
+        watcher.join()
     assert all(item["workflow_state"] == "imported" for item in finished)
-    assert timedelta(0) <= starts[-1] - starts[0] < timedelta(seconds=5)
+    assert all(states.count("importing") <= 1 for states in seen)
+    assert ("importing", "created", "created", "created") in seen
+    # The store keeps sub-second times: each import started after the one before it ended, oldest first.
+    runs = [(sandbox.store.imports[i].started_at, sandbox.store.imports[i].ended_at) for i in ids]
+    for (_, ended), (started, _) in itertools.pairwise(runs):
+        assert ended is not None and started is not None
+        assert ended <= started
 
 
 def test_an_upload_stuck_initializing_holds_its_post_and_shows_in_the_index(

@@ -4,13 +4,16 @@ the facts sheet lists."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from typing import Any
 
 import pytest
 import requests
 
 from sisdaemon.sandbox import Sandbox
+from sisdaemon.sis_csv import COUNT_KEYS
 from tests.sandbox.conftest import fixture_path
 
 IMPORTS = "/api/v1/accounts/1/sis_imports"
@@ -44,9 +47,18 @@ def test_a_spec_sample_gives_the_messages_canvas_expects(sandbox: Sandbox, api: 
     done = run_import(sandbox, api, name, fixture_path(f"canvas-lms-specs/{name}").read_bytes())
     warnings = [message for file, message in done.get("processing_warnings", [])]
     errors = done.get("processing_errors", [])
+    counts = done["data"]["counts"]
     if "first_error" in expected:
+        # A file-level failure skips the whole file: one error, nothing supplied, nothing imported.
         assert done["workflow_state"] == "failed_with_messages"
-        assert errors[0] == [name, expected["first_error"]]
+        assert errors == [[name, expected["first_error"]]]
+        assert warnings == []
+        assert done["data"]["supplied_batches"] == []
+        expected_counts = {**expected.get("created", {}), **expected.get("counts", {})}
+        assert {key: counts[key] for key in COUNT_KEYS.values()} == {
+            key: expected_counts.get(key, 0) for key in COUNT_KEYS.values()
+        }
+        assert (counts["error_count"], counts["warning_count"]) == (1, 0)
         return
     assert errors == []
     if "errors_any_order" in expected:
@@ -56,7 +68,6 @@ def test_a_spec_sample_gives_the_messages_canvas_expects(sandbox: Sandbox, api: 
         assert warnings == expected["errors"] + expected.get("warnings", [])
     assert all(file == name for file, _ in done.get("processing_warnings", []))
     assert done["workflow_state"] == ("imported_with_messages" if warnings else "imported")
-    counts = done["data"]["counts"]
     for kind, number in {**expected.get("created", {}), **expected.get("counts", {})}.items():
         if kind == "courses" and name == "xlists_bad_content.csv":
             kind = "xlists"  # the spec counts courses made by cross-listing; none are
@@ -123,9 +134,6 @@ def test_canvasapis_own_fixture_is_an_enrollments_file_with_nothing_to_enrol_in(
 
 
 def test_the_docs_samples_imported_together_give_cross_file_warnings(sandbox: Sandbox, api: requests.Session) -> None:
-    import io
-    import zipfile
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name in (
@@ -202,6 +210,23 @@ def test_a_finished_imports_json_has_every_key_on_the_sheet(sandbox: Sandbox, ap
         assert key in done["errors_attachment"]
     for key in ("id", "name", "sortable_name", "short_name", "sis_user_id", "integration_id", "login_id"):
         assert key in done["user"]
+
+
+def test_more_than_24_errors_are_capped_with_an_and_n_more_pair(sandbox: Sandbox, api: requests.Session) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index in range(30):
+            archive.writestr(f"export_{index:02d}.csv", "student_number,grade\n1,10\n")
+    done = run_import(sandbox, api, "exports.zip", buffer.getvalue())
+    assert done["workflow_state"] == "failed_with_messages"
+    errors = done["processing_errors"]
+    assert len(errors) == 25
+    assert errors[:24] == [[f"export_{i:02d}.csv", "Couldn't find Canvas CSV import headers"] for i in range(24)]
+    assert errors[-1] == ["and 6 more errors that were not included", "Download the error file to see all errors."]
+    assert (done["data"]["counts"]["error_count"], done["data"]["counts"]["warning_count"]) == (30, 0)
+    assert "processing_warnings" not in done
+    listed = api.get(f"{sandbox.url}{IMPORTS}/{done['id']}/errors", params={"per_page": 100}, timeout=5).json()
+    assert len(listed["sis_import_errors"]) == 30  # the errors endpoint has them all
 
 
 def test_more_than_24_warnings_are_capped_with_an_and_n_more_pair(sandbox: Sandbox, api: requests.Session) -> None:
