@@ -84,16 +84,17 @@ def run(size_mb: int) -> tuple[int, float, float]:
         make_csv(root / "drop" / ".users.csv.tmp", size_mb << 20)
         os.rename(root / "drop" / ".users.csv.tmp", root / "drop" / "users.csv")
         started = time.monotonic()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "sisdaemon", "run", "--once", "-c", str(root / "config.yaml")],
-            env={**os.environ, "BENCH_TOKEN": TOKEN},
-            stdout=open(root / "log", "wb"),
-        )
-        peak = 0
-        pause = threading.Event()
-        while child.poll() is None:
-            peak = max(peak, peak_rss_kib(child.pid))
-            pause.wait(0.05)
+        with open(root / "log", "wb") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "sisdaemon", "run", "--once", "-c", str(root / "config.yaml")],
+                env={**os.environ, "BENCH_TOKEN": TOKEN},
+                stdout=log,
+            )
+            peak = 0
+            pause = threading.Event()
+            while child.poll() is None:
+                peak = max(peak, peak_rss_kib(child.pid))
+                pause.wait(0.05)
         elapsed = time.monotonic() - started
         if child.returncode != 0:
             raise SystemExit(f"daemon exited {child.returncode} for {size_mb} MiB")
