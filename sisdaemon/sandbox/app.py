@@ -143,6 +143,7 @@ class Settings:
     unauthorized_users: set[int]
     forbidden_status: int = 401
     store_delay: float = 0.0
+    ignored_options: frozenset[str] = frozenset()  # options this "Canvas" does not know: never applied
 
 
 class _ResetConnection(ConnectionResetError):
@@ -500,6 +501,8 @@ class SandboxApp:
             return json_response(received.refusal.status, received.refusal.body)
         upload, params = received.stored, received.params
         assert upload is not None
+        if self.settings.ignored_options:  # an older Canvas that does not know an option ignores it silently
+            params = {key: value for key, value in params.items() if key not in self.settings.ignored_options}
         with self.store.lock:
             checked = opts.check_before_create(params, self.world.find_term)
         if isinstance(checked, opts.Refusal):

@@ -49,6 +49,7 @@ class Sandbox:
     `throttle`: None (never refuse; cost headers only), "403" or "429" (Canvas's leaky bucket refuses in that
     style). `abort_requeue_seconds`: how long the queue pauses after an abort while others wait (Canvas: 600).
     `echo_diff_row_count_threshold`: False plays an older Canvas whose SisImport JSON has no such key.
+    `ignore_options`: POST options this Canvas silently ignores (never applied; echoed as not set).
 
     Use as a context manager or with start()/stop(). `url` is "http://127.0.0.1:PORT" (no /api/v1).
     """
@@ -72,6 +73,7 @@ class Sandbox:
         abort_requeue_seconds: float = 0.0,
         account_name: str = "Sandbox University",
         echo_diff_row_count_threshold: bool = True,
+        ignore_options: Iterable[str] = (),
     ) -> None:
         if forbidden_status not in (401, 403):
             raise ValueError("forbidden_status must be 401 or 403")
@@ -101,7 +103,7 @@ class Sandbox:
         self.processor = Processor(self.store, self.world, speed)
         self.faults = FaultPlan()
         self.throttle = Throttle(throttle)
-        self.settings = Settings(tokens, unauthorized, forbidden_status, store_delay)
+        self.settings = Settings(tokens, unauthorized, forbidden_status, store_delay, frozenset(ignore_options))
         self._stopping = threading.Event()
         self.app = SandboxApp(
             self.store, self.world, self.processor, self.settings, self.faults, self.throttle, self._stopping

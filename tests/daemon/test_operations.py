@@ -238,3 +238,26 @@ def test_a_missing_failed_folder_is_said_once_and_the_file_waits_in_work(
     wait_for(lambda: len(spool.filed("failed")) == 1, what="the file filed once the folder is back")
     daemon.stop()
     assert len(sandbox.imports()) == 1
+
+
+def test_an_option_canvas_did_not_apply_aborts_the_import_and_holds_the_feed(
+    spool: Spool, tmp_path: Path, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    with Sandbox(token=TOKEN, account_id=1, fast=True, ignore_options={"skip_deletes"}) as older_canvas:
+        spool.url = older_canvas.url
+        spool.feed["import"] = {"skip_deletes": True}
+        older_canvas.stick_next("created")  # queued, so the abort lands before it runs
+        daemon = run_daemon()
+        spool.drop_file("users.csv", USERS)
+        wait_for(lambda: daemon.daemon.state.held.get("nightly"), what="the feed held")
+        assert "skip_deletes" in daemon.daemon.state.held["nightly"]
+        wait_for(
+            lambda: [item["workflow_state"] for item in older_canvas.imports()] == ["aborted"],
+            what="the import aborted",
+        )
+        assert spool.filed("failed") == [] and len(list(spool.work.iterdir())) == 1  # the file waits
+        spool.feed["import"] = {}  # the sysadmin drops the option this Canvas does not know
+        spool.write_config()
+        wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported after the config changed")
+        daemon.stop()
+        assert [item["workflow_state"] for item in older_canvas.imports()] == ["aborted", "imported"]
