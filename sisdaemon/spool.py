@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import stat
 import zipfile
 from collections.abc import Mapping
@@ -154,13 +155,23 @@ def strip_verifiers(value: Any) -> Any:
     return value
 
 
+_SUBMITTED = re.compile(r"sisdaemon-submit-\d{8}T\d{6}Z-[0-9a-f]{8}_(.+)", re.DOTALL)
+
+
+def submitted_name(name: str) -> str:
+    """The operator's own name of a file handed over by ``sisdaemon submit`` (which adds a unique prefix);
+    any other name unchanged."""
+    match = _SUBMITTED.fullmatch(name)
+    return match.group(1) if match else name
+
+
 def build_sidecar(job: Job, *, base_url: str, account_id: int | None) -> dict[str, Any]:
     """The sidecar dict for a finishing job (docs/design.md "The sidecar", schema 1)."""
     sis_import = job.sis_import or {}
     data = sis_import.get("data") or {}
     sidecar: dict[str, Any] = {
         "schema": SIDECAR_SCHEMA,
-        "file": {"name": display_name(job.name), "size": job.size, "sha256": job.sha256},
+        "file": {"name": display_name(submitted_name(job.name)), "size": job.size, "sha256": job.sha256},
         "feed": job.feed,
         "job_id": job.job_id,
         "outcome": str(job.outcome),
@@ -173,6 +184,8 @@ def build_sidecar(job: Job, *, base_url: str, account_id: int | None) -> dict[st
         "attempts": job.attempts,
         "sisdaemon_version": __version__,
     }
+    if submitted_name(job.name) != job.name:
+        sidecar["file"]["handed_over_as"] = display_name(job.name)  # by `sisdaemon submit`
     if job.reason_code:
         sidecar["reason_code"] = job.reason_code
         sidecar["reason"] = job.reason

@@ -65,6 +65,8 @@ def test_submit_without_a_daemon_runs_the_job_itself(spool: Spool, sandbox: Sand
     [filed] = spool.filed("done")
     assert filed.name.endswith("_users.csv") and "sisdaemon-submit-" in filed.name
     assert len(creates(sandbox)) == 1
+    [sidecar] = spool.sidecars("done")
+    assert sidecar["file"]["name"] == "users.csv" and sidecar["file"]["handed_over_as"].startswith("sisdaemon-")
 
 
 def test_submit_hands_the_file_to_a_running_daemon_and_waits_for_it(
