@@ -95,7 +95,10 @@ def submit(
             pass  # a daemon started meanwhile: it takes the file
         else:
             result = _result(settings, feed, name, quiet=wait)
-            return EXIT_GAVE_UP if result is None else result
+            if result is None:
+                print(f"{name}: not finished; it stays queued in {feed.drop_dir} for the next daemon run", flush=True)
+                return EXIT_GAVE_UP
+            return result
     if not wait:
         return EXIT_OK
     return _wait_for(settings, feed, name, max_wait)
