@@ -77,7 +77,7 @@ class InFlight(Runtime):
         if job.stable_since is not None:
             self._check_in_work(job, now)
             return
-        if self.uploading is not None or job.feed in self.state.held:
+        if not jobs.may_submit(job, now) or self.uploading is not None or job.feed in self.state.held:
             return
         if any(other.state is JobState.SUBMITTING for other in self.state.jobs.values()):
             return  # one POST of unknown outcome per account at a time
@@ -187,12 +187,11 @@ class InFlight(Runtime):
 
     def _adopt(self, job: Job, sis_import: dict[str, Any], now: float, *, how: str, provisional: bool = False) -> None:
         """The import is ours: record it (state and ledger), check Canvas applied every option."""
+        kept = spool.strip_verifiers(sis_import)  # what the state keeps carries no download capability
         if provisional:
-            job = jobs.adopt_provisionally(
-                job, spool.strip_verifiers(sis_import), now=now, interval=self.policy.interval
-            )
+            job = jobs.adopt_provisionally(job, kept, now=now, interval=self.policy.interval)
         else:
-            job = jobs.post_created(job, spool.strip_verifiers(sis_import), now=now, interval=self.policy.interval)
+            job = jobs.post_created(job, kept, now=now, interval=self.policy.interval)
         if job.tag is not None and how == "created":
             echoed = sis_import.get("diff_row_count_threshold") == job.tag
             if self.state.tags_echoed is not echoed:
@@ -366,9 +365,7 @@ class InFlight(Runtime):
         runtime.history.save()
         del self.state.jobs[job.job_id]
         self._save()
-        if job.folder == "done":
-            self.done_files += 1
-        else:
+        if job.folder != "done":
             self.failed_files += 1
         log.info(
             "file_filed",

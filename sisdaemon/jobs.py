@@ -165,6 +165,12 @@ class Job:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def retired_tags(job: Job) -> tuple[int, ...]:
+    """The job's earlier attempt tags plus the current one, as kept when an attempt ends without an import of its
+    own (a late import carrying any of them is aborted while still queued)."""
+    return (*job.old_tags, job.tag) if job.tag is not None else job.old_tags
+
+
 def move(job: Job, state: JobState, **changes: Any) -> Job:
     """Return ``job`` in ``state`` with ``changes`` applied. Raises TransitionError for a move the table forbids."""
     if state not in TRANSITIONS[job.state]:
@@ -320,8 +326,7 @@ def post_created(job: Job, sis_import: Mapping[str, Any], *, now: float, interva
 
 def post_refused(job: Job, error: str, *, retry_at: float) -> Job:
     """submitting -> claimed: Canvas created nothing (connection never made, or a refusal). Try again later."""
-    old = (*job.old_tags, job.tag) if job.tag is not None else job.old_tags
-    return move(job, JobState.CLAIMED, tag=None, old_tags=old, last_error=error, next_action_at=retry_at)
+    return move(job, JobState.CLAIMED, tag=None, old_tags=retired_tags(job), last_error=error, next_action_at=retry_at)
 
 
 def post_unknown(job: Job, error: str, *, now: float) -> Job:
@@ -469,12 +474,11 @@ def after_listing(job: Job, decision: LostImportDecision, *, now: float, interva
 
 def resend(job: Job, *, now: float) -> Job:
     """submitting -> claimed: no import turned up; the next attempt gets a new tag."""
-    old = (*job.old_tags, job.tag) if job.tag is not None else job.old_tags
     return move(
         job,
         JobState.CLAIMED,
         tag=None,
-        old_tags=old,
+        old_tags=retired_tags(job),
         outcome_unknown=False,
         next_action_at=now,
         last_error="answer lost and no import found: sending again",
@@ -573,7 +577,6 @@ def request_abort(job: Job, reason: AbortReason, *, now: float) -> Job:
 def back_to_claimed(job: Job, reason: str, *, now: float, settle_again: bool) -> Job:
     """submitted -> claimed: the import will not apply (aborted by us, dead, or not ours); send again later."""
     dead = (*job.dead_import_ids, job.import_id) if job.import_id is not None else job.dead_import_ids
-    old = (*job.old_tags, job.tag) if job.tag is not None else job.old_tags
     return move(
         job,
         JobState.CLAIMED,
@@ -583,7 +586,7 @@ def back_to_claimed(job: Job, reason: str, *, now: float, settle_again: bool) ->
         sis_import=None,
         dead_import_ids=dead,
         tag=None,
-        old_tags=old,
+        old_tags=retired_tags(job),
         abort_reason=None,
         provisional=False,
         stable_since=now if settle_again else None,

@@ -120,7 +120,6 @@ class Runtime:
         self.writer_open: Callable[[int], bool | None] = self._writer_open
         self._lease_warned = False
         self.failed_files = 0
-        self.done_files = 0
         self._config_stamp = self._stat_config()
         polling = settings.polling
         self.policy = Policy(

@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import os
 import re
-import stat
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,10 +83,6 @@ def writer_open(fd: int) -> bool | None:
         return True if error.errno == errno.EAGAIN else None
     fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
     return False
-
-
-def is_regular(result: os.stat_result) -> bool:
-    return stat.S_ISREG(result.st_mode)
 
 
 def sniff_extension(fd: int) -> str:
