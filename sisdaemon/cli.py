@@ -2,74 +2,29 @@
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
 2 usage error, 3 a fault that did not clear (or a lock held by another daemon), 78 configuration error (EX_CONFIG,
-paired with ``RestartPreventExitStatus=78`` in the systemd unit). structlog is configured here, once.
+paired with ``RestartPreventExitStatus=78`` in the systemd unit). structlog is configured here (sisdaemon.logs), once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from sisdaemon import __version__
 from sisdaemon.config import ConfigError, Settings, TokenError, check_runtime, load_config, read_token
+from sisdaemon.logs import configure_logging, remember_secret
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_FAULT = 3
 EXIT_CONFIG = 78
-
-_SECRETS: set[str] = set()  # every token read, redacted from every log line as a last guard
-
-
-def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: replace any known secret found in a value (the token must never be logged)."""
-    if not _SECRETS:
-        return event
-    for key, value in event.items():
-        if isinstance(value, str):
-            for secret in _SECRETS:
-                if len(secret) >= 8 and secret in value:  # a real token; a toy one would mangle every line
-                    value = value.replace(secret, "[redacted]")
-            event[key] = value
-    return event
-
-
-def configure_logging(fmt: str = "json", level: str = "info", stream: Any = None) -> None:
-    """One event a line on ``stream`` (default stdout): JSON (for journald) or the console renderer."""
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            # JSON needs the traceback as a string; the console renderer formats it itself.
-            *([structlog.processors.format_exc_info] if fmt == "json" else []),
-            _redact,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
-        cache_logger_on_first_use=False,
-    )
-    # watchdog logs through the standard library; only its errors matter here. watchdog 7 logs one "error" when an
-    # observer is stopped while its thread waits on inotify (a harmless race on every stop): drop that one.
-    logging.getLogger("watchdog").setLevel(logging.ERROR)
-    logging.getLogger("watchdog.observers.inotify").addFilter(
-        lambda record: "called when the thread is inactive" not in record.getMessage()
-    )
 
 
 def _load(path: str | None) -> Settings:
@@ -82,7 +37,7 @@ def _load(path: str | None) -> Settings:
     if problems:
         raise ConfigError(config_path, problems)
     try:
-        _SECRETS.add(read_token(settings.canvas))
+        remember_secret(read_token(settings.canvas))
     except TokenError as error:
         raise ConfigError(config_path, [str(error)]) from None
     return settings

@@ -1,43 +1,43 @@
-"""The loop that ties detection, the job core, the spool and Canvas together; signals; systemd notify.
+"""The daemon: the loop that composes the parts, with signals, config reloads and systemd notify.
 
-Only this loop changes a job. Each change is persisted to the state file before the step it announces is taken
-(docs/design.md "Crash protocol"): before the rename out of drop/, before the POST, before the final move. Uploads run
-in a worker thread (one POST per account at a time), so a long upload never holds up the polling of other imports.
+The parts (docs/design.md "The parts"): the ledger (ledger.py) is the only writer of the state and history files;
+the gate (gate.py) stands in front of Canvas; the intake (intake.py) scans, settles and claims; the flight (flight.py)
+takes each claimed job through Canvas, with uploads in the upload worker (upload.py); recovery (recovery.py)
+reconciles the state with the folders at start. This module builds them, passes each what it needs, and turns the
+loop: wake-ups, scans, job steps, watchdog pings, signals and reloads.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from sisdaemon import jobs, spool
-from sisdaemon.canvas import CanvasError, FaultKind
-from sisdaemon.config import Settings, load_config
-from sisdaemon.flight import InFlight
-from sisdaemon.jobs import JobState
-from sisdaemon.runtime import FeedRuntime, sd_notify
-from sisdaemon.state import (
-    History,
-    account_lock_path,
-    account_uuid_lock_path,
-    history_path,
-    locks,
-    state_lock_path,
-)
-from sisdaemon.status import orphans_in_work
-from sisdaemon.watcher import DropWatcher, ReadyFile, SettleTracker, scan
+from sisdaemon.canvas import CanvasClient, CanvasError
+from sisdaemon.config import FeedSettings, Settings, load_config, read_token
+from sisdaemon.flight import Flight
+from sisdaemon.gate import Gate
+from sisdaemon.intake import Intake
+from sisdaemon.jobs import Job
+from sisdaemon.ledger import Ledger
+from sisdaemon.logs import bound
+from sisdaemon.notify import sd_notify
+from sisdaemon.recovery import recover
+from sisdaemon.state import account_lock_path, account_uuid_lock_path, locks, state_lock_path
+from sisdaemon.upload import Uploader
+from sisdaemon.writers import WriterCheck
 
 log = structlog.get_logger("sisdaemon")
 
 EXIT_OK = 0
 EXIT_FAILED_FILES = 1
 EXIT_GAVE_UP = 3
-#: Seconds between a wake-up event and the scan it triggers (events come in bursts while a file is written).
-DEBOUNCE = 0.2
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:
@@ -53,18 +53,82 @@ def restart_needed(old: Settings, new: Settings) -> list[str]:
     return keys
 
 
-class Daemon(InFlight):
-    """One daemon for one config: ``run()`` until stopped (or, with ``once``, until the drop folders are empty
-    and every job is filed). Detection, claiming, recovery, the loop, signals and config reloads live here.
+class Daemon:
+    """One daemon for one config: :meth:`run` until stopped (or, with ``once``, until the drop folders are empty
+    and every job is filed).
+
+    ``config_path``: re-read on SIGHUP or when it changes. ``max_wait``: seconds ``once`` waits at most. ``only``:
+    feed name -> names to take (``sisdaemon submit``). ``clock``: seconds since the epoch (tests may inject one).
+    ``on_event``: called with ("claimed" | "submitted" | "filed", job), for ``submit --wait``.
     """
 
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        once: bool = False,
+        max_wait: float = 3600.0,
+        only: dict[str, set[str]] | None = None,
+        clock: Callable[[], float] = time.time,
+        on_event: Callable[[str, Job], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.once = once
+        self.max_wait = max_wait
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.iterations = 0  # loop turns, for tests that check the loop never spins
+        self.ready = threading.Event()  # set once the state lock is held and the state loaded (systemd's READY=1)
+        self._config_stamp = self._stat_config()
+        #: feed name -> its current settings; shared with the intake and the flight, updated in place on reload.
+        self.feeds: dict[str, FeedSettings] = {feed.name: feed for feed in settings.feeds}
+        canvas = settings.canvas
+        self.client = CanvasClient(
+            canvas.base_url,
+            canvas.account_id,
+            lambda: read_token(canvas),
+            timeout=canvas.timeout_seconds,
+            upload_timeout=canvas.upload_timeout_seconds,
+            verify=canvas.requests_verify,
+            wait=self.stop_event.wait,
+        )
+        self.ledger = Ledger(settings.state_file)
+        self.gate = Gate(self.client, self.ledger, settings.polling, notify=sd_notify)
+        self.writer_check = WriterCheck()
+        self.flight = Flight(
+            self.feeds,
+            self.ledger,
+            self.gate,
+            self.client,
+            Uploader(self.client, self.wake, clock),
+            self.writer_check,
+            settings.polling,
+            base_url=canvas.base_url,
+            on_event=on_event,
+        )
+        self.intake = Intake(
+            self.feeds,
+            self.ledger,
+            self.gate,
+            self.writer_check,
+            self.wake,
+            on_claimed=self.flight.check_in_work,
+            on_event=on_event,
+            only=only,
+        )
+
+    # --- signals -------------------------------------------------------------------------------------------------
+
     def request_stop(self) -> None:
+        """Ask the loop to stop at its next turn (a warm stop: the state is always safe to stop at)."""
         self.stop_event.set()
         self.wake.set()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT: warm stop (state is always safe to stop at); a second one exits at once. SIGHUP: re-read
-        the config (clears holds)."""
+        """SIGTERM/SIGINT: warm stop; a second one exits at once. SIGHUP: re-read the config (clears holds)."""
 
         def stop(signum: int, frame: object) -> None:
             if self.stop_event.is_set():
@@ -79,51 +143,46 @@ class Daemon(InFlight):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
 
+    # --- start and stop ------------------------------------------------------------------------------------------
+
     def run(self) -> int:
         """Take the state lock, resolve the account and take its locks, recover, and loop. Returns the exit code
         (see cli.py). Raises LockHeld (another daemon has the state or the account), StateError (a damaged state
         or history file) or OSError (a lock that cannot be made)."""
         with locks(state_lock_path(self.settings.state_file)):
-            self.state = self.store.load()
-            for feed in self.settings.feeds:
-                self.feeds[feed.name] = FeedRuntime(
-                    feed,
-                    SettleTracker(feed.settle_seconds, feed.empty_grace_seconds),
-                    DropWatcher(feed.drop_dir, self.wake, mode=feed.watch, poll_seconds=min(feed.rescan_seconds, 5)),
-                    History(history_path(self.settings.state_file, feed.name)),
-                )
-            if self.state.held:  # a restart is a sysadmin's way to say "try again"
-                log.info("feeds_released", feeds=sorted(self.state.held), reason="daemon started")
-                self.state.held.clear()
+            self.ledger.load(self.feeds)
+            released = self.ledger.release_holds()
+            if released:  # a restart is a sysadmin's way to say "try again"
+                log.info("feeds_released", feeds=released, reason="daemon started")
             # Ready as a service from here: looking the account up waits for Canvas if it is down at boot.
+            self.ready.set()
             sd_notify("READY=1\nSTATUS=looking up the Canvas account")
             account = self._resolve_account()
             if account is None:
                 return EXIT_GAVE_UP if self.once else EXIT_OK
             account_id = int(account["id"])
-            self.state.account_id = account_id
+            self.ledger.set_account_id(account_id)
             # One daemon per account: by host and id, and by the account's uuid, which no host alias changes.
             lock_paths = [account_lock_path(self.settings.lock_dir, self.settings.canvas.host, account_id)]
             if account.get("uuid"):
                 lock_paths.append(account_uuid_lock_path(self.settings.lock_dir, str(account["uuid"])))
             with locks(*lock_paths):
                 try:
-                    self.recover()
+                    recover(self.ledger, self.feeds, self.settings, now=self.clock())
                     sd_notify("STATUS=watching drop folders")
                     log.info(
                         "daemon_started",
                         account_id=account_id,
-                        feeds=[f.name for f in self.settings.feeds],
-                        jobs=len(self.state.jobs),
+                        feeds=list(self.feeds),
+                        jobs=len(self.ledger.jobs()),
                         once=self.once,
                     )
                     return self._loop()
                 finally:
                     sd_notify("STOPPING=1")
-                    for runtime in self.feeds.values():
-                        runtime.watcher.stop()
+                    self.intake.stop()
                     self.client.close()
-                    log.info("daemon_stopped", jobs_in_flight=len(self.state.jobs))
+                    log.info("daemon_stopped", jobs_in_flight=len(self.ledger.jobs()))
 
     def _resolve_account(self) -> dict[str, Any] | None:
         """The configured account as Canvas shows it, asked until Canvas answers (with ``once``: until
@@ -132,7 +191,7 @@ class Daemon(InFlight):
         deadline = self.clock() + self.max_wait
         while not self.stop_event.is_set():
             try:
-                account: dict[str, Any] = self._call(self.client.resolve_account)
+                account: dict[str, Any] = self.gate.call(self.clock(), self.client.resolve_account)
                 return account
             except CanvasError as error:
                 log.error("account_not_resolved", account=ref, error=str(error), kind=str(error.kind))
@@ -140,8 +199,10 @@ class Daemon(InFlight):
                 return None
             if "WATCHDOG_USEC" in os.environ:
                 sd_notify("WATCHDOG=1")  # alive, waiting for Canvas
-            self.stop_event.wait(max(self.health.retry_at - self.clock(), 0.05))
+            self.stop_event.wait(max(self.gate.health.retry_at - self.clock(), 0.05))
         return None
+
+    # --- the loop ------------------------------------------------------------------------------------------------
 
     def _loop(self) -> int:
         started = self.clock()
@@ -150,67 +211,59 @@ class Daemon(InFlight):
             self.iterations += 1
             now = self.clock()
             self._check_config(now)
-            self._drain_results(now)
-            self._scan_feeds(now, woke)
-            for job in sorted(self.state.jobs.values(), key=lambda item: item.claimed_at):
+            self.flight.collect_uploads(now)
+            self.intake.scan_due(now, woke)
+            for job in self.ledger.jobs():
                 if self.stop_event.is_set():
                     break
-                if job.job_id in self.state.jobs:
-                    with self._bound(job):
-                        self._step(self.state.jobs[job.job_id], self.clock())
+                current = self.ledger.job(job.job_id)
+                if current is not None:
+                    with bound(current):
+                        self.flight.step(current, self.clock())
             if "WATCHDOG_USEC" in os.environ:
                 sd_notify("WATCHDOG=1")
             if self.once and self._idle():
-                return EXIT_FAILED_FILES if self.failed_files else EXIT_OK
+                return EXIT_FAILED_FILES if self.flight.failed_files else EXIT_OK
             if self.once and self.clock() - started > self.max_wait:
                 log.error(
                     "gave_up",
                     waited_seconds=round(self.clock() - started),
-                    jobs=len(self.state.jobs),
-                    fault=self.health.as_dict(),
-                    held=self.state.held,
+                    jobs=len(self.ledger.jobs()),
+                    fault=self.gate.health.as_dict(),
+                    held=dict(self.ledger.state.held),
                 )
                 return EXIT_GAVE_UP
             woke = self.wake.wait(self._sleep_time(self.clock()))
             self.wake.clear()
-        log.info("daemon_stopping", reason="stop requested (SIGTERM or SIGINT)", jobs_in_flight=len(self.state.jobs))
-        return EXIT_FAILED_FILES if self.once and self.failed_files else EXIT_OK
+        log.info("daemon_stopping", reason="stop requested (SIGTERM or SIGINT)", jobs_in_flight=len(self.ledger.jobs()))
+        return EXIT_FAILED_FILES if self.once and self.flight.failed_files else EXIT_OK
 
     def _idle(self) -> bool:
         """Nothing in flight and nothing left in the drop folders (or, for `submit`, every named file taken)."""
-        if self.state.jobs or self.uploading is not None or not self.results.empty():
+        if self.ledger.jobs() or self.gate.uploading is not None or self.flight.uploader.pending():
             return False
-        if self.only is not None:
-            return not any(self.only.values())
-        return all(len(runtime.tracker) == 0 for runtime in self.feeds.values())
+        return self.intake.idle()
 
     def _sleep_time(self, now: float) -> float:
         """Seconds until something is due: a scan, a settle deadline, a job's next action, the end of a backoff.
         Work that waits on something else (an upload in progress, a closed gate, a full feed) never makes the
         loop spin: it is woken by that thing instead."""
-        times = [self.health.retry_at] if self.health.kind else []
-        for runtime in self.feeds.values():
-            times.append(runtime.next_rescan)
-            if runtime.next_scan:
-                times.append(runtime.next_scan)
-            if runtime.next_settle is not None:
-                times.append(runtime.next_settle + 0.01)
-        sending = self.uploading is not None or any(j.state is JobState.SUBMITTING for j in self.state.jobs.values())
-        for job in self.state.jobs.values():
-            if job.job_id == self.uploading:
-                continue  # its worker wakes the loop when the upload ends
-            if job.state is JobState.CLAIMED:
-                if job.stable_since is not None:
-                    times.append(now + min(self.feeds[job.feed].settings.settle_seconds / 4, 1.0))
-                    continue
-                if sending or job.feed in self.state.held:
-                    continue
-            when = job.next_action_at
-            if self.health.kind is not None and job.state is not JobState.FINISHING:
-                when = max(when, self.health.retry_at)
-            times.append(when)
+        times = [self.gate.health.retry_at] if self.gate.health.kind else []
+        times += self.intake.due_times()
+        times += self.flight.due_times(now)
         soonest = min(times) if times else now + 1
         return min(max(soonest - now, 0.01), 1.0 if self.once else 5.0)
+
+    # --- reloads -------------------------------------------------------------------------------------------------
+
+    def _stat_config(self) -> tuple[int, int] | None:
+        if self.config_path is None:
+            return None
+        try:
+            result = os.stat(self.config_path)
+        except OSError:
+            return None
+        return (result.st_mtime_ns, result.st_size)
 
     def _check_config(self, now: float) -> None:
         """A changed config (or SIGHUP) clears the holds of configuration faults and applies new import options."""
@@ -227,9 +280,9 @@ class Daemon(InFlight):
             return
         new_feeds = {feed.name: feed for feed in settings.feeds}
         applied = []
-        for name, runtime in self.feeds.items():
-            if name in new_feeds and new_feeds[name].import_ != runtime.settings.import_:
-                runtime.settings = runtime.settings.model_copy(update={"import_": new_feeds[name].import_})
+        for name, feed in self.feeds.items():
+            if name in new_feeds and new_feeds[name].import_ != feed.import_:
+                self.feeds[name] = feed.model_copy(update={"import_": new_feeds[name].import_})
                 applied.append(f"feeds[{name}].import")
         pending = restart_needed(self.settings, settings)
         log.info("config_reloaded", applied=applied, unchanged_until_restart=pending)
@@ -239,166 +292,8 @@ class Daemon(InFlight):
                 keys=pending,
                 hint="only feeds' import options apply while running; restart to apply the rest",
             )
-        if self.state.held:
-            log.info("feeds_released", feeds=sorted(self.state.held), reason="configuration changed")
-            self.state.held.clear()
-        if self.health.kind in (FaultKind.CONFIGURATION, FaultKind.CREDENTIAL):
-            self.health.retry_at = now
-        self._save()
-
-    def recover(self) -> None:
-        """Reconcile the state file with the folders after a stop or a crash (a named code path, as rq does).
-
-        claimed: finish an interrupted rename out of drop/. submitting: the POST's answer is unknown; look for the
-        import. finishing: finish writing the sidecar and the move. Jobs of feeds no longer configured are kept and
-        reported.
-        """
-        now = self.clock()
-        for job in list(self.state.jobs.values()):
-            runtime = self.feeds.get(job.feed)
-            with self._bound(job):
-                if runtime is None:
-                    log.error("job_of_unknown_feed", hint="restore the feed in the config to finish this job")
-                    continue
-                feed = runtime.settings
-                work = feed.work_dir / job.work_name
-                if job.state is JobState.CLAIMED and not os.path.lexists(work):
-                    source = feed.drop_dir / job.name
-                    try:
-                        same = os.lstat(source).st_ino == job.fingerprint.ino
-                    except FileNotFoundError:
-                        same = False
-                    if same:
-                        spool.move_durably(source, work)
-                        log.info("claim_completed", reason="recovery")
-                    else:
-                        log.error("claimed_file_missing", path=str(work))
-                        del self.state.jobs[job.job_id]
-                        continue
-                if job.state is JobState.SUBMITTING and not job.outcome_unknown:
-                    job = jobs.post_unknown(job, "stopped while the POST was in the air", now=now)
-                    log.warning("post_outcome_unknown", reason="recovery")
-                self.state.jobs[job.job_id] = job
-                if job.import_id is not None:
-                    runtime.history.note_import(job.import_id)
-        self._save()
-        for orphan in orphans_in_work(self.settings, self.state):
-            log.warning(
-                "orphan_in_work",
-                feed=orphan["feed"],
-                path=orphan["path"],
-                hint="a file in work/ that no job records (a state file moved aside?): check Canvas for its import "
-                "before moving it back to drop/ or to done/",
-            )
-
-    def _scan_feeds(self, now: float, woke: bool) -> None:
-        """Scan each drop folder when due: a wake-up (debounced), the periodic rescan, a file due to settle, or
-        ready files left over that may now be claimed."""
-        for runtime in self.feeds.values():
-            if woke and not runtime.next_scan:
-                runtime.next_scan = now + DEBOUNCE
-            due = (
-                now >= runtime.next_rescan
-                or (runtime.next_scan and now >= runtime.next_scan)
-                or (runtime.next_settle is not None and now >= runtime.next_settle)
-                or (runtime.backlog and self._may_claim(runtime, now))
-            )
-            if not due:
-                continue
-            runtime.next_scan = 0.0
-            if now >= runtime.next_rescan:
-                runtime.next_rescan = now + runtime.settings.rescan_seconds
-            self._scan_feed(runtime, now)
-
-    def _scan_feed(self, runtime: FeedRuntime, now: float) -> None:
-        feed = runtime.settings
-        if not runtime.watcher.ensure_watching():
-            if not runtime.missing_logged:
-                log.error("drop_dir_missing", feed=feed.name, path=str(feed.drop_dir))
-                runtime.missing_logged = True
-            return
-        runtime.missing_logged = False
-        try:
-            observations = scan(feed.drop_dir, feed.patterns)
-        except OSError as error:
-            log.error("scan_failed", feed=feed.name, error=str(error))
-            return
-        wanted = (self.only or {}).get(feed.name) if self.only is not None else None
-        if self.only is not None:
-            observations = {name: seen for name, seen in observations.items() if wanted and name in wanted}
-        ready = runtime.tracker.update(observations, now)
-        runtime.next_settle = runtime.tracker.next_due(now)
-        if wanted:
-            # Files handed over by `sisdaemon submit` were written completely before their rename: no settle wait.
-            ready = [
-                ReadyFile(seen.name, seen.fingerprint, seen.regular, seen.kind, now) for seen in observations.values()
-            ]
-        runtime.backlog = bool(ready)
-        if ready and not self._canvas_ready(now):
-            return  # Canvas refuses us or is down: every file stays in drop/
-        for index, item in enumerate(ready):
-            if not self._may_claim(runtime, now):
-                break
-            self._claim(runtime, item, now)
-            runtime.backlog = index + 1 < len(ready)
-
-    def _may_claim(self, runtime: FeedRuntime, now: float) -> bool:
-        feed = runtime.settings
-        in_flight = sum(1 for job in self.state.jobs.values() if job.feed == feed.name)
-        return in_flight < feed.max_in_flight and feed.name not in self.state.held and self._gate_open(now)
-
-    def _claim(self, runtime: FeedRuntime, item: ReadyFile, now: float) -> None:
-        feed = runtime.settings
-        source = feed.drop_dir / item.name
-        if item.regular:
-            try:
-                fd = spool.open_for_reading(source)
-            except PermissionError:
-                if item.name not in runtime.unreadable:
-                    runtime.unreadable.add(item.name)
-                    log.error(
-                        "file_unreadable",
-                        feed=feed.name,
-                        file=item.name,
-                        hint="left in the drop folder; taken once the daemon can read it",
-                    )
-                return
-            except OSError:
-                return  # gone or replaced since the scan; the next scan sees it
-            try:
-                writing = self.writer_open(fd)
-            finally:
-                os.close(fd)
-            runtime.unreadable.discard(item.name)
-            if writing:
-                # Settling is a promise, not a proof: a writer that stalled longer than settle_seconds still has
-                # the file open. It settles again from now.
-                log.info("file_still_open_for_writing", feed=feed.name, file=jobs.display_name(item.name))
-                runtime.tracker.forget(item.name)
-                return
-        job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
-        with self._bound(job):
-            self._put(job)
-            target = feed.work_dir / job.work_name
-            try:
-                spool.move_durably(source, target)
-            except OSError as error:
-                del self.state.jobs[job.job_id]
-                self._save()
-                if not isinstance(error, FileNotFoundError):  # gone since the scan: nothing to say
-                    log.error("claim_failed", error=str(error), hint="the file stays in the drop folder")
-                return
-            runtime.tracker.forget(item.name)
-            if self.only is not None and item.name in self.only.get(feed.name, set()):
-                self.only[feed.name].discard(item.name)
-            log.info("file_claimed", size=item.fingerprint.size, kind=item.kind)
-            self._emit("claimed", job)
-            if not item.regular:
-                job = jobs.reject(job, "not_regular_file", f"not a regular file ({item.kind}); moved as it is", now=now)
-                self._put(job)
-                return
-            if item.fingerprint.size == 0:
-                job = jobs.reject(job, "empty_file", "the file stayed empty (0 bytes) for the grace period", now=now)
-                self._put(job)
-                return
-            self._check_in_work(job, now)
+        released = self.ledger.release_holds()
+        if released:
+            log.info("feeds_released", feeds=released, reason="configuration changed")
+        self.gate.retry_now(now)
+        self.ledger.save()

@@ -174,7 +174,7 @@ def render_table(rows: list[dict[str, Any]]) -> str:
 
 def run_demo(root: Path, *, fresh: bool = True) -> int:
     """Run the demo in ``root``; returns 0 when every file ended where the demo expects it."""
-    from sisdaemon.cli import configure_logging
+    from sisdaemon.logs import configure_logging
 
     root = root.resolve()
     if fresh and root.exists():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -178,36 +178,6 @@ def move(job: Job, state: JobState, **changes: Any) -> Job:
     return dataclasses.replace(job, state=state, **changes)
 
 
-@dataclass(frozen=True)
-class Policy:
-    """The timing settings the core decides with (seconds); built from ``polling`` in the config."""
-
-    interval: float = 5.0
-    max_interval: float = 60.0
-    queued_timeout: float = 21600.0
-    running_timeout: float = 86400.0
-    resend_after: float = 900.0
-    clock_skew: float = 300.0
-    initializing_dead: float = 600.0
-    errors_csv_wait: float = 120.0
-    settle: float = 10.0
-    provisional_wait: float = 900.0
-
-
-def retry_delay(fault_kind: str, failures: int, policy: Policy, *, jitter: float) -> float:
-    """Seconds before talking to Canvas again after ``failures`` faults in a row (docs/design.md "Errors").
-
-    A credential or configuration fault ("credential", "configuration") will not clear by itself: retry slowly,
-    every ``max_interval``. Anything else (transient, throttled): exponential from ``interval``, capped at
-    ``max_interval``, scaled by ``jitter`` in [0, 1) to between half and all of it, so that many clients do not
-    retry in step.
-    """
-    if fault_kind in ("credential", "configuration"):
-        return max(policy.max_interval, policy.interval)
-    delay: float = min(policy.interval * 2.0 ** min(max(failures, 1), 20), policy.max_interval)
-    return delay * (0.5 + jitter / 2)
-
-
 # --- claim and attempts ---------------------------------------------------------------------------------------
 
 
@@ -239,6 +209,23 @@ def display_name(name: str) -> str:
     """A file name as valid text for logs and JSON: bytes that are not UTF-8 (kept by Python as lone surrogates)
     are shown as ``\\xNN`` escapes, so strict JSON parsers accept it."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def parse_time(value: str | None) -> float | None:
+    """Canvas's ISO 8601 time (``2023-09-12T20:48:57Z``) as seconds since the epoch; None for None/unparsable."""
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def iso(seconds: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 UTC with a ``Z`` (second precision); None stays None."""
+    if seconds is None:
+        return None
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def claim(job_id: str, feed: str, name: str, fingerprint: Fingerprint, *, seen_at: float, now: float) -> Job:
@@ -341,135 +328,7 @@ def upload_ended(job: Job, *, now: float) -> Job:
     return dataclasses.replace(job, upload_ended_at=now)
 
 
-# --- finding an import whose answer was lost (docs/design.md crash protocol, steps 4-5) ------------------------------
-
-
-@dataclass(frozen=True)
-class LostImportDecision:
-    """What to do about a job whose POST outcome is unknown.
-
-    ``action``: "adopt" (``sis_import`` is ours), "adopt_provisionally" (one untagged candidate), "wait" (look
-    again later), "resend" (nothing found for long enough), "ambiguous" (several candidates; hold the file).
-    ``late_originals``: imports carrying an earlier attempt's tag of this job; abort them if still queued.
-    """
-
-    action: str
-    sis_import: Mapping[str, Any] | None = None
-    reason: str = ""
-    late_originals: tuple[Mapping[str, Any], ...] = ()
-    empty: bool = False  # the listing held no candidate and nothing initializing (counts toward a resend)
-
-
-def parse_time(value: str | None) -> float | None:
-    """Canvas's ISO 8601 time (``2023-09-12T20:48:57Z``) as seconds since the epoch; None for None/unparsable."""
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def iso(seconds: float | None) -> str | None:
-    """Seconds since the epoch as ISO 8601 UTC with a ``Z`` (second precision); None stays None."""
-    if seconds is None:
-        return None
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def own_candidates(
-    listing: Iterable[Mapping[str, Any]], *, own_user_id: int | None, known_ids: Iterable[int]
-) -> list[Mapping[str, Any]]:
-    """Imports that may be a lost POST of ours: by our token's user, not in the ledger or any job."""
-    known = set(known_ids)
-    found = []
-    for item in listing:
-        if item.get("id") in known:
-            continue
-        user = item.get("user") or {}
-        if own_user_id is not None and user.get("id") not in (None, own_user_id):
-            continue
-        found.append(item)
-    return found
-
-
-def is_tag(value: Any) -> bool:
-    """Whether a ``diff_row_count_threshold`` value is one of the daemon's attempt tags."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= TAG_BASE
-
-
-def decide_lost_import(
-    job: Job,
-    candidates: Sequence[Mapping[str, Any]],
-    *,
-    server_now: float,
-    now: float,
-    policy: Policy,
-    tags_echoed: bool,
-) -> LostImportDecision:
-    """Decide about a job in ``submitting`` whose answer was lost, from one listing of own, unknown imports.
-
-    ``candidates``: :func:`own_candidates` of the imports created since the intent less the clock skew.
-    ``tags_echoed``: whether this Canvas echoes ``diff_row_count_threshold`` (learnt from its answers).
-    """
-    late = tuple(c for c in candidates if c.get("diff_row_count_threshold") in job.old_tags)
-    blocking = [
-        c
-        for c in candidates
-        if c.get("workflow_state") == "initializing"
-        and server_now - (parse_time(c.get("created_at")) or server_now) < policy.initializing_dead
-    ]
-    if job.tag is not None and tags_echoed:
-        mine = [c for c in candidates if c.get("diff_row_count_threshold") == job.tag]
-        if mine:
-            return LostImportDecision("adopt", mine[0], "found by its attempt tag", late)
-    else:
-        untagged = [
-            c
-            for c in candidates
-            if not is_tag(c.get("diff_row_count_threshold"))
-            and c.get("workflow_state") != "initializing"
-            and c not in late
-        ]
-        named = [c for c in untagged if attachments_match(c, job)]
-        if len(named) == 1:
-            return LostImportDecision("adopt", named[0], "found by its attachment's name", late)
-        if len(untagged) == 1 and not blocking:
-            return LostImportDecision("adopt_provisionally", untagged[0], "one untagged candidate", late)
-        if len(untagged) > 1:
-            return LostImportDecision(
-                "ambiguous", None, f"{len(untagged)} untagged imports could be this file's; not guessing", late
-            )
-    if blocking:
-        return LostImportDecision("wait", None, "an import of ours is still initializing", late)
-    listings = job.empty_listings + 1
-    waited = now - (job.upload_ended_at or now)
-    if listings >= 2 and waited >= policy.resend_after:
-        return LostImportDecision("resend", None, f"no import found after {waited:.0f} s and {listings} listings", late)
-    return LostImportDecision("wait", None, "no import found yet", late, empty=True)
-
-
-def attachments_match(sis_import: Mapping[str, Any], job: Job) -> bool | None:
-    """Whether an import's ``csv_attachments`` are this job's file; None while Canvas has not filled them.
-
-    A CSV is uploaded as ``<job id>_<stem>.csv``, so its attachment carries the job id. A zip is listed by its
-    members instead (lib/sis/csv/import_refactored.rb ``prepare``), so it matches when every attachment is one of
-    the zip's .csv members (by base name).
-    """
-    attachments = sis_import.get("csv_attachments") or []
-    names = [str(item.get("filename") or item.get("display_name") or "") for item in attachments]
-    if not names:
-        return None
-    if job.zip_members:
-        members = set(job.zip_members)
-        return all(name in members or name.removesuffix("_filtered.csv") + ".csv" in members for name in names)
-    return any(job.job_id in name for name in names)
-
-
-def after_listing(job: Job, decision: LostImportDecision, *, now: float, interval: float) -> Job:
-    """Apply a "wait"/"ambiguous" decision: count empty listings and schedule the next look."""
-    empty = job.empty_listings + 1 if decision.empty else job.empty_listings
-    return dataclasses.replace(job, empty_listings=empty, last_error=decision.reason, next_action_at=now + interval)
+# --- lost answers and polling (the decisions are in lost.py and polling.py) ----------------------------------
 
 
 def resend(job: Job, *, now: float) -> Job:
@@ -489,84 +348,6 @@ def adopt_provisionally(job: Job, sis_import: Mapping[str, Any], *, now: float, 
     """Adopt the single untagged candidate until Canvas fills ``csv_attachments`` to confirm it."""
     adopted = post_created(job, sis_import, now=now, interval=interval)
     return dataclasses.replace(adopted, provisional=True, provisional_since=now)
-
-
-# --- polling -----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PollDecision:
-    """After a poll: ``action`` is "wait", "abort" (ask Canvas to abort, ``abort_reason`` says why), "finish",
-    "resend" (the import will never apply; back to claimed) or "release" (a provisional adoption was wrong)."""
-
-    action: str
-    reason: str = ""
-
-
-def next_interval(current: float, policy: Policy) -> float:
-    """Poll backoff: double from ``interval`` up to ``max_interval`` seconds."""
-    if current <= 0:
-        return policy.interval
-    return min(current * 2, policy.max_interval)
-
-
-def on_poll(
-    job: Job,
-    sis_import: Mapping[str, Any],
-    *,
-    now: float,
-    server_now: float,
-    policy: Policy,
-) -> tuple[Job, PollDecision]:
-    """A fresh SisImport for a submitted job: record it and decide the next step."""
-    state = str(sis_import.get("workflow_state"))
-    interval = next_interval(job.poll_interval, policy)
-    job = move(
-        job,
-        JobState.SUBMITTED,
-        workflow_state=state,
-        progress=sis_import.get("progress"),
-        sis_import=dict(sis_import),
-        poll_interval=interval,
-        next_action_at=now + interval,
-        last_error=None,
-    )
-    if job.provisional:
-        match = attachments_match(sis_import, job)
-        if match:
-            job = dataclasses.replace(job, provisional=False)
-        elif match is False:
-            return job, PollDecision("release", "the import's attachments are not this file")
-        elif now - (job.provisional_since or now) >= policy.provisional_wait:
-            return dataclasses.replace(
-                job, last_error="adopted import not confirmed yet; holding the file"
-            ), PollDecision("wait", "unconfirmed")
-    if state in TERMINAL_STATES:
-        if state == "aborted" and job.abort_reason in (AbortReason.FILE_CHANGED, AbortReason.OPTION_NOT_APPLIED):
-            return job, PollDecision("resend", f"aborted by sisdaemon ({job.abort_reason})")
-        if job.abort_reason is AbortReason.FILE_CHANGED:
-            # Canvas finished the partial upload before the abort landed: the whole file must follow.
-            return job, PollDecision("resend", f"Canvas imported a partial file ({state}); the full file follows")
-        return job, PollDecision("finish", state)
-    if job.abort_reason is not None:
-        return job, PollDecision("abort", str(job.abort_reason))
-    if state == "initializing":
-        created = parse_time(sis_import.get("created_at"))
-        if created is not None and server_now - created >= policy.initializing_dead:
-            return job, PollDecision("resend", "import stuck in initializing: Canvas never runs it")
-    if state in QUEUED_STATES:
-        created = parse_time(sis_import.get("created_at"))
-        if created is not None and server_now - created >= policy.queued_timeout:
-            return dataclasses.replace(job, abort_reason=AbortReason.TIMED_OUT), PollDecision(
-                "abort", f"queued for more than {policy.queued_timeout:.0f} s"
-            )
-    if state in RUNNING_STATES:
-        started = parse_time(sis_import.get("started_at")) or parse_time(sis_import.get("created_at"))
-        if started is not None and server_now - started >= policy.running_timeout:
-            return dataclasses.replace(job, abort_reason=AbortReason.TIMED_OUT), PollDecision(
-                "abort", f"running for more than {policy.running_timeout:.0f} s"
-            )
-    return job, PollDecision("wait")
 
 
 def request_abort(job: Job, reason: AbortReason, *, now: float) -> Job:
@@ -626,7 +407,7 @@ def canvas_message(sis_import: Mapping[str, Any]) -> str | None:
     return str(chosen[0][1]) if chosen else None
 
 
-def finish(job: Job, *, now: float, policy: Policy) -> Job:
+def finish(job: Job, *, now: float, errors_csv_wait: float) -> Job:
     """submitted -> finishing: record the outcome and folder (persist before writing the sidecar and moving)."""
     state = str(job.workflow_state)
     outcome, folder, reason_code, reason = outcome_for(state, job.abort_reason)
@@ -645,6 +426,6 @@ def finish(job: Job, *, now: float, policy: Policy) -> Job:
         reason_code=reason_code,
         reason=reason,
         finished_at=now,
-        errors_csv_deadline=now + policy.errors_csv_wait if wants_errors_csv else None,
+        errors_csv_deadline=now + errors_csv_wait if wants_errors_csv else None,
         next_action_at=now,
     )

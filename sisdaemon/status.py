@@ -7,9 +7,9 @@ from typing import Any
 
 from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.jobs import display_name, iso
+from sisdaemon.recovery import orphans_in_work
 from sisdaemon.state import (
     History,
-    State,
     StateError,
     StateStore,
     history_path,
@@ -18,27 +18,6 @@ from sisdaemon.state import (
     state_lock_path,
 )
 from sisdaemon.watcher import is_candidate_name
-
-#: At most this many orphans are reported (the work folder holds only in-flight files unless something went wrong).
-ORPHANS_SHOWN = 50
-
-
-def orphans_in_work(settings: Settings, state: State | None) -> list[dict[str, str]]:
-    """Files in a feed's work folder that no job in the state records, as ``[{"feed", "path"}]`` (at most
-    :data:`ORPHANS_SHOWN`). They are left alone: only a person can tell whether Canvas has them."""
-    known = {job.work_name for job in state.jobs.values()} if state else set()
-    found: list[dict[str, str]] = []
-    for feed in settings.feeds:
-        try:
-            names = sorted(os.listdir(feed.work_dir))
-        except OSError:
-            continue
-        for name in names:
-            if name not in known and not name.startswith("."):
-                found.append({"feed": feed.name, "path": display_name(str(feed.work_dir / name))})
-                if len(found) >= ORPHANS_SHOWN:
-                    return found
-    return found
 
 
 def waiting_in_drop(feed: FeedSettings) -> int | None:

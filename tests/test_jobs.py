@@ -1,4 +1,5 @@
-"""The job core on its own: transitions, lost-import decisions, polling decisions, outcomes. No I/O."""
+"""The job core on its own (jobs.py, lost.py, polling.py): transitions, lost-import decisions, polling decisions,
+outcomes. No I/O."""
 
 from __future__ import annotations
 
@@ -6,19 +7,20 @@ import dataclasses
 
 import pytest
 
-from sisdaemon import jobs
-from sisdaemon.jobs import AbortReason, Fingerprint, JobState, Outcome, Policy, TransitionError
+from sisdaemon import jobs, lost, polling
+from sisdaemon.config import PollingSettings
+from sisdaemon.jobs import AbortReason, Fingerprint, JobState, Outcome, TransitionError
 
 NOW = 1_800_000_000.0
-POLICY = Policy(
-    interval=1.0,
-    max_interval=8.0,
-    queued_timeout=100.0,
-    running_timeout=200.0,
-    resend_after=900.0,
-    clock_skew=300.0,
-    initializing_dead=600.0,
-    errors_csv_wait=60.0,
+POLICY = PollingSettings(
+    interval_seconds=1.0,
+    max_interval_seconds=8.0,
+    queued_timeout_seconds=100.0,
+    running_timeout_seconds=200.0,
+    resend_after_seconds=900.0,
+    clock_skew_seconds=300.0,
+    initializing_dead_seconds=600.0,
+    errors_csv_wait_seconds=60.0,
 )
 
 
@@ -87,7 +89,7 @@ def unknown(tag: int | None = jobs.TAG_BASE + 42) -> jobs.Job:
 def test_a_lost_import_is_adopted_by_its_tag() -> None:
     ours = sis_import(9, diff_row_count_threshold=jobs.TAG_BASE + 42)
     other = sis_import(8, diff_row_count_threshold=jobs.TAG_BASE + 7)
-    decision = jobs.decide_lost_import(
+    decision = lost.decide_lost_import(
         unknown(), [other, ours], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=True
     )
     assert decision.action == "adopt" and decision.sis_import == ours
@@ -95,11 +97,11 @@ def test_a_lost_import_is_adopted_by_its_tag() -> None:
 
 def test_an_own_initializing_import_blocks_any_decision_until_it_is_dead() -> None:
     initializing = sis_import(9, "initializing", created_at=jobs.iso(NOW))
-    decision = jobs.decide_lost_import(
+    decision = lost.decide_lost_import(
         unknown(), [initializing], server_now=NOW + 10, now=NOW + 10_000, policy=POLICY, tags_echoed=True
     )
     assert decision.action == "wait" and not decision.empty
-    dead = jobs.decide_lost_import(
+    dead = lost.decide_lost_import(
         dataclasses.replace(unknown(), empty_listings=1),
         [initializing],
         server_now=NOW + 601,
@@ -112,12 +114,12 @@ def test_an_own_initializing_import_blocks_any_decision_until_it_is_dead() -> No
 
 def test_a_resend_needs_two_empty_listings_and_the_resend_delay() -> None:
     job = unknown()
-    first = jobs.decide_lost_import(job, [], server_now=NOW, now=NOW + 1000, policy=POLICY, tags_echoed=True)
+    first = lost.decide_lost_import(job, [], server_now=NOW, now=NOW + 1000, policy=POLICY, tags_echoed=True)
     assert first.action == "wait" and first.empty
-    job = jobs.after_listing(job, first, now=NOW + 1000, interval=1.0)
-    too_soon = jobs.decide_lost_import(job, [], server_now=NOW, now=NOW + 10, policy=POLICY, tags_echoed=True)
+    job = lost.after_listing(job, first, now=NOW + 1000, interval=1.0)
+    too_soon = lost.decide_lost_import(job, [], server_now=NOW, now=NOW + 10, policy=POLICY, tags_echoed=True)
     assert too_soon.action == "wait"
-    second = jobs.decide_lost_import(job, [], server_now=NOW, now=NOW + 901, policy=POLICY, tags_echoed=True)
+    second = lost.decide_lost_import(job, [], server_now=NOW, now=NOW + 901, policy=POLICY, tags_echoed=True)
     assert second.action == "resend"
     again = jobs.resend(job, now=NOW + 901)
     assert again.state is JobState.CLAIMED and again.old_tags == (jobs.TAG_BASE + 42,)
@@ -126,20 +128,20 @@ def test_a_resend_needs_two_empty_listings_and_the_resend_delay() -> None:
 def test_an_earlier_attempt_that_turns_up_late_is_reported_for_abort() -> None:
     job = dataclasses.replace(unknown(jobs.TAG_BASE + 2), old_tags=(jobs.TAG_BASE + 1,))
     late = sis_import(5, diff_row_count_threshold=jobs.TAG_BASE + 1)
-    decision = jobs.decide_lost_import(job, [late], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=True)
+    decision = lost.decide_lost_import(job, [late], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=True)
     assert decision.late_originals == (late,) and decision.action == "wait"
 
 
 def test_without_tags_one_candidate_is_adopted_provisionally_and_several_are_never_guessed() -> None:
     job = unknown(tag=None)
-    one = jobs.decide_lost_import(job, [sis_import(3)], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False)
+    one = lost.decide_lost_import(job, [sis_import(3)], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False)
     assert one.action == "adopt_provisionally"
-    two = jobs.decide_lost_import(
+    two = lost.decide_lost_import(
         job, [sis_import(3), sis_import(4)], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False
     )
     assert two.action == "ambiguous"
     named = sis_import(4, csv_attachments=[{"filename": "abc123_users.csv"}])
-    by_name = jobs.decide_lost_import(
+    by_name = lost.decide_lost_import(
         job, [sis_import(3), named], server_now=NOW, now=NOW, policy=POLICY, tags_echoed=False
     )
     assert by_name.action == "adopt" and by_name.sis_import == named
@@ -147,20 +149,20 @@ def test_without_tags_one_candidate_is_adopted_provisionally_and_several_are_nev
 
 def test_own_candidates_leave_out_other_users_and_known_imports() -> None:
     listing = [sis_import(1), sis_import(2, user={"id": 2}), sis_import(3)]
-    found = jobs.own_candidates(listing, own_user_id=1, known_ids={3})
+    found = lost.own_candidates(listing, own_user_id=1, known_ids={3})
     assert [item["id"] for item in found] == [1]
 
 
 def submitted() -> jobs.Job:
     job = jobs.begin_attempt(claimed(), tag=None, intent_at=None, now=NOW)
-    return jobs.post_created(job, sis_import(9), now=NOW, interval=POLICY.interval)
+    return jobs.post_created(job, sis_import(9), now=NOW, interval=POLICY.interval_seconds)
 
 
 def test_polling_backs_off_up_to_the_cap() -> None:
     job = submitted()
     intervals = []
     for _ in range(6):
-        job, decision = jobs.on_poll(
+        job, decision = polling.on_poll(
             job, sis_import(9, "importing", started_at=jobs.iso(NOW)), now=NOW, server_now=NOW, policy=POLICY
         )
         assert decision.action == "wait"
@@ -179,40 +181,40 @@ def test_polling_backs_off_up_to_the_cap() -> None:
     ],
 )
 def test_a_terminal_workflow_state_decides_the_folder(state: str, outcome: Outcome, folder: str) -> None:
-    job, decision = jobs.on_poll(
+    job, decision = polling.on_poll(
         submitted(), sis_import(9, state, progress="100"), now=NOW, server_now=NOW, policy=POLICY
     )
     assert decision.action == "finish"
-    finished = jobs.finish(job, now=NOW, policy=POLICY)
+    finished = jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds)
     assert (finished.outcome, finished.folder, finished.state) == (outcome, folder, JobState.FINISHING)
 
 
 def test_progress_never_decides_success() -> None:
-    _job, decision = jobs.on_poll(
+    _job, decision = polling.on_poll(
         submitted(), sis_import(9, "importing", progress=100), now=NOW, server_now=NOW, policy=POLICY
     )
     assert decision.action == "wait"
 
 
 def test_a_queued_import_past_its_timeout_is_aborted_then_filed_as_timed_out() -> None:
-    job, decision = jobs.on_poll(submitted(), sis_import(9, "created"), now=NOW, server_now=NOW + 101, policy=POLICY)
+    job, decision = polling.on_poll(submitted(), sis_import(9, "created"), now=NOW, server_now=NOW + 101, policy=POLICY)
     assert decision.action == "abort" and job.abort_reason is AbortReason.TIMED_OUT
-    job, decision = jobs.on_poll(job, sis_import(9, "aborted"), now=NOW, server_now=NOW + 102, policy=POLICY)
-    finished = jobs.finish(job, now=NOW, policy=POLICY)
+    job, decision = polling.on_poll(job, sis_import(9, "aborted"), now=NOW, server_now=NOW + 102, policy=POLICY)
+    finished = jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds)
     assert (finished.outcome, finished.reason_code, finished.folder) == (Outcome.ABORTED, "timed_out", "failed")
 
 
 def test_a_running_import_is_timed_from_its_start() -> None:
     running = sis_import(9, "importing", started_at=jobs.iso(NOW + 150))
-    _, decision = jobs.on_poll(submitted(), running, now=NOW, server_now=NOW + 300, policy=POLICY)
+    _, decision = polling.on_poll(submitted(), running, now=NOW, server_now=NOW + 300, policy=POLICY)
     assert decision.action == "wait"
-    _, decision = jobs.on_poll(submitted(), running, now=NOW, server_now=NOW + 351, policy=POLICY)
+    _, decision = polling.on_poll(submitted(), running, now=NOW, server_now=NOW + 351, policy=POLICY)
     assert decision.action == "abort"
 
 
 def test_an_import_aborted_for_a_changed_file_is_sent_again_after_settling() -> None:
     job = jobs.request_abort(submitted(), AbortReason.FILE_CHANGED, now=NOW)
-    job, decision = jobs.on_poll(job, sis_import(9, "aborted"), now=NOW, server_now=NOW, policy=POLICY)
+    job, decision = polling.on_poll(job, sis_import(9, "aborted"), now=NOW, server_now=NOW, policy=POLICY)
     assert decision.action == "resend"
     again = jobs.back_to_claimed(job, decision.reason, now=NOW, settle_again=True)
     assert again.state is JobState.CLAIMED and again.stable_since == NOW and again.dead_import_ids == (9,)
@@ -220,21 +222,21 @@ def test_an_import_aborted_for_a_changed_file_is_sent_again_after_settling() -> 
 
 def test_an_import_stuck_initializing_is_dead() -> None:
     stuck = sis_import(9, "initializing")
-    _, decision = jobs.on_poll(submitted(), stuck, now=NOW, server_now=NOW + 601, policy=POLICY)
+    _, decision = polling.on_poll(submitted(), stuck, now=NOW, server_now=NOW + 601, policy=POLICY)
     assert decision.action == "resend"
 
 
 def test_finishing_waits_for_the_errors_csv_only_when_there_were_messages() -> None:
-    quiet, _ = jobs.on_poll(submitted(), sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
-    assert jobs.finish(quiet, now=NOW, policy=POLICY).errors_csv_deadline is None
-    noisy, _ = jobs.on_poll(
+    quiet, _ = polling.on_poll(submitted(), sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
+    assert jobs.finish(quiet, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds).errors_csv_deadline is None
+    noisy, _ = polling.on_poll(
         submitted(),
         sis_import(9, "imported_with_messages", processing_warnings=[["users.csv", "x"]]),
         now=NOW,
         server_now=NOW,
         policy=POLICY,
     )
-    assert jobs.finish(noisy, now=NOW, policy=POLICY).errors_csv_deadline == NOW + 60.0
+    assert jobs.finish(noisy, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds).errors_csv_deadline == NOW + 60.0
 
 
 def test_canvas_times_parse_and_print_in_utc() -> None:
@@ -245,21 +247,21 @@ def test_canvas_times_parse_and_print_in_utc() -> None:
 
 def test_a_partial_file_that_canvas_finished_before_the_abort_is_sent_again_whole() -> None:
     job = jobs.request_abort(submitted(), AbortReason.FILE_CHANGED, now=NOW)
-    _job, decision = jobs.on_poll(job, sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
+    _job, decision = polling.on_poll(job, sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
     assert decision.action == "resend"
 
 
 def test_an_untagged_zip_import_is_confirmed_by_its_member_names() -> None:
     job = dataclasses.replace(unknown(tag=None), zip_members=("users.csv", "courses.csv"))
     adopted = jobs.adopt_provisionally(job, sis_import(3), now=NOW, interval=1.0)
-    queued, decision = jobs.on_poll(adopted, sis_import(3), now=NOW, server_now=NOW, policy=POLICY)
+    queued, decision = polling.on_poll(adopted, sis_import(3), now=NOW, server_now=NOW, policy=POLICY)
     assert decision.action == "wait" and queued.provisional
     members = [{"filename": "users.csv"}, {"filename": "courses.csv"}]
-    confirmed, decision = jobs.on_poll(
+    confirmed, decision = polling.on_poll(
         queued, sis_import(3, "importing", csv_attachments=members), now=NOW, server_now=NOW, policy=POLICY
     )
     assert decision.action == "wait" and not confirmed.provisional
-    _other, decision = jobs.on_poll(
+    _other, decision = polling.on_poll(
         queued,
         sis_import(3, "importing", csv_attachments=[{"filename": "x.csv"}]),
         now=NOW,
@@ -270,18 +272,18 @@ def test_an_untagged_zip_import_is_confirmed_by_its_member_names() -> None:
 
 
 def test_retries_back_off_exponentially_with_jitter_and_slowly_for_faults_that_do_not_clear() -> None:
-    delays = [jobs.retry_delay("transient", failures, POLICY, jitter=0.999999) for failures in range(1, 6)]
+    delays = [polling.retry_delay("transient", failures, POLICY, jitter=0.999999) for failures in range(1, 6)]
     assert [round(delay, 3) for delay in delays] == [2.0, 4.0, 8.0, 8.0, 8.0]
-    assert jobs.retry_delay("throttled", 1, POLICY, jitter=0.0) == 1.0  # half of 2 s at the least jitter
-    assert jobs.retry_delay("credential", 1, POLICY, jitter=0.5) == POLICY.max_interval
-    assert jobs.retry_delay("configuration", 9, POLICY, jitter=0.5) == POLICY.max_interval
+    assert polling.retry_delay("throttled", 1, POLICY, jitter=0.0) == 1.0  # half of 2 s at the least jitter
+    assert polling.retry_delay("credential", 1, POLICY, jitter=0.5) == POLICY.max_interval_seconds
+    assert polling.retry_delay("configuration", 9, POLICY, jitter=0.5) == POLICY.max_interval_seconds
 
 
 def test_the_sidecar_reason_carries_canvas_s_own_words() -> None:
     message = "15 courses would be deleted and exceeds the set threshold of 10%"
     aborted = sis_import(9, "aborted", processing_warnings=[["users.csv", "row 3"], [None, message]])
-    job, _ = jobs.on_poll(submitted(), aborted, now=NOW, server_now=NOW, policy=POLICY)
-    assert jobs.finish(job, now=NOW, policy=POLICY).reason == f"the import was aborted in Canvas: {message}"
+    job, _ = polling.on_poll(submitted(), aborted, now=NOW, server_now=NOW, policy=POLICY)
+    assert jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds).reason == f"the import was aborted in Canvas: {message}"
     crashed = sis_import(9, "failed", data={"error_message": "undefined method"})
-    job, _ = jobs.on_poll(submitted(), crashed, now=NOW, server_now=NOW, policy=POLICY)
-    assert jobs.finish(job, now=NOW, policy=POLICY).reason == "Canvas could not run the import: undefined method"
+    job, _ = polling.on_poll(submitted(), crashed, now=NOW, server_now=NOW, policy=POLICY)
+    assert jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds).reason == "Canvas could not run the import: undefined method"

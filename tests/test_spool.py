@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sisdaemon import jobs, spool
+from sisdaemon import jobs, polling, spool
+from sisdaemon.config import PollingSettings
 from sisdaemon.jobs import Fingerprint
 
 
@@ -64,8 +65,8 @@ def test_verifier_urls_never_reach_a_sidecar(tmp_path: Path) -> None:
         "csv_attachments": [{"filename": "abc_users.csv", "url": "https://canvas.example/files/2?verifier=S2"}],
     }
     job = jobs.post_created(job, sis_import, now=1e9, interval=1)
-    job, _ = jobs.on_poll(job, sis_import, now=1e9, server_now=1e9, policy=jobs.Policy())
-    job = jobs.finish(job, now=1e9, policy=jobs.Policy())
+    job, _ = polling.on_poll(job, sis_import, now=1e9, server_now=1e9, policy=PollingSettings())
+    job = jobs.finish(job, now=1e9, errors_csv_wait=120.0)
     path = spool.write_sidecar(tmp_path, job.work_name, spool.build_sidecar(job, base_url="https://c", account_id=1))
     text = path.read_text()
     assert "verifier" not in text

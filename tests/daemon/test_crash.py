@@ -126,7 +126,7 @@ def test_a_second_daemon_on_the_same_state_exits_at_once_naming_the_holder(
     daemon_process: Callable[..., DaemonProcess],
 ) -> None:
     first = run_daemon()
-    wait_for(lambda: first.daemon.feeds, what="the first daemon to start")
+    wait_for(lambda: first.daemon.ready.is_set(), what="the first daemon to start")
     second = daemon_process()
     assert second.wait() == 3
     [event] = [event for event in second.events() if event.get("event") == "already_running"]

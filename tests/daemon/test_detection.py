@@ -141,7 +141,8 @@ def test_a_drop_folder_deleted_and_made_again_is_watched_again(
 ) -> None:
     daemon = run_daemon()
     wait_for(
-        lambda: daemon.daemon.feeds and all(rt.watcher._observer for rt in daemon.daemon.feeds.values()),
+        lambda: daemon.daemon.ready.is_set()
+        and all(scan.watcher._observer for scan in daemon.daemon.intake.scans.values()),
         what="the watch to start",
     )
     spool.drop.rmdir()
@@ -157,7 +158,7 @@ def test_a_file_that_changes_while_it_is_uploaded_is_aborted_and_sent_again_whol
     with Sandbox(token=TOKEN, account_id=1, fast=True, store_delay=2.0) as slow:
         spool.url = slow.url
         daemon = run_daemon()
-        daemon.daemon.writer_open = lambda fd: None  # a filesystem without leases (NFS): settling alone decides
+        daemon.daemon.writer_check.probe = lambda fd: None  # a filesystem without leases (NFS): settling alone decides
         with open(spool.drop / "users.csv", "wb") as writer:  # a writer that stalls longer than settle_seconds
             writer.write(HEADER + rows(0, 5))
             writer.flush()
@@ -199,9 +200,9 @@ def test_the_loop_sleeps_while_an_upload_holds_up_other_claimed_files(
             spool.drop_file(f"users{index}.csv", HEADER + rows(index, 1))
         daemon = run_daemon()
         wait_for(lambda: len(list(spool.work.iterdir())) == 3, what="three files claimed")
-        wait_for(lambda: daemon.daemon.uploading, what="the first upload")
+        wait_for(lambda: daemon.daemon.gate.uploading, what="the first upload")
         before = daemon.daemon.iterations
-        wait_for(lambda: not daemon.daemon.uploading, what="the first upload to end")
+        wait_for(lambda: not daemon.daemon.gate.uploading, what="the first upload to end")
         turns = daemon.daemon.iterations - before
         assert turns < 100, f"the loop turned {turns} times during one 3 s upload"
         daemon.stop()

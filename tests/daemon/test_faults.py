@@ -176,7 +176,7 @@ def test_the_loop_sleeps_while_canvas_refuses_the_token(
     sandbox.faults.add(route="users_self", status=401, count=10_000)  # the token is revoked after start-up
     spool.drop_file("users.csv", USERS)
     daemon = run_daemon()
-    wait_for(lambda: daemon.daemon.health.kind is not None, what="the credential fault")
+    wait_for(lambda: daemon.daemon.gate.health.kind is not None, what="the credential fault")
     assert daemon.daemon.iterations > 0  # the fault is met in the main loop, not while starting
     before = daemon.daemon.iterations
     pause = threading.Event()

@@ -73,7 +73,7 @@ def test_submit_hands_the_file_to_a_running_daemon_and_waits_for_it(
     spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread], tmp_path: Path
 ) -> None:
     daemon = run_daemon()
-    wait_for(lambda: daemon.daemon.feeds, what="the daemon to start")
+    wait_for(lambda: daemon.daemon.ready.is_set(), what="the daemon to start")
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"course_id,randomness\nx,y\n")
     result = sisdaemon("submit", "-c", str(spool.config), str(bad), "--wait")
@@ -91,7 +91,7 @@ def test_a_token_file_is_read_again_after_canvas_refuses_it(
     spool.canvas.update({"token_env": None, "token_file": str(token_file)})
     daemon = run_daemon()
     spool.drop_file("users.csv", USERS)
-    wait_for(lambda: daemon.daemon.health.kind is not None, what="the credential fault")
+    wait_for(lambda: daemon.daemon.gate.health.kind is not None, what="the credential fault")
     assert (spool.drop / "users.csv").exists()
     token_file.write_text(TOKEN + "\n")  # the sysadmin rotates the credential
     wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported with the new token")
@@ -104,7 +104,7 @@ def test_an_unknown_term_holds_the_feed_until_the_config_changes(
     spool.feed["import"] = {"batch_mode": True, "batch_mode_term_id": "sis_term_id:NOPE", "change_threshold": 10}
     daemon = run_daemon()
     spool.drop_file("users.csv", USERS)
-    wait_for(lambda: daemon.daemon.state.held.get("nightly"), what="the feed to be held")
+    wait_for(lambda: daemon.daemon.ledger.state.held.get("nightly"), what="the feed to be held")
     assert spool.filed("failed") == [] and sandbox.imports() == []
     state = json.loads(spool.state_file.read_text())
     assert "nightly" in state["held"] and state["jobs"][0]["state"] == "claimed"
@@ -251,8 +251,8 @@ def test_an_option_canvas_did_not_apply_aborts_the_import_and_holds_the_feed(
         older_canvas.stick_next("created")  # queued, so the abort lands before it runs
         daemon = run_daemon()
         spool.drop_file("users.csv", USERS)
-        wait_for(lambda: daemon.daemon.state.held.get("nightly"), what="the feed held")
-        assert "skip_deletes" in daemon.daemon.state.held["nightly"]
+        wait_for(lambda: daemon.daemon.ledger.state.held.get("nightly"), what="the feed held")
+        assert "skip_deletes" in daemon.daemon.ledger.state.held["nightly"]
         wait_for(
             lambda: [item["workflow_state"] for item in older_canvas.imports()] == ["aborted"],
             what="the import aborted",

@@ -1,0 +1,223 @@
+"""The intake: scan each drop folder, settle what is there, and claim ready files into the work folder.
+
+A claim is persisted in the ledger before the rename out of drop/ (docs/design.md "Crash protocol"), and only when
+the feed has room and Canvas accepts the token, so a backlog stays in drop/ where an operator can see it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from sisdaemon import jobs, spool
+from sisdaemon.config import FeedSettings
+from sisdaemon.gate import Gate
+from sisdaemon.jobs import Job
+from sisdaemon.ledger import Ledger
+from sisdaemon.logs import bound
+from sisdaemon.watcher import DropWatcher, ReadyFile, SettleTracker, scan
+from sisdaemon.writers import WriterCheck
+
+log = structlog.get_logger("sisdaemon")
+
+#: Seconds between a wake-up event and the scan it triggers (events come in bursts while a file is written).
+DEBOUNCE = 0.2
+
+
+@dataclass
+class FeedScan:
+    """One feed's detection: its settle tracker, its folder watch, and when it is next scanned (seconds since the
+    epoch)."""
+
+    tracker: SettleTracker
+    watcher: DropWatcher
+    next_rescan: float = 0.0
+    next_scan: float = 0.0
+    unreadable: set[str] = field(default_factory=set)
+    missing_logged: bool = False
+    backlog: bool = False  # the last scan left ready files unclaimed (feed full, Canvas down)
+    next_settle: float | None = None  # when the next tracked file settles
+
+
+class Intake:
+    """Detection and claiming for every feed.
+
+    ``feeds``: feed name -> its current settings (the daemon's table, updated in place on reload). ``wake``: the
+    loop's wake-up event, set by folder events. ``only``: feed name -> names to take (``sisdaemon submit``), which
+    were written whole before their rename and are taken without settling. ``on_claimed(job, now)``: called after
+    each claim of a regular, non-empty file (the flight checks it in work/). ``on_event``: called with ("claimed",
+    job) for ``submit --wait``.
+    """
+
+    def __init__(
+        self,
+        feeds: Mapping[str, FeedSettings],
+        ledger: Ledger,
+        gate: Gate,
+        writer_check: WriterCheck,
+        wake: threading.Event,
+        *,
+        on_claimed: Callable[[Job, float], None],
+        on_event: Callable[[str, Job], None] | None = None,
+        only: dict[str, set[str]] | None = None,
+    ) -> None:
+        self.feeds = feeds
+        self.ledger = ledger
+        self.gate = gate
+        self.writer_check = writer_check
+        self.wake = wake
+        self.on_claimed = on_claimed
+        self.on_event = on_event
+        self.only = only
+        self.scans: dict[str, FeedScan] = {}
+        for feed in feeds.values():
+            self.add_feed(feed)
+
+    def add_feed(self, feed: FeedSettings) -> None:
+        """Start detecting for ``feed`` (its watch starts at the first scan)."""
+        self.scans[feed.name] = FeedScan(
+            SettleTracker(feed.settle_seconds, feed.empty_grace_seconds),
+            DropWatcher(feed.drop_dir, self.wake, mode=feed.watch, poll_seconds=min(feed.rescan_seconds, 5)),
+        )
+
+    def stop(self) -> None:
+        """Stop every folder watch (joins their threads)."""
+        for feed_scan in self.scans.values():
+            feed_scan.watcher.stop()
+
+    def idle(self) -> bool:
+        """Nothing left to take: every drop folder is empty of candidates (for ``submit``: every named file
+        taken)."""
+        if self.only is not None:
+            return not any(self.only.values())
+        return all(len(feed_scan.tracker) == 0 for feed_scan in self.scans.values())
+
+    def due_times(self) -> list[float]:
+        """When each feed next needs a scan (seconds since the epoch), for the loop's sleep."""
+        times = []
+        for feed_scan in self.scans.values():
+            times.append(feed_scan.next_rescan)
+            if feed_scan.next_scan:
+                times.append(feed_scan.next_scan)
+            if feed_scan.next_settle is not None:
+                times.append(feed_scan.next_settle + 0.01)
+        return times
+
+    def scan_due(self, now: float, woke: bool) -> None:
+        """Scan each drop folder when due: a wake-up (debounced), the periodic rescan, a file due to settle, or
+        ready files left over that may now be claimed."""
+        for name, feed_scan in self.scans.items():
+            feed = self.feeds[name]
+            if woke and not feed_scan.next_scan:
+                feed_scan.next_scan = now + DEBOUNCE
+            due = (
+                now >= feed_scan.next_rescan
+                or (feed_scan.next_scan and now >= feed_scan.next_scan)
+                or (feed_scan.next_settle is not None and now >= feed_scan.next_settle)
+                or (feed_scan.backlog and self.may_claim(feed, now))
+            )
+            if not due:
+                continue
+            feed_scan.next_scan = 0.0
+            if now >= feed_scan.next_rescan:
+                feed_scan.next_rescan = now + feed.rescan_seconds
+            self._scan(feed, feed_scan, now)
+
+    def may_claim(self, feed: FeedSettings, now: float) -> bool:
+        """Whether ``feed`` has room for another job, is not held, and Canvas may be called."""
+        return (
+            self.ledger.jobs_of(feed.name) < feed.max_in_flight
+            and self.ledger.held(feed.name) is None
+            and self.gate.is_open(now)
+        )
+
+    def _scan(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> None:
+        if not feed_scan.watcher.ensure_watching():
+            if not feed_scan.missing_logged:
+                log.error("drop_dir_missing", feed=feed.name, path=str(feed.drop_dir))
+                feed_scan.missing_logged = True
+            return
+        feed_scan.missing_logged = False
+        try:
+            observations = scan(feed.drop_dir, feed.patterns)
+        except OSError as error:
+            log.error("scan_failed", feed=feed.name, error=str(error))
+            return
+        wanted = self.only.get(feed.name) if self.only is not None else None
+        if self.only is not None:
+            observations = {name: seen for name, seen in observations.items() if wanted and name in wanted}
+        ready = feed_scan.tracker.update(observations, now)
+        feed_scan.next_settle = feed_scan.tracker.next_due(now)
+        if wanted:
+            # Files handed over by `sisdaemon submit` were written completely before their rename: no settle wait.
+            ready = [
+                ReadyFile(seen.name, seen.fingerprint, seen.regular, seen.kind, now) for seen in observations.values()
+            ]
+        feed_scan.backlog = bool(ready)
+        if ready and not self.gate.ready(now):
+            return  # Canvas refuses us or is down: every file stays in drop/
+        for index, item in enumerate(ready):
+            if not self.may_claim(feed, now):
+                break
+            self._claim(feed, feed_scan, item, now)
+            feed_scan.backlog = index + 1 < len(ready)
+
+    def _claim(self, feed: FeedSettings, feed_scan: FeedScan, item: ReadyFile, now: float) -> None:
+        source = feed.drop_dir / item.name
+        if item.regular:
+            try:
+                fd = spool.open_for_reading(source)
+            except PermissionError:
+                if item.name not in feed_scan.unreadable:
+                    feed_scan.unreadable.add(item.name)
+                    log.error(
+                        "file_unreadable",
+                        feed=feed.name,
+                        file=item.name,
+                        hint="left in the drop folder; taken once the daemon can read it",
+                    )
+                return
+            except OSError:
+                return  # gone or replaced since the scan; the next scan sees it
+            try:
+                writing = self.writer_check(fd)
+            finally:
+                os.close(fd)
+            feed_scan.unreadable.discard(item.name)
+            if writing:
+                # Settling is a promise, not a proof: a writer that stalled longer than settle_seconds still has
+                # the file open. It settles again from now.
+                log.info("file_still_open_for_writing", feed=feed.name, file=jobs.display_name(item.name))
+                feed_scan.tracker.forget(item.name)
+                return
+        job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
+        with bound(job):
+            self.ledger.put(job)
+            target = feed.work_dir / job.work_name
+            try:
+                spool.move_durably(source, target)
+            except OSError as error:
+                self.ledger.forget(job.job_id)
+                if not isinstance(error, FileNotFoundError):  # gone since the scan: nothing to say
+                    log.error("claim_failed", error=str(error), hint="the file stays in the drop folder")
+                return
+            feed_scan.tracker.forget(item.name)
+            if self.only is not None and item.name in self.only.get(feed.name, set()):
+                self.only[feed.name].discard(item.name)
+            log.info("file_claimed", size=item.fingerprint.size, kind=item.kind)
+            if self.on_event:
+                self.on_event("claimed", job)
+            if not item.regular:
+                job = jobs.reject(job, "not_regular_file", f"not a regular file ({item.kind}); moved as it is", now=now)
+                self.ledger.put(job)
+                return
+            if item.fingerprint.size == 0:
+                job = jobs.reject(job, "empty_file", "the file stayed empty (0 bytes) for the grace period", now=now)
+                self.ledger.put(job)
+                return
+            self.on_claimed(job, now)

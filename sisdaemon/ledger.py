@@ -1,0 +1,184 @@
+"""The ledger: the state file and the feeds' histories, and the only writer of either.
+
+Every part that changes a job, a hold, the recorded fault or a feed's history does it through :class:`Ledger`, which
+persists the change before it returns (docs/design.md "Crash protocol": persist, then act). Parts read jobs and holds
+from it freely; none of them holds a :class:`~sisdaemon.state.StateStore` or a :class:`~sisdaemon.state.History`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from sisdaemon.jobs import Job, JobState
+from sisdaemon.state import History, State, StateStore, history_path, known_import_ids
+
+log = structlog.get_logger("sisdaemon")
+
+
+class Ledger:
+    """The daemon's persistent record: in-flight jobs, holds, what it learnt of Canvas, and a history per feed.
+
+    ``state_file``: the state file's path (histories live beside it, see :func:`~sisdaemon.state.history_path`).
+    :meth:`load` reads both (call it under the state lock). Writes raise OSError (a full or failing disk); the
+    in-memory record is changed first, so a failed write is retried by the next one.
+    """
+
+    def __init__(self, state_file: Path) -> None:
+        self.store = StateStore(state_file)
+        self.state_file = state_file
+        self.state = State()
+        self.histories: dict[str, History] = {}
+
+    # --- loading ------------------------------------------------------------------------------------------------
+
+    def load(self, feed_names: Iterable[str]) -> None:
+        """Read the state file and the history of each feed in ``feed_names``. Raises StateError when one is
+        damaged (naming the file)."""
+        self.state = self.store.load()
+        for name in feed_names:
+            self.add_feed(name)
+
+    def add_feed(self, name: str) -> None:
+        """Read feed ``name``'s history (a feed added while running). Raises StateError when it is damaged."""
+        if name not in self.histories:
+            self.histories[name] = History(history_path(self.state_file, name))
+
+    # --- reading ------------------------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job | None:
+        """The job with ``job_id``, or None once it is filed."""
+        return self.state.jobs.get(job_id)
+
+    def jobs(self) -> list[Job]:
+        """Every claimed and in-flight job, oldest claim first."""
+        return sorted(self.state.jobs.values(), key=lambda job: job.claimed_at)
+
+    def jobs_of(self, feed: str) -> int:
+        """How many jobs feed ``feed`` has claimed and not yet filed."""
+        return sum(1 for job in self.state.jobs.values() if job.feed == feed)
+
+    def any_submitting(self) -> bool:
+        """Whether some job's POST is being sent or its answer is unknown (one such per account at a time)."""
+        return any(job.state is JobState.SUBMITTING for job in self.state.jobs.values())
+
+    def held(self, feed: str) -> str | None:
+        """Why feed ``feed`` is held by a configuration fault, or None."""
+        return self.state.held.get(feed)
+
+    def history(self, feed: str) -> History:
+        """Feed ``feed``'s history (read-only for callers: change it through the ledger)."""
+        return self.histories[feed]
+
+    def known_import_ids(self) -> set[int]:
+        """Every import id this daemon knows as its own (histories, jobs and their dead imports)."""
+        return known_import_ids(self.histories.values(), self.state)
+
+    @property
+    def tags_echoed(self) -> bool | None:
+        """Whether this Canvas echoes ``diff_row_count_threshold`` (None until learnt)."""
+        return self.state.tags_echoed
+
+    @property
+    def account_id(self) -> int | None:
+        """Canvas's numeric id of the configured account, once resolved."""
+        return self.state.account_id
+
+    # --- writing ------------------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the state file (atomic, durable). Raises OSError."""
+        self.store.save(self.state)
+
+    def put(self, job: Job) -> None:
+        """Record a new or changed job, then persist it (before the step it prepares). Raises OSError."""
+        self.state.jobs[job.job_id] = job
+        self.save()
+
+    def keep(self, job: Job) -> None:
+        """Change a job in memory only: a retry time or a note that need not survive a restart."""
+        self.state.jobs[job.job_id] = job
+
+    def discard(self, job_id: str) -> None:
+        """Remove a job in memory only (start-up recovery; its :meth:`save` follows)."""
+        self.state.jobs.pop(job_id, None)
+
+    def put_quietly(self, job: Job) -> None:
+        """Record a job and try to persist it; a failing disk is not an error here (the state folder itself may be
+        the one that is full), the next write carries the change."""
+        self.state.jobs[job.job_id] = job
+        with contextlib.suppress(OSError):
+            self.save()
+
+    def forget(self, job_id: str) -> None:
+        """Remove a job that never left drop/ (its claim failed), and persist. Raises OSError."""
+        self.state.jobs.pop(job_id, None)
+        self.save()
+
+    def hold(self, feed: str, reason: str) -> bool:
+        """Hold ``feed`` for a configuration fault; returns True when the hold or its reason is new (then
+        persisted)."""
+        if self.state.held.get(feed) == reason:
+            return False
+        self.state.held[feed] = reason
+        self.save()
+        return True
+
+    def release_holds(self) -> list[str]:
+        """Release every held feed (in memory; the caller's next save persists it). Returns their names."""
+        released = sorted(self.state.held)
+        self.state.held.clear()
+        return released
+
+    def set_fault(self, fault: Mapping[str, Any] | None) -> None:
+        """Record the current fault of talking to Canvas (for ``status``), or clear it; persisted when changed."""
+        value = dict(fault) if fault is not None else None
+        if self.state.fault != value:
+            self.state.fault = value
+            self.save()
+
+    def set_tags_echoed(self, echoed: bool) -> bool:
+        """Remember whether Canvas echoes attempt tags; returns True when that is news (persisted with the next
+        :meth:`put`)."""
+        if self.state.tags_echoed is echoed:
+            return False
+        self.state.tags_echoed = echoed
+        return True
+
+    def set_account_id(self, account_id: int) -> None:
+        """Remember the resolved account id (persisted with the next write)."""
+        self.state.account_id = account_id
+
+    def note_import(self, feed: str, import_id: int, *, save: bool = True) -> None:
+        """Add ``import_id`` to feed ``feed``'s ledger of own imports (and persist the history unless ``save`` is
+        False, as at start-up where the state's jobs already carry it). Raises OSError."""
+        history = self.histories[feed]
+        history.note_import(import_id)
+        if save:
+            history.save()
+
+    def record_finished(self, job: Job, counts: Mapping[str, int] | None) -> None:
+        """A job is filed: append its record to the feed's history, then drop it from the state; each persisted
+        in that order (a crash between the two leaves the job, whose finishing step is idempotent). Raises
+        OSError."""
+        record = {
+            "job_id": job.job_id,
+            "file": job.name,
+            "work_name": job.work_name,
+            "import_id": job.import_id,
+            "outcome": str(job.outcome),
+            "folder": job.folder,
+            "finished_at": job.finished_at,
+            "sha256": job.sha256,
+            "size": job.size,
+            "reason_code": job.reason_code,
+        }
+        history = self.histories[job.feed]
+        history.add(record, counts, success=job.folder == "done")
+        history.save()
+        del self.state.jobs[job.job_id]
+        self.save()

@@ -1,0 +1,85 @@
+"""Start-up recovery: reconcile the state file with the folders after a stop or a crash (a named code path, as rq's
+``StartedJobRegistry.cleanup`` is).
+
+claimed: finish an interrupted rename out of drop/. submitting: the POST's answer is unknown; the flight looks for the
+import. finishing: the flight finishes writing the sidecar and the move. Files in work/ that no job records are
+reported, never moved (only a person can tell whether Canvas has them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import structlog
+
+from sisdaemon import jobs, spool
+from sisdaemon.config import FeedSettings, Settings
+from sisdaemon.jobs import JobState
+from sisdaemon.ledger import Ledger
+from sisdaemon.logs import bound
+from sisdaemon.state import State
+
+log = structlog.get_logger("sisdaemon")
+
+#: At most this many orphans are reported (the work folder holds only in-flight files unless something went wrong).
+ORPHANS_SHOWN = 50
+
+
+def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Settings, *, now: float) -> None:
+    """Reconcile ``ledger``'s jobs with the folders of ``feeds`` (name -> settings) and persist the result; then
+    report orphans in the work folders. Jobs of feeds no longer configured are kept and reported. Raises OSError
+    when a rename or the state write fails."""
+    for job in ledger.jobs():
+        feed = feeds.get(job.feed)
+        with bound(job):
+            if feed is None:
+                log.error("job_of_unknown_feed", hint="restore the feed in the config to finish this job")
+                continue
+            work = feed.work_dir / job.work_name
+            if job.state is JobState.CLAIMED and not os.path.lexists(work):
+                source = feed.drop_dir / job.name
+                try:
+                    same = os.lstat(source).st_ino == job.fingerprint.ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    spool.move_durably(source, work)
+                    log.info("claim_completed", reason="recovery")
+                else:
+                    log.error("claimed_file_missing", path=str(work))
+                    ledger.discard(job.job_id)
+                    continue
+            if job.state is JobState.SUBMITTING and not job.outcome_unknown:
+                job = jobs.post_unknown(job, "stopped while the POST was in the air", now=now)
+                log.warning("post_outcome_unknown", reason="recovery")
+            ledger.keep(job)
+            if job.import_id is not None:
+                ledger.note_import(job.feed, job.import_id, save=False)
+    ledger.save()
+    for orphan in orphans_in_work(settings, ledger.state):
+        log.warning(
+            "orphan_in_work",
+            feed=orphan["feed"],
+            path=orphan["path"],
+            hint="a file in work/ that no job records (a state file moved aside?): check Canvas for its import "
+            "before moving it back to drop/ or to done/",
+        )
+
+
+def orphans_in_work(settings: Settings, state: State | None) -> list[dict[str, str]]:
+    """Files in a feed's work folder that no job in the state records, as ``[{"feed", "path"}]`` (at most
+    :data:`ORPHANS_SHOWN`). They are left alone: only a person can tell whether Canvas has them."""
+    known = {job.work_name for job in state.jobs.values()} if state else set()
+    found: list[dict[str, str]] = []
+    for feed in settings.feeds:
+        try:
+            names = sorted(os.listdir(feed.work_dir))
+        except OSError:
+            continue
+        for name in names:
+            if name not in known and not name.startswith("."):
+                found.append({"feed": feed.name, "path": jobs.display_name(str(feed.work_dir / name))})
+                if len(found) >= ORPHANS_SHOWN:
+                    return found
+    return found
