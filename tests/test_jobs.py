@@ -283,7 +283,13 @@ def test_the_sidecar_reason_carries_canvas_s_own_words() -> None:
     message = "15 courses would be deleted and exceeds the set threshold of 10%"
     aborted = sis_import(9, "aborted", processing_warnings=[["users.csv", "row 3"], [None, message]])
     job, _ = polling.on_poll(submitted(), aborted, now=NOW, server_now=NOW, policy=POLICY)
-    assert jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds).reason == f"the import was aborted in Canvas: {message}"
+    assert (
+        jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds).reason
+        == f"the import was aborted in Canvas: {message}"
+    )
     crashed = sis_import(9, "failed", data={"error_message": "undefined method"})
     job, _ = polling.on_poll(submitted(), crashed, now=NOW, server_now=NOW, policy=POLICY)
-    assert jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds).reason == "Canvas could not run the import: undefined method"
+    assert (
+        jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds).reason
+        == "Canvas could not run the import: undefined method"
+    )
