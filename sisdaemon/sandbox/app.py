@@ -25,6 +25,7 @@ from sisdaemon.sandbox import options as opts
 from sisdaemon.sandbox.control import control_answer, is_control_path
 from sisdaemon.sandbox.faults import Fault, FaultPlan
 from sisdaemon.sandbox.processor import Processor
+from sisdaemon.sandbox.records import IMPORTING, NOT_COMPLETED, NOT_STARTED, WORKFLOW_STATES, SisImport, utc_now
 from sisdaemon.sandbox.responses import (
     HTML_PAGE,
     INVALID_TOKEN,
@@ -39,15 +40,7 @@ from sisdaemon.sandbox.responses import (
     parse_time,
     request_params,
 )
-from sisdaemon.sandbox.store import (
-    IMPORTING,
-    NOT_COMPLETED,
-    NOT_STARTED,
-    WORKFLOW_STATES,
-    SisImport,
-    Store,
-    utc_now,
-)
+from sisdaemon.sandbox.store import Store
 from sisdaemon.sandbox.throttle import BODIES, Throttle
 from sisdaemon.sandbox.uploads import SandboxRequest, receive_upload
 from sisdaemon.sandbox.world import World

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sisdaemon.sandbox.store import TERMINAL_STATES
+from sisdaemon.sandbox.records import TERMINAL_STATES
 
 WHEN = ("before", "after")
 # States an import can be stuck in (Sandbox.stick): it stays there until unstuck.

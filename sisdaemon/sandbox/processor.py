@@ -25,7 +25,8 @@ from pathlib import Path
 from sisdaemon import sis_csv
 from sisdaemon.sandbox import row_info
 from sisdaemon.sandbox.batch import cleanup_batch, restore_states
-from sisdaemon.sandbox.store import SisImport, Store, StoredFile, utc_now
+from sisdaemon.sandbox.records import SisImport, StoredFile, utc_now
+from sisdaemon.sandbox.store import Store
 from sisdaemon.sandbox.world import ImportContext, Statistics, World
 
 # Imports with at most this many rows (plus 1, as Canvas counts) run inline without intermediate progress
