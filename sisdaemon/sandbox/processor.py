@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sisdaemon import sis_csv
-from sisdaemon.sandbox import row_info
+from sisdaemon.sandbox import importers, row_info
 from sisdaemon.sandbox.batch import cleanup_batch, restore_states
 from sisdaemon.sandbox.records import SisImport, StoredFile, utc_now
 from sisdaemon.sandbox.store import Store
@@ -387,7 +387,7 @@ class Processor:
         Enrollment rows get every row's own checks first and the lookups (role, course, user) in a second
         pass, as Canvas's enrollment importer does; other importers check and apply row by row.
         """
-        apply = self.world.importer(item.importer)
+        apply = importers.importer(item.importer)
         deferred = item.importer == "enrollment"
         succeeded = 0
         row_index = 0
@@ -421,7 +421,7 @@ class Processor:
                     with self.store.lock:
                         for warning in sis_csv.row_warnings(item.importer, row):
                             sis_import.add_error(item.name, warning, row=lineno, row_info=csv_info)
-                        message = apply(row, context)
+                        message = apply(self.world, row, context)
                         if message is None:
                             succeeded += 1
                         else:
