@@ -2,7 +2,7 @@
 connection, before or after the sandbox did the real work (a lost answer); and steer the imports that create
 requests make: stick one in a state, or end it in a chosen terminal state.
 
-Faults are matched by route name (see sisdaemon.sandbox.app.ROUTES, or "any") in the order they were added;
+Faults are matched by route name (see sisdaemon.sandbox.routes.ROUTES, or "any") in the order they were added;
 each matches `count` requests (None: every one) and is then used up.
 """
 
