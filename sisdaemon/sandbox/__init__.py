@@ -9,8 +9,8 @@ See Sandbox for the options and the steering methods (faults, stick, finish_as).
 
 from __future__ import annotations
 
-from sisdaemon.sandbox.app import ROUTES, RecordedRequest
 from sisdaemon.sandbox.faults import Fault, FaultPlan
+from sisdaemon.sandbox.routes import ROUTES, RecordedRequest
 from sisdaemon.sandbox.server import Sandbox
 
 __all__ = ["ROUTES", "Fault", "FaultPlan", "RecordedRequest", "Sandbox"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sisdaemon.sandbox.store import Progress, SisImport, utc_now
+from sisdaemon.sandbox.records import Progress, SisImport, utc_now
 from sisdaemon.sandbox.world import ImportContext, Item, Statistics, World
 
 

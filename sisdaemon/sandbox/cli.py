@@ -17,8 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sisdaemon.sandbox.app import ROUTES
 from sisdaemon.sandbox.faults import STICK_STATES, Fault, load_fault_plan, parse_fault_spec
+from sisdaemon.sandbox.routes import ROUTES
 from sisdaemon.sandbox.server import Sandbox
 
 TOKEN_ENV = "SISDAEMON_SANDBOX_TOKEN"

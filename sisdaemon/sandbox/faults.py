@@ -2,7 +2,7 @@
 connection, before or after the sandbox did the real work (a lost answer); and steer the imports that create
 requests make: stick one in a state, or end it in a chosen terminal state.
 
-Faults are matched by route name (see sisdaemon.sandbox.app.ROUTES, or "any") in the order they were added;
+Faults are matched by route name (see sisdaemon.sandbox.routes.ROUTES, or "any") in the order they were added;
 each matches `count` requests (None: every one) and is then used up.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sisdaemon.sandbox.store import TERMINAL_STATES
+from sisdaemon.sandbox.records import TERMINAL_STATES
 
 WHEN = ("before", "after")
 # States an import can be stuck in (Sandbox.stick): it stays there until unstuck.

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sisdaemon.sandbox.store import SisImport
+from sisdaemon.sandbox.records import SisImport
 
 # SIS::CSV::DiffGenerator::VALID_ENROLLMENT_DROP_STATUS / VALID_USER_REMOVE_STATUS (lib/sis/csv/diff_generator.rb).
 VALID_ENROLLMENT_DROP_STATUS: tuple[str, ...] = ("deleted", "completed", "inactive", "deleted_last_completed")

@@ -14,10 +14,12 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from sisdaemon.sandbox.app import RecordedRequest, SandboxApp, Settings
+from sisdaemon.sandbox.app import SandboxApp
 from sisdaemon.sandbox.faults import FaultPlan
 from sisdaemon.sandbox.processor import Processor, Speed
-from sisdaemon.sandbox.store import TERMINAL_STATES, WORKFLOW_STATES, Store, User
+from sisdaemon.sandbox.records import TERMINAL_STATES, WORKFLOW_STATES, User
+from sisdaemon.sandbox.routes import RecordedRequest, Settings
+from sisdaemon.sandbox.store import Store
 from sisdaemon.sandbox.throttle import Throttle
 from sisdaemon.sandbox.world import World
 

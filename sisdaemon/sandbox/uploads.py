@@ -17,7 +17,8 @@ from typing import IO
 from werkzeug.wrappers import Request
 
 from sisdaemon.sandbox import options as opts
-from sisdaemon.sandbox.store import Store, StoredFile
+from sisdaemon.sandbox.records import StoredFile
+from sisdaemon.sandbox.store import Store
 
 
 class SandboxRequest(Request):

@@ -1,0 +1,47 @@
+"""YAML configuration -> frozen, validated settings; every problem names the file and the dotted key.
+
+- ``load_config(path)`` reads one YAML file into :class:`Settings` or raises :class:`ConfigError` listing
+  every problem at once (``config.yaml: feeds[0].import.change_threshold: required when batch_mode is true``).
+  It reads that file and nothing else.
+- ``check_runtime(settings)`` looks at the machine (folders, the rename probe, the token source) and returns
+  one ``"<dotted.key>: <message>"`` string per problem, ``[]`` when all is well.
+- ``read_token(settings.canvas)`` returns the Canvas API token, or raises :class:`TokenError`, whose message
+  names the key and the source but never the token.
+
+The parts: ``schema`` (the pydantic models and their validators), ``loading`` (the YAML file and its error
+lines), ``checks`` (the machine) and ``token`` (the token source). Every key, its type and default:
+``docs/configuration.md`` and ``config.example.yaml``.
+"""
+
+from __future__ import annotations
+
+from sisdaemon.config.checks import check_runtime
+from sisdaemon.config.loading import ConfigError, load_config, parse_config
+from sisdaemon.config.schema import (
+    DIFFING_OPTIONS,
+    FOLDER_KEYS,
+    CanvasSettings,
+    FeedSettings,
+    ImportOptions,
+    LogSettings,
+    PollingSettings,
+    Settings,
+)
+from sisdaemon.config.token import TokenError, read_token
+
+__all__ = [
+    "DIFFING_OPTIONS",
+    "FOLDER_KEYS",
+    "CanvasSettings",
+    "ConfigError",
+    "FeedSettings",
+    "ImportOptions",
+    "LogSettings",
+    "PollingSettings",
+    "Settings",
+    "TokenError",
+    "check_runtime",
+    "load_config",
+    "parse_config",
+    "read_token",
+]

@@ -1,0 +1,86 @@
+"""Canvas's SIS CSV rules as pure functions: which importer a header row selects, the columns and statuses
+each importer accepts, and the messages Canvas gives for a bad row or file.
+
+Shared by the sandbox (``sisdaemon.sandbox``) and the daemon's pre-flight check. Everything here streams: a
+file is read a chunk or a row at a time, UTF-8 is checked incrementally (a multibyte character split across
+two chunks is not an error), so memory does not grow with file size.
+
+Sources (instructure/canvas-lms): ``lib/sis/csv/import_refactored.rb`` (importer order, header predicates,
+"Invalid UTF-8", "Malformed CSV", "Couldn't find Canvas CSV import headers", "Skipping unknown file type",
+ignored zip entries), ``lib/sis/csv/csv_base_importer.rb`` (PARSE_ARGS: headers downcased, blank lines
+skipped, values stripped), ``lib/sis/csv/*_importer.rb`` and ``lib/sis/*_importer.rb`` (per-row messages), and
+the spec assertions collected in ``canvas-lms-specs/expected_messages.json`` (the wording tested here).
+Where a message was not found in those sources it is marked *inferred* next to it.
+
+The parts: ``schema`` (importers, header predicates, columns, statuses, file names, file-level messages),
+``reading`` (the streaming reader) and ``rows`` (per-row checks). Every name is importable from here.
+"""
+
+from __future__ import annotations
+
+from sisdaemon.sis_csv.reading import (
+    CsvFileError,
+    CsvRecord,
+    check_utf8,
+    is_blank_row,
+    iter_chunks,
+    iter_records,
+    iter_utf8_text,
+    open_text,
+    read_header,
+    row_dict,
+)
+from sisdaemon.sis_csv.rows import check_enrollment_role, row_problem, row_warnings, valid_date
+from sisdaemon.sis_csv.schema import (
+    COUNT_KEYS,
+    ENROLLMENT_ROLES,
+    IMPORTERS,
+    MSG_CRASH,
+    MSG_INVALID_UTF8,
+    MSG_MALFORMED,
+    MSG_NO_HEADERS,
+    MSG_UNKNOWN_FILE_TYPE,
+    PASSWORD_HEADERS,
+    REQUIRED_COLUMNS,
+    STATUSES,
+    UTF8_BOM,
+    detect_importer,
+    is_csv_name,
+    is_ignored_zip_entry,
+    is_zip_name,
+    missing_columns,
+)
+
+__all__ = [
+    "COUNT_KEYS",
+    "ENROLLMENT_ROLES",
+    "IMPORTERS",
+    "MSG_CRASH",
+    "MSG_INVALID_UTF8",
+    "MSG_MALFORMED",
+    "MSG_NO_HEADERS",
+    "MSG_UNKNOWN_FILE_TYPE",
+    "PASSWORD_HEADERS",
+    "REQUIRED_COLUMNS",
+    "STATUSES",
+    "UTF8_BOM",
+    "CsvFileError",
+    "CsvRecord",
+    "check_enrollment_role",
+    "check_utf8",
+    "detect_importer",
+    "is_blank_row",
+    "is_csv_name",
+    "is_ignored_zip_entry",
+    "is_zip_name",
+    "iter_chunks",
+    "iter_records",
+    "iter_utf8_text",
+    "missing_columns",
+    "open_text",
+    "read_header",
+    "row_dict",
+    "row_problem",
+    "row_warnings",
+    "valid_date",
+]
