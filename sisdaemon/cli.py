@@ -27,19 +27,21 @@ EXIT_FAULT = 3
 EXIT_CONFIG = 78
 
 
-def _load(path: str | None) -> Settings:
-    """Load and check the config (static and run-time checks). Raises ConfigError with every problem."""
+def _load(path: str | None, *, token_required: bool = True) -> Settings:
+    """Load and check the config (static and run-time checks; the token too unless ``token_required`` is False).
+    Raises ConfigError with every problem."""
     if not path:
         raise ConfigError(Path("(none)"), ["-c/--config not given and $SISDAEMON_CONFIG not set"])
     config_path = Path(path)
     settings = load_config(config_path)
-    problems = check_runtime(settings)
+    problems = check_runtime(settings, token=token_required)
     if problems:
         raise ConfigError(config_path, problems)
-    try:
-        remember_secret(read_token(settings.canvas))
-    except TokenError as error:
-        raise ConfigError(config_path, [str(error)]) from None
+    if token_required:
+        try:
+            remember_secret(read_token(settings.canvas))
+        except TokenError as error:
+            raise ConfigError(config_path, [str(error)]) from None
     return settings
 
 
@@ -68,13 +70,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sisdaemon.state import LockHeld, StateError
 
     try:
-        settings = _load(args.config)
+        settings = _load(args.config, token_required=False)
     except ConfigError as error:
         return _config_error(error)
     configure_logging(settings.log.format, settings.log.level)
+    log = structlog.get_logger("sisdaemon")
+    try:
+        remember_secret(read_token(settings.canvas))
+    except TokenError as error:
+        # A credential that is missing at start (mid-rotation, a credential not yet deployed) is a fault the
+        # daemon waits out like any other credential fault: files wait, and the token is read again at each try.
+        log.error("canvas_credential_fault", error=str(error), hint="files wait until the token can be read")
     daemon = Daemon(settings, config_path=Path(args.config), once=args.once, max_wait=args.max_wait)
     daemon.install_signal_handlers()
-    log = structlog.get_logger("sisdaemon")
     try:
         return daemon.run()
     except LockHeld as error:

@@ -19,14 +19,14 @@ from typing import Any
 
 import structlog
 
-from sisdaemon.canvas import CanvasClient, CanvasError
-from sisdaemon.config import FeedSettings, Settings, load_config, read_token
+from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
+from sisdaemon.config import CanvasSettings, FeedSettings, Settings, TokenError, load_config, read_token
 from sisdaemon.flight import Flight
 from sisdaemon.gate import Gate
 from sisdaemon.intake import Intake
 from sisdaemon.jobs import Job
 from sisdaemon.ledger import Ledger
-from sisdaemon.logs import bound
+from sisdaemon.logs import bound, remember_secret
 from sisdaemon.notify import sd_notify
 from sisdaemon.recovery import recover
 from sisdaemon.state import account_lock_path, account_uuid_lock_path, locks, state_lock_path
@@ -51,6 +51,25 @@ def restart_needed(old: Settings, new: Settings) -> list[str]:
         if before is None or after is None or before.model_copy(update={"import_": after.import_}) != after:
             keys.append(f"feeds[{name}]")
     return keys
+
+
+def token_source(canvas: CanvasSettings) -> Callable[[], str]:
+    """The client's token provider: reads the token afresh (:func:`~sisdaemon.config.read_token`), adds it to the
+    secrets no log line shows, and turns a token that cannot be read at run time (a file missing mid-rotation,
+    empty, unreadable) into a credential fault, so files wait and the daemon picks the token up when it appears.
+
+    The provider raises CanvasError (kind CREDENTIAL) naming the config key and the file or variable.
+    """
+
+    def read() -> str:
+        try:
+            token = read_token(canvas)
+        except TokenError as error:
+            raise CanvasError(FaultKind.CREDENTIAL, str(error)) from None
+        remember_secret(token)
+        return token
+
+    return read
 
 
 class Daemon:
@@ -89,7 +108,7 @@ class Daemon:
         self.client = CanvasClient(
             canvas.base_url,
             canvas.account_id,
-            lambda: read_token(canvas),
+            token_source(canvas),
             timeout=canvas.timeout_seconds,
             upload_timeout=canvas.upload_timeout_seconds,
             verify=canvas.requests_verify,

@@ -16,20 +16,24 @@ from sisdaemon.config.schema import FeedSettings, Settings
 from sisdaemon.config.token import TokenError, read_token
 
 
-def check_runtime(settings: Settings, *, rename: Callable[[Path, Path], None] = os.rename) -> list[str]:
+def check_runtime(
+    settings: Settings, *, rename: Callable[[Path, Path], None] = os.rename, token: bool = True
+) -> list[str]:
     """Check what the configuration needs from this machine; one ``"<dotted.key>: <message>"`` per problem.
 
     Checks the token source (never quoting the token), ``ca_bundle``, the state file's folder, ``lock_dir`` (or
     the folder it would be created in) and each feed's folders, creating ``work_dir`` (mode 0750) when only it is
     missing. Proves that files can be renamed between a feed's folders: a probe file
     ``.sisdaemon-probe-<pid>-<random>`` goes from drop_dir into each other folder and back, and is removed.
-    ``rename`` is replaceable for tests.
+    ``rename`` is replaceable for tests. ``token=False`` leaves the token out (``run`` waits for a token that
+    cannot be read yet as for any credential fault).
     """
     problems: list[str] = []
-    try:
-        read_token(settings.canvas)
-    except TokenError as error:
-        problems.append(str(error))
+    if token:
+        try:
+            read_token(settings.canvas)
+        except TokenError as error:
+            problems.append(str(error))
     ca_bundle = settings.canvas.ca_bundle
     if ca_bundle is not None and not (ca_bundle.is_file() and os.access(ca_bundle, os.R_OK)):
         problems.append(f"canvas.ca_bundle: {ca_bundle} is not a readable file")

@@ -1,0 +1,59 @@
+"""Hardening against hostile edges, with real daemon processes against the sandbox (issue: no hang, no crash, no
+leak). Each test here failed before the fix it names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sisdaemon.sandbox import Sandbox
+from tests.daemon.conftest import TOKEN, DaemonProcess, Spool, wait_for
+
+USERS = b"user_id,login_id,first_name,last_name,status\nu1,l1,Ada,Lovelace,active\n"
+
+
+def status_json(spool: Spool) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "sisdaemon", "status", "-c", str(spool.config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def test_a_token_file_missing_at_a_reread_is_a_credential_fault_not_a_crash(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    token_file = spool.root / "canvas-token"
+    token_file.write_text("stale-token\n")
+    spool.canvas.update({"token_env": None, "token_file": str(token_file)})
+    daemon = daemon_process()
+    spool.drop_file("users.csv", USERS)
+    wait_for(lambda: "canvas_credential_fault" in daemon.output(), what="the refused token")
+    token_file.unlink()  # mid-rotation: the old file is gone, the new one not there yet
+    wait_for(lambda: "does not exist" in daemon.output(), what="the missing token file in the journal")
+    assert daemon.process.poll() is None, daemon.output()
+    fault = status_json(spool)["feeds"][0]
+    assert "canvas.token_file" in (fault["last_error"] or ""), fault
+    token_file.write_text(TOKEN + "\n")
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported once the token is back")
+    assert daemon.terminate() == 0
+
+
+def test_a_daemon_started_without_its_token_file_waits_for_it_instead_of_exiting(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    token_file = spool.root / "canvas-token"
+    spool.canvas.update({"token_env": None, "token_file": str(token_file)})
+    daemon = daemon_process()
+    spool.drop_file("users.csv", USERS)
+    wait_for(lambda: "canvas_credential_fault" in daemon.output(), what="the missing token as a credential fault")
+    assert daemon.process.poll() is None, daemon.output()
+    token_file.write_text(TOKEN + "\n")
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported once the token appears")
+    assert daemon.terminate() == 0
