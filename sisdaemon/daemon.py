@@ -26,7 +26,7 @@ from sisdaemon.gate import Gate
 from sisdaemon.intake import Intake
 from sisdaemon.jobs import Job
 from sisdaemon.ledger import Ledger
-from sisdaemon.logs import bound, remember_secret
+from sisdaemon.logs import Conditions, bound, remember_secret
 from sisdaemon.notify import sd_notify
 from sisdaemon.recovery import recover
 from sisdaemon.state import account_lock_path, account_uuid_lock_path, locks, state_lock_path
@@ -117,6 +117,7 @@ class Daemon:
         self.ledger = Ledger(settings.state_file)
         self.gate = Gate(self.client, self.ledger, settings.polling, notify=sd_notify)
         self.writer_check = WriterCheck()
+        conditions = Conditions()
         self.flight = Flight(
             self.feeds,
             self.ledger,
@@ -127,6 +128,7 @@ class Daemon:
             settings.polling,
             base_url=canvas.base_url,
             on_event=on_event,
+            conditions=conditions,
         )
         self.intake = Intake(
             self.feeds,
@@ -137,6 +139,7 @@ class Daemon:
             on_claimed=self.flight.check_in_work,
             on_event=on_event,
             only=only,
+            conditions=conditions,
         )
 
     # --- signals -------------------------------------------------------------------------------------------------

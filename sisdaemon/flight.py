@@ -23,7 +23,7 @@ from sisdaemon.config import FeedSettings, PollingSettings
 from sisdaemon.gate import Gate
 from sisdaemon.jobs import AbortReason, Job, JobState
 from sisdaemon.ledger import Ledger
-from sisdaemon.logs import bound
+from sisdaemon.logs import Conditions, bound
 from sisdaemon.upload import Uploader, UploadResult
 from sisdaemon.writers import WriterCheck
 
@@ -35,8 +35,9 @@ class Flight:
     applies finished uploads.
 
     ``feeds``: feed name -> its current settings (the daemon's table). ``base_url``: Canvas's, for sidecars.
-    ``on_event``: called with ("submitted" | "filed", job), for ``submit --wait``. ``failed_files`` counts the files
-    this run filed in failed/ (``run --once`` exits 1 when there are any).
+    ``on_event``: called with ("submitted" | "filed", job), for ``submit --wait``. ``conditions`` logs lasting
+    conditions once when they start and end. ``failed_files`` counts the files this run filed in failed/
+    (``run --once`` exits 1 when there are any).
     """
 
     def __init__(
@@ -51,8 +52,10 @@ class Flight:
         *,
         base_url: str,
         on_event: Callable[[str, Job], None] | None = None,
+        conditions: Conditions | None = None,
     ) -> None:
         self.feeds = feeds
+        self.conditions = conditions or Conditions()
         self.ledger = ledger
         self.gate = gate
         self.client = client
@@ -121,8 +124,10 @@ class Flight:
         try:
             fd = spool.open_for_reading(self._work_path(job))
         except OSError as error:
-            log.error("work_file_unreadable", error=str(error))
+            key = ("work_file_unreadable", job.job_id)
+            self.conditions.start(key, "work_file_unreadable", level="error", error=str(error))
             return
+        self.conditions.end(("work_file_unreadable", job.job_id), "work_file_readable")
         try:
             current = spool.fingerprint_of(os.fstat(fd))
             writing = self.writer_check(fd)

@@ -10,7 +10,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -19,7 +19,7 @@ from sisdaemon.config import FeedSettings
 from sisdaemon.gate import Gate
 from sisdaemon.jobs import Job
 from sisdaemon.ledger import Ledger
-from sisdaemon.logs import bound
+from sisdaemon.logs import Conditions, bound
 from sisdaemon.watcher import DropWatcher, ReadyFile, SettleTracker, scan
 from sisdaemon.writers import WriterCheck
 
@@ -38,8 +38,6 @@ class FeedScan:
     watcher: DropWatcher
     next_rescan: float = 0.0
     next_scan: float = 0.0
-    unreadable: set[str] = field(default_factory=set)
-    missing_logged: bool = False
     backlog: bool = False  # the last scan left ready files unclaimed (feed full, Canvas down)
     next_settle: float | None = None  # when the next tracked file settles
 
@@ -51,7 +49,8 @@ class Intake:
     loop's wake-up event, set by folder events. ``only``: feed name -> names to take (``sisdaemon submit``), which
     were written whole before their rename and are taken without settling. ``on_claimed(job, now)``: called after
     each claim of a regular, non-empty file (the flight checks it in work/). ``on_event``: called with ("claimed",
-    job) for ``submit --wait``.
+    job) for ``submit --wait``. ``conditions`` logs lasting conditions (a writer holding a file open, an unreadable
+    file, a missing drop folder) when they start and end, not at every scan.
     """
 
     def __init__(
@@ -65,8 +64,10 @@ class Intake:
         on_claimed: Callable[[Job, float], None],
         on_event: Callable[[str, Job], None] | None = None,
         only: dict[str, set[str]] | None = None,
+        conditions: Conditions | None = None,
     ) -> None:
         self.feeds = feeds
+        self.conditions = conditions or Conditions()
         self.ledger = ledger
         self.gate = gate
         self.writer_check = writer_check
@@ -137,17 +138,28 @@ class Intake:
         )
 
     def _scan(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> None:
+        conditions = self.conditions
         if not feed_scan.watcher.ensure_watching():
-            if not feed_scan.missing_logged:
-                log.error("drop_dir_missing", feed=feed.name, path=str(feed.drop_dir))
-                feed_scan.missing_logged = True
+            conditions.start(
+                ("drop_dir_missing", feed.name),
+                "drop_dir_missing",
+                level="error",
+                feed=feed.name,
+                path=str(feed.drop_dir),
+            )
             return
-        feed_scan.missing_logged = False
+        conditions.end(("drop_dir_missing", feed.name), "drop_dir_back", feed=feed.name, path=str(feed.drop_dir))
         try:
             observations = scan(feed.drop_dir, feed.patterns)
         except OSError as error:
-            log.error("scan_failed", feed=feed.name, error=str(error))
+            conditions.start(("scan_failed", feed.name), "scan_failed", level="error", feed=feed.name, error=str(error))
             return
+        conditions.end(("scan_failed", feed.name), "scan_recovered", feed=feed.name)
+        for key in conditions.active():  # a file held open or unreadable left the folder: its condition ended
+            gone = key[0] in ("open_writer", "unreadable") and key[1] == feed.name
+            if gone and key[2] not in observations:
+                shown = jobs.display_name(key[2])
+                conditions.end(key, "file_condition_ended", feed=feed.name, file=shown, condition=key[0])
         wanted = self.only.get(feed.name) if self.only is not None else None
         if self.only is not None:
             observations = {name: seen for name, seen in observations.items() if wanted and name in wanted}
@@ -173,14 +185,14 @@ class Intake:
             try:
                 fd = spool.open_for_reading(source)
             except PermissionError:
-                if item.name not in feed_scan.unreadable:
-                    feed_scan.unreadable.add(item.name)
-                    log.error(
-                        "file_unreadable",
-                        feed=feed.name,
-                        file=item.name,
-                        hint="left in the drop folder; taken once the daemon can read it",
-                    )
+                self.conditions.start(
+                    ("unreadable", feed.name, item.name),
+                    "file_unreadable",
+                    level="error",
+                    feed=feed.name,
+                    file=jobs.display_name(item.name),
+                    hint="left in the drop folder; taken once the daemon can read it",
+                )
                 return
             except OSError:
                 return  # gone or replaced since the scan; the next scan sees it
@@ -188,13 +200,23 @@ class Intake:
                 writing = self.writer_check(fd)
             finally:
                 os.close(fd)
-            feed_scan.unreadable.discard(item.name)
+            shown = jobs.display_name(item.name)
+            log.debug("writer_check", feed=feed.name, file=shown, writing=writing)
+            self.conditions.end(("unreadable", feed.name, item.name), "file_readable", feed=feed.name, file=shown)
             if writing:
                 # Settling is a promise, not a proof: a writer that stalled longer than settle_seconds still has
                 # the file open. It settles again from now.
-                log.info("file_still_open_for_writing", feed=feed.name, file=jobs.display_name(item.name))
+                self.conditions.start(
+                    ("open_writer", feed.name, item.name),
+                    "file_still_open_for_writing",
+                    level="info",
+                    feed=feed.name,
+                    file=shown,
+                    hint="an uploader holds it open; it is taken once closed and settled",
+                )
                 feed_scan.tracker.forget(item.name)
                 return
+            self.conditions.end(("open_writer", feed.name, item.name), "file_writer_closed", feed=feed.name, file=shown)
         job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
         with bound(job):
             self.ledger.put(job)

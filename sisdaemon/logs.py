@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -13,6 +14,11 @@ import structlog
 
 from sisdaemon import jobs
 from sisdaemon.jobs import Job
+
+log = structlog.get_logger("sisdaemon")
+
+#: A lasting condition's name: its kind first, then what it is about (feed, file, job id).
+ConditionKey = tuple[str, ...]
 
 _SECRETS: set[str] = set()  # every token read, redacted from every log line as a last guard
 
@@ -70,3 +76,47 @@ def bound(job: Job) -> AbstractContextManager[None]:
     if job.import_id is not None:
         values["import_id"] = job.import_id
     return structlog.contextvars.bound_contextvars(**values)
+
+
+class Conditions:
+    """Log lines for conditions that last (a file held open by its writer, a missing folder, a failing disk): one
+    line when a condition starts, a reminder at most every ``remind_seconds`` while it lasts, and one when it ends,
+    never a line per scan.
+
+    ``clock`` is monotonic seconds (tests may inject one). Keys are tuples: the condition's kind, then what it is about.
+    """
+
+    def __init__(self, remind_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.remind_seconds = remind_seconds
+        self.clock = clock
+        self._active: dict[ConditionKey, tuple[float, float]] = {}  # key -> (since, last said)
+
+    def __contains__(self, key: ConditionKey) -> bool:
+        return key in self._active
+
+    def start(self, key: ConditionKey, event: str, *, level: str = "warning", **fields: Any) -> bool:
+        """The condition ``key`` holds now: log ``event`` if it is new or a reminder is due. Returns True when a
+        line was written."""
+        now = self.clock()
+        since, said = self._active.get(key, (now, float("-inf")))
+        if now - said < self.remind_seconds:
+            self._active[key] = (since, said)
+            return False
+        self._active[key] = (since, now)
+        reminder = said != float("-inf")
+        extra = {"reminder": True, "for_seconds": round(now - since)} if reminder else {}
+        getattr(log, level)(event, **fields, **extra)
+        return True
+
+    def end(self, key: ConditionKey, event: str, **fields: Any) -> bool:
+        """The condition ``key`` no longer holds: log ``event`` (info) if it was active. Returns True when a line
+        was written."""
+        started = self._active.pop(key, None)
+        if started is None:
+            return False
+        log.info(event, **fields, after_seconds=round(self.clock() - started[0]))
+        return True
+
+    def active(self) -> list[ConditionKey]:
+        """The conditions that hold now."""
+        return list(self._active)

@@ -57,3 +57,27 @@ def test_a_daemon_started_without_its_token_file_waits_for_it_instead_of_exiting
     token_file.write_text(TOKEN + "\n")
     wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported once the token appears")
     assert daemon.terminate() == 0
+
+
+def test_a_file_held_open_by_its_writer_is_logged_when_it_starts_and_ends_not_at_every_scan(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    daemon = daemon_process()
+    path = spool.drop / "users.csv"
+    with open(path, "wb") as writer:  # a stalled SFTP session: the file is whole in size but still open
+        writer.write(USERS)
+        writer.flush()
+
+        def count(name: str) -> int:
+            return sum(1 for event in daemon.events() if event.get("event") == name)
+
+        # Several checks of the open file (or, as before the fix, a second line about it).
+        wait_for(
+            lambda: count("writer_check") >= 4 or count("file_still_open_for_writing") >= 2,
+            what="several writer checks of the open file",
+        )
+        assert count("file_still_open_for_writing") == 1
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported once its writer closed it")
+    closed = [event for event in daemon.events() if event.get("event") == "file_writer_closed"]
+    assert len(closed) == 1 and closed[0]["file"] == "users.csv"
+    assert daemon.terminate() == 0
