@@ -117,7 +117,7 @@ class Daemon:
         self.ledger = Ledger(settings.state_file)
         self.gate = Gate(self.client, self.ledger, settings.polling, notify=sd_notify)
         self.writer_check = WriterCheck()
-        conditions = Conditions()
+        self.conditions = conditions = Conditions()
         self.flight = Flight(
             self.feeds,
             self.ledger,
@@ -232,9 +232,10 @@ class Daemon:
         while not self.stop_event.is_set():
             self.iterations += 1
             now = self.clock()
-            self._check_config(now)
-            self.flight.collect_uploads(now)
-            self.intake.scan_due(now, woke)
+            self._guarded(self._check_config, now)
+            self._guarded(self._check_state_disk)
+            self._guarded(self.flight.collect_uploads, now)
+            self._guarded(self.intake.scan_due, now, woke)
             for job in self.ledger.jobs():
                 if self.stop_event.is_set():
                     break
@@ -259,6 +260,37 @@ class Daemon:
             self.wake.clear()
         log.info("daemon_stopping", reason="stop requested (SIGTERM or SIGINT)", jobs_in_flight=len(self.ledger.jobs()))
         return EXIT_FAILED_FILES if self.once and self.flight.failed_files else EXIT_OK
+
+    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
+        """Run one of the loop's steps so that no error takes the daemon down: a file-system error (a full or
+        failing disk) is logged once while it lasts, a bug with its traceback; the loop goes on either way."""
+        try:
+            step(*args)
+        except OSError as error:
+            message = f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
+            self.conditions.start(("loop_step_failed", step.__name__), "filesystem_error", level="error", error=message)
+        except Exception as error:
+            log.exception("loop_step_failed", step=step.__name__, error=f"{type(error).__name__}: {error}")
+        else:
+            self.conditions.end(("loop_step_failed", step.__name__), "filesystem_recovered", step=step.__name__)
+
+    def _check_state_disk(self) -> None:
+        """While the state or a history cannot be written (a full or failing disk), no file is claimed: try the
+        write again at each turn, and say when the fault starts and ends (journal and systemd STATUS)."""
+        if self.ledger.write_fault is not None:
+            self.ledger.try_save()
+        fault = self.ledger.write_fault
+        if fault is not None:
+            if self.conditions.start(
+                ("state_write_failed",),
+                "state_write_failed",
+                level="error",
+                error=fault,
+                hint="no file is claimed until the state folder can be written again; imports in flight go on",
+            ):
+                sd_notify(f"STATUS=cannot write the state: {fault}")
+        elif self.conditions.end(("state_write_failed",), "state_write_recovered"):
+            sd_notify("STATUS=watching drop folders")
 
     def _idle(self) -> bool:
         """Nothing in flight and nothing left in the drop folders (or, for `submit`, every named file taken)."""

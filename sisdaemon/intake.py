@@ -134,6 +134,7 @@ class Intake:
         return (
             self.ledger.jobs_of(feed.name) < feed.max_in_flight
             and self.ledger.held(feed.name) is None
+            and self.ledger.write_fault is None  # a claim is recorded before its rename: no claim without a disk
             and self.gate.is_open(now)
         )
 
@@ -219,7 +220,11 @@ class Intake:
             self.conditions.end(("open_writer", feed.name, item.name), "file_writer_closed", feed=feed.name, file=shown)
         job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
         with bound(job):
-            self.ledger.put(job)
+            try:
+                self.ledger.put(job)
+            except OSError:
+                self.ledger.discard(job.job_id)  # never recorded: the file stays in drop/; the loop says why
+                return
             target = feed.work_dir / job.work_name
             try:
                 spool.move_durably(source, target)

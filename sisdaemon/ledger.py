@@ -7,8 +7,7 @@ from it freely; none of them holds a :class:`~sisdaemon.state.StateStore` or a :
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ class Ledger:
 
     ``state_file``: the state file's path (histories live beside it, see :func:`~sisdaemon.state.history_path`).
     :meth:`load` reads both (call it under the state lock). Writes raise OSError (a full or failing disk); the
-    in-memory record is changed first, so a failed write is retried by the next one.
+    in-memory record is changed first, so a failed write is retried by the next one, and :attr:`write_fault` says
+    why the last write failed until one succeeds.
     """
 
     def __init__(self, state_file: Path) -> None:
@@ -33,6 +33,8 @@ class Ledger:
         self.state_file = state_file
         self.state = State()
         self.histories: dict[str, History] = {}
+        #: Why the last write of the state or a history failed (a full or failing disk), or None once one succeeds.
+        self.write_fault: str | None = None
 
     # --- loading ------------------------------------------------------------------------------------------------
 
@@ -90,9 +92,27 @@ class Ledger:
 
     # --- writing ------------------------------------------------------------------------------------------------
 
+    def _written(self, write: Callable[[], None]) -> None:
+        """Run a write, remembering in :attr:`write_fault` whether the disk took it. Raises OSError."""
+        try:
+            write()
+        except OSError as error:
+            self.write_fault = f"{error.filename or self.state_file}: {error.strerror or error}"
+            raise
+        self.write_fault = None
+
     def save(self) -> None:
-        """Write the state file (atomic, durable). Raises OSError."""
-        self.store.save(self.state)
+        """Write the state file (atomic, durable). Raises OSError (and remembers it in :attr:`write_fault`)."""
+        self._written(lambda: self.store.save(self.state))
+
+    def try_save(self) -> bool:
+        """:meth:`save`, returning whether it worked instead of raising (a failing disk is then in
+        :attr:`write_fault`)."""
+        try:
+            self.save()
+        except OSError:
+            return False
+        return True
 
     def put(self, job: Job) -> None:
         """Record a new or changed job, then persist it (before the step it prepares). Raises OSError."""
@@ -111,8 +131,7 @@ class Ledger:
         """Record a job and try to persist it; a failing disk is not an error here (the state folder itself may be
         the one that is full), the next write carries the change."""
         self.state.jobs[job.job_id] = job
-        with contextlib.suppress(OSError):
-            self.save()
+        self.try_save()
 
     def forget(self, job_id: str) -> None:
         """Remove a job that never left drop/ (its claim failed), and persist. Raises OSError."""
@@ -139,7 +158,7 @@ class Ledger:
         value = dict(fault) if fault is not None else None
         if self.state.fault != value:
             self.state.fault = value
-            self.save()
+            self.try_save()  # for `status` only: a full disk must not turn a Canvas fault into a crash
 
     def set_tags_echoed(self, echoed: bool) -> bool:
         """Remember whether Canvas echoes attempt tags; returns True when that is news (persisted with the next
@@ -159,7 +178,7 @@ class Ledger:
         history = self.histories[feed]
         history.note_import(import_id)
         if save:
-            history.save()
+            self._written(history.save)
 
     def record_finished(self, job: Job, counts: Mapping[str, int] | None) -> None:
         """A job is filed: append its record to the feed's history, then drop it from the state; each persisted
@@ -179,6 +198,6 @@ class Ledger:
         }
         history = self.histories[job.feed]
         history.add(record, counts, success=job.folder == "done")
-        history.save()
+        self._written(history.save)
         del self.state.jobs[job.job_id]
         self.save()

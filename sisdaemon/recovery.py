@@ -27,9 +27,9 @@ ORPHANS_SHOWN = 50
 
 
 def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Settings, *, now: float) -> None:
-    """Reconcile ``ledger``'s jobs with the folders of ``feeds`` (name -> settings) and persist the result; then
-    report orphans in the work folders. Jobs of feeds no longer configured are kept and reported. Raises OSError
-    when a rename or the state write fails."""
+    """Reconcile ``ledger``'s jobs with the folders of ``feeds`` (name -> settings) and persist the result (a failed
+    write is left in ``ledger.write_fault`` for the loop); then report orphans in the work folders. Jobs of feeds no
+    longer configured are kept and reported. Raises OSError when a rename fails."""
     for job in ledger.jobs():
         feed = feeds.get(job.feed)
         with bound(job):
@@ -56,7 +56,7 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
             ledger.keep(job)
             if job.import_id is not None:
                 ledger.note_import(job.feed, job.import_id, save=False)
-    ledger.save()
+    ledger.try_save()  # a full disk at start is a fault the loop reports and waits out, not a reason to exit
     for orphan in orphans_in_work(settings, ledger.state):
         log.warning(
             "orphan_in_work",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from sisdaemon.config import FeedSettings, Settings
@@ -33,6 +34,26 @@ def waiting_in_drop(feed: FeedSettings) -> int | None:
         return None
 
 
+#: Below this many free bytes in the state folder's filesystem, the daemon may fail to write its state (the state file
+#: is rewritten whole, with a temp copy beside it).
+STATE_DISK_LOW = 64 * 1024
+
+
+def state_disk_problem(state_file: Path) -> str | None:
+    """A sentence when the state folder's filesystem is (nearly) full, or None. The daemon then claims no file."""
+    try:
+        result = os.statvfs(state_file.parent)
+    except OSError:
+        return None
+    free = result.f_bavail * result.f_frsize
+    if free >= STATE_DISK_LOW:
+        return None
+    return (
+        f"{state_file.parent}: only {free} bytes free; the daemon claims no file while it cannot write its state "
+        "(imports in flight go on)"
+    )
+
+
 def collect(settings: Settings) -> dict[str, Any]:
     """The status report: ``{"daemon": {...}, "feeds": [...], "jobs": [...]}`` (the shape issue 2 fixes, plus each
     feed's ``waiting``: files in drop/ not yet claimed).
@@ -42,6 +63,8 @@ def collect(settings: Settings) -> dict[str, Any]:
     """
     lock = state_lock_path(settings.state_file)
     problems: list[str] = []
+    if (space := state_disk_problem(settings.state_file)) is not None:
+        problems.append(space)
     try:
         state = StateStore(settings.state_file).load()
         state_data = state.to_dict()

@@ -50,6 +50,7 @@ class Spool:
     feed: dict[str, Any] = field(default_factory=dict)
     polling: dict[str, Any] = field(default_factory=dict)
     canvas: dict[str, Any] = field(default_factory=dict)
+    state_folder: str = "state"  # under root
 
     @property
     def drop(self) -> Path:
@@ -69,7 +70,7 @@ class Spool:
 
     @property
     def state_file(self) -> Path:
-        return self.root / "state" / "state.json"
+        return self.root / self.state_folder / "state.json"
 
     @property
     def config(self) -> Path:

@@ -3,11 +3,16 @@ leak). Each test here failed before the fix it names."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sisdaemon.sandbox import Sandbox
 from tests.daemon.conftest import TOKEN, DaemonProcess, Spool, wait_for
@@ -80,4 +85,52 @@ def test_a_file_held_open_by_its_writer_is_logged_when_it_starts_and_ends_not_at
     wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported once its writer closed it")
     closed = [event for event in daemon.events() if event.get("event") == "file_writer_closed"]
     assert len(closed) == 1 and closed[0]["file"] == "users.csv"
+    assert daemon.terminate() == 0
+
+
+@pytest.fixture
+def tiny_state_disk(spool: Spool) -> Iterator[Path]:
+    """A 256 KiB tmpfs mounted for the state folder (root only): a real full disk, not a simulated one."""
+    folder = spool.root / "statefs"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Fill ``folder``'s filesystem to the last byte; returns the filler file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_state_disk_stops_claiming_without_a_crash_and_the_daemon_goes_on_when_space_returns(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess], tiny_state_disk: Path
+) -> None:
+    spool.state_folder = tiny_state_disk.name
+    daemon = daemon_process()
+    wait_for(lambda: "daemon_started" in daemon.output(), what="the daemon to start")
+    filler = fill(tiny_state_disk)
+    spool.drop_file("users.csv", USERS)
+    wait_for(lambda: "state_write_failed" in daemon.output(), what="the full disk in the journal")
+    assert daemon.process.poll() is None, daemon.output()
+    assert (spool.drop / "users.csv").exists() and sandbox.imports() == []
+    report = status_json(spool)
+    assert any("bytes free" in problem for problem in report["daemon"]["problems"]), report
+    filler.unlink()
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported once space returned")
+    assert "state_write_recovered" in daemon.output()
+    assert len(sandbox.imports()) == 1
     assert daemon.terminate() == 0
