@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import structlog
 
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
+from sisdaemon.clock import DaemonClock
 from sisdaemon.config import CanvasSettings, FeedSettings, Settings, TokenError, load_config, read_token
 from sisdaemon.flight import Flight
 from sisdaemon.gate import Gate
@@ -77,7 +77,8 @@ class Daemon:
     and every job is filed).
 
     ``config_path``: re-read on SIGHUP or when it changes. ``max_wait``: seconds ``once`` waits at most. ``only``:
-    feed name -> names to take (``sisdaemon submit``). ``clock``: seconds since the epoch (tests may inject one).
+    feed name -> names to take (``sisdaemon submit``). ``clock``: the daemon's clock (:class:`~sisdaemon.clock.
+    DaemonClock`: monotonic, so a wall-clock step changes no duration; tests inject one with a stepping wall).
     ``on_event``: called with ("claimed" | "submitted" | "filed", job), for ``submit --wait``.
     """
 
@@ -89,14 +90,14 @@ class Daemon:
         once: bool = False,
         max_wait: float = 3600.0,
         only: dict[str, set[str]] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: DaemonClock | None = None,
         on_event: Callable[[str, Job], None] | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
         self.once = once
         self.max_wait = max_wait
-        self.clock = clock
+        self.clock = clock = clock or DaemonClock()
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.iterations = 0  # loop turns, for tests that check the loop never spins
@@ -127,6 +128,7 @@ class Daemon:
             self.writer_check,
             settings.polling,
             base_url=canvas.base_url,
+            to_wall=clock.to_wall,
             on_event=on_event,
             conditions=conditions,
         )

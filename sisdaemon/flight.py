@@ -35,6 +35,7 @@ class Flight:
     applies finished uploads.
 
     ``feeds``: feed name -> its current settings (the daemon's table). ``base_url``: Canvas's, for sidecars.
+    ``to_wall``: turns a reading of the daemon's clock into wall time, for the times a sidecar shows.
     ``on_event``: called with ("submitted" | "filed", job), for ``submit --wait``. ``conditions`` logs lasting
     conditions once when they start and end. ``failed_files`` counts the files this run filed in failed/
     (``run --once`` exits 1 when there are any).
@@ -51,6 +52,7 @@ class Flight:
         policy: PollingSettings,
         *,
         base_url: str,
+        to_wall: Callable[[float | None], float | None] = lambda moment: moment,
         on_event: Callable[[str, Job], None] | None = None,
         conditions: Conditions | None = None,
     ) -> None:
@@ -63,6 +65,7 @@ class Flight:
         self.writer_check = writer_check
         self.policy = policy
         self.base_url = base_url
+        self.to_wall = to_wall
         self.on_event = on_event
         self.failed_files = 0
 
@@ -380,7 +383,9 @@ class Flight:
         source = feed.work_dir / job.work_name
         target = folder / job.work_name
         if os.path.lexists(source):
-            sidecar = spool.build_sidecar(job, base_url=self.base_url, account_id=self.ledger.account_id)
+            sidecar = spool.build_sidecar(
+                job, base_url=self.base_url, account_id=self.ledger.account_id, to_wall=self.to_wall
+            )
             spool.write_sidecar(folder, job.work_name, sidecar)
             spool.move_durably(source, target)
         elif not os.path.lexists(target):

@@ -276,6 +276,17 @@ def observe_in_work(job: Job, fingerprint: Fingerprint, now: float, settle: floa
     return job
 
 
+def due_by(job: Job, now: float) -> Job:
+    """A job from an earlier run with no time later than ``now``: its next action is due by then at the latest, and
+    a settle that started "in the future" starts now (readings of an earlier run's clock after a wall-clock step)."""
+    changes: dict[str, Any] = {}
+    if job.next_action_at > now:
+        changes["next_action_at"] = now
+    if job.stable_since is not None and job.stable_since > now:
+        changes["stable_since"] = now
+    return dataclasses.replace(job, **changes) if changes else job
+
+
 def begin_attempt(job: Job, *, tag: int | None, intent_at: str | None, now: float) -> Job:
     """claimed -> submitting: record the intent (tag, Canvas time) before the POST."""
     return move(

@@ -50,6 +50,9 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
                     log.error("claimed_file_missing", path=str(work))
                     ledger.discard(job.job_id)
                     continue
+            # Times from an earlier run are readings of that run's clock: one in the future (the wall clock was
+            # stepped back between the runs) must not put a job off; it is due now.
+            job = jobs.due_by(job, now)
             if job.state is JobState.SUBMITTING and not job.outcome_unknown:
                 job = jobs.post_unknown(job, "stopped while the POST was in the air", now=now)
                 log.warning("post_outcome_unknown", reason="recovery")

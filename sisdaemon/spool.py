@@ -15,7 +15,7 @@ import hashlib
 import os
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +160,15 @@ def submitted_name(name: str) -> str:
     return match.group(1) if match else name
 
 
-def build_sidecar(job: Job, *, base_url: str, account_id: int | None) -> dict[str, Any]:
-    """The sidecar dict for a finishing job (docs/design.md "The sidecar", schema 1)."""
+def build_sidecar(
+    job: Job,
+    *,
+    base_url: str,
+    account_id: int | None,
+    to_wall: Callable[[float | None], float | None] = lambda moment: moment,
+) -> dict[str, Any]:
+    """The sidecar dict for a finishing job (docs/design.md "The sidecar", schema 1). ``to_wall`` turns the job's
+    times (the daemon's clock) into wall time for the timeline."""
     sis_import = job.sis_import or {}
     data = sis_import.get("data") or {}
     sidecar: dict[str, Any] = {
@@ -171,10 +178,10 @@ def build_sidecar(job: Job, *, base_url: str, account_id: int | None) -> dict[st
         "job_id": job.job_id,
         "outcome": str(job.outcome),
         "timeline": {
-            "seen_at": iso(job.seen_at),
-            "claimed_at": iso(job.claimed_at),
-            "submitted_at": iso(job.submitted_at),
-            "finished_at": iso(job.finished_at),
+            "seen_at": iso(to_wall(job.seen_at)),
+            "claimed_at": iso(to_wall(job.claimed_at)),
+            "submitted_at": iso(to_wall(job.submitted_at)),
+            "finished_at": iso(to_wall(job.finished_at)),
         },
         "attempts": job.attempts,
         "sisdaemon_version": __version__,

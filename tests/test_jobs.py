@@ -293,3 +293,10 @@ def test_the_sidecar_reason_carries_canvas_s_own_words() -> None:
         jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds).reason
         == "Canvas could not run the import: undefined method"
     )
+
+
+def test_a_job_from_an_earlier_run_is_due_by_now_whatever_that_runs_clock_said() -> None:
+    future = dataclasses.replace(claimed(), next_action_at=NOW + 3600, stable_since=NOW + 3000)
+    due = jobs.due_by(future, NOW)
+    assert due.next_action_at == NOW and due.stable_since == NOW
+    assert jobs.due_by(claimed(), NOW + 1) == claimed()

@@ -25,14 +25,14 @@ def check_runtime(
     the folder it would be created in) and each feed's folders, creating ``work_dir`` (mode 0750) when only it is
     missing. Proves that files can be renamed between a feed's folders: a probe file
     ``.sisdaemon-probe-<pid>-<random>`` goes from drop_dir into each other folder and back, and is removed.
-    ``rename`` is replaceable for tests. ``token=False`` leaves the token out (``run`` waits for a token that
-    cannot be read yet as for any credential fault).
+    ``rename`` is replaceable for tests. ``token=False`` accepts a token file that may yet appear (missing, empty,
+    unreadable): ``run`` waits for it as for any credential fault.
     """
     problems: list[str] = []
-    if token:
-        try:
-            read_token(settings.canvas)
-        except TokenError as error:
+    try:
+        read_token(settings.canvas)
+    except TokenError as error:
+        if token or not error.may_appear:
             problems.append(str(error))
     ca_bundle = settings.canvas.ca_bundle
     if ca_bundle is not None and not (ca_bundle.is_file() and os.access(ca_bundle, os.R_OK)):

@@ -12,10 +12,16 @@ from sisdaemon.config.schema import CanvasSettings
 
 
 class TokenError(Exception):
-    """The Canvas token cannot be read: ``"<key>: <message>"``, naming the source, never the token itself."""
+    """The Canvas token cannot be read: ``"<key>: <message>"``, naming the source, never the token itself.
 
-    def __init__(self, key: str, message: str) -> None:
+    ``may_appear``: True when the token file may yet be written (missing, empty, unreadable: a rotation or a
+    deployment under way), so a running daemon waits for it; False for what only a config change mends (an unset
+    environment variable, a relative path without ``$CREDENTIALS_DIRECTORY``).
+    """
+
+    def __init__(self, key: str, message: str, *, may_appear: bool = False) -> None:
         self.key = key
+        self.may_appear = may_appear
         super().__init__(f"{key}: {message}")
 
 
@@ -39,7 +45,7 @@ def read_token(canvas: CanvasSettings) -> str:
         source, value = str(path), _read_token_file(key, path)
     token = value.strip()
     if not token:
-        raise TokenError(key, f"{source} is empty")
+        raise TokenError(key, f"{source} is empty", may_appear=canvas.token_env is None)
     if not all("!" <= character <= "~" for character in token):
         raise TokenError(key, f"{source} holds spaces, line breaks or other characters a header cannot carry")
     return token
@@ -75,5 +81,5 @@ def _read_token_file(key: str, path: Path, limit: int = 65536) -> str:
     except UnicodeDecodeError:
         problem = problem or "is not UTF-8 text"
     if problem:
-        raise TokenError(key, f"{path} {problem}")
+        raise TokenError(key, f"{path} {problem}", may_appear=True)
     return text

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sisdaemon.clock import DaemonClock
 from sisdaemon.config import load_config
 from sisdaemon.daemon import Daemon
 from sisdaemon.sandbox import Sandbox
@@ -157,8 +158,10 @@ def spool(tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> 
 class DaemonThread:
     """A Daemon running in a thread of the test process (signals are the test's, not the daemon's)."""
 
-    def __init__(self, config: Path, *, once: bool = False, max_wait: float = DEADLINE) -> None:
-        self.daemon = Daemon(load_config(config), config_path=config, once=once, max_wait=max_wait)
+    def __init__(
+        self, config: Path, *, once: bool = False, max_wait: float = DEADLINE, clock: DaemonClock | None = None
+    ) -> None:
+        self.daemon = Daemon(load_config(config), config_path=config, once=once, max_wait=max_wait, clock=clock)
         self.exit_code: int | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="daemon-under-test")
