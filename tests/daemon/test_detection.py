@@ -141,8 +141,9 @@ def test_a_drop_folder_deleted_and_made_again_is_watched_again(
 ) -> None:
     daemon = run_daemon()
     wait_for(
-        lambda: daemon.daemon.ready.is_set()
-        and all(scan.watcher._observer for scan in daemon.daemon.intake.scans.values()),
+        lambda: (
+            daemon.daemon.ready.is_set() and all(scan.watcher._observer for scan in daemon.daemon.intake.scans.values())
+        ),
         what="the watch to start",
     )
     spool.drop.rmdir()
