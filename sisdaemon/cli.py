@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from sisdaemon import __version__
+from sisdaemon import __version__, effects
 from sisdaemon.config import ConfigError, Settings, TokenError, check_runtime, load_config, read_token
 from sisdaemon.logs import configure_logging, remember_secret
 
@@ -74,6 +74,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         return _config_error(error)
     configure_logging(settings.log.format, settings.log.level)
+    try:
+        effects.install_from_environment()  # crash-point tests only: unset in production
+    except ValueError as error:
+        print(f"sisdaemon run: {error}", file=sys.stderr)
+        return EXIT_USAGE
     log = structlog.get_logger("sisdaemon")
     try:
         remember_secret(read_token(settings.canvas))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sisdaemon import __version__
+from sisdaemon import __version__, effects
 from sisdaemon.jobs import Fingerprint, Job, display_name, iso
 from sisdaemon.state import fsync_dir, write_json_atomic
 
@@ -45,6 +45,7 @@ def rename_noreplace(source: Path, target: Path) -> None:
     if _renameat2 is not None:
         result = _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE)
         if result == 0:
+            effects.happened("spool.renamed")
             return
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
@@ -52,6 +53,7 @@ def rename_noreplace(source: Path, target: Path) -> None:
     if os.path.lexists(target):
         raise FileExistsError(errno.EEXIST, "target exists", str(target))
     os.rename(source, target)
+    effects.happened("spool.renamed")
 
 
 def move_durably(source: Path, target: Path) -> None:
