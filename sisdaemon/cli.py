@@ -1,8 +1,9 @@
 """The ``sisdaemon`` command: run, submit, status, check-config, sandbox, demo.
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
-2 usage error, 3 a fault that did not clear (or a lock held by another daemon), 78 configuration error (EX_CONFIG,
-paired with ``RestartPreventExitStatus=78`` in the systemd unit). structlog is configured here (sisdaemon.logs), once.
+2 usage error, 3 a fault that did not clear, 73 another daemon holds the state or account lock (EX_CANTCREAT),
+78 configuration error (EX_CONFIG); the systemd unit does not restart on 73 and 78 (``RestartPreventExitStatus=``).
+structlog is configured here (sisdaemon.logs), once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_FAULT = 3
+EXIT_LOCKED = 73  # EX_CANTCREAT: the lock cannot be taken; restarting would only loop (RestartPreventExitStatus=)
 EXIT_CONFIG = 78
 
 
@@ -92,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return daemon.run()
     except LockHeld as error:
         log.error("already_running", error=str(error), pid=error.pid)
+        return EXIT_LOCKED
     except StateError as error:
         log.error("state_damaged", error=str(error), hint="no job is lost: its file is still in work/")
     except OSError as error:
