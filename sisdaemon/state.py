@@ -357,7 +357,14 @@ class History:
             _check_shape(path, _HistoryShape, data)
             for index, record in enumerate(data.get("records", [])):
                 _check_shape(path, _RecordShape, record, _entry_name("records", index, record))
-        self.records: list[dict[str, Any]] = list(data.get("records", []))
+        # One record per job (an older version could write a job twice when killed between the history and the
+        # state save): the first one counts.
+        self.records: list[dict[str, Any]] = []
+        self._recorded: set[str] = set()
+        for record in data.get("records", []):
+            if record["job_id"] not in self._recorded:
+                self._recorded.add(record["job_id"])
+                self.records.append(record)
         self.import_ids: list[int] = list(data.get("import_ids", []))
         self.last_counts: dict[str, int] = dict(data.get("last_counts", {}))
         self.last_file_at: float | None = data.get("last_file_at")
@@ -379,16 +386,28 @@ class History:
             self.import_ids.append(import_id)
             del self.import_ids[:-HISTORY_LIMIT]
 
-    def add(self, record: Mapping[str, Any], counts: Mapping[str, int] | None, success: bool) -> None:
-        """Append a finished job's record; remember the counts and success time."""
+    def add(self, record: Mapping[str, Any], counts: Mapping[str, int] | None, success: bool) -> bool:
+        """Append a finished job's record (``record["job_id"]`` a str); remember the counts and success time.
+
+        Idempotent by job id: a job recorded already (the daemon was killed after the history save and before
+        the state save, so it files the job again at restart) changes nothing. Returns whether it was added.
+        """
+        job_id = str(record["job_id"])
+        if job_id in self._recorded:
+            return False
         self.records.append(dict(record))
-        del self.records[:-HISTORY_LIMIT]
+        self._recorded.add(job_id)
+        if len(self.records) > HISTORY_LIMIT:
+            for dropped in self.records[:-HISTORY_LIMIT]:
+                self._recorded.discard(str(dropped["job_id"]))
+            del self.records[:-HISTORY_LIMIT]
         finished_at = record.get("finished_at")
         self.last_file_at = finished_at
         if success:
             self.last_success_at = finished_at
             if counts:
                 self.last_counts.update({key: int(value) for key, value in counts.items() if isinstance(value, int)})
+        return True
 
     def save(self) -> None:
         write_json_atomic(self.path, self.to_dict())

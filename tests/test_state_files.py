@@ -285,3 +285,41 @@ def test_sisdaemon_run_on_a_damaged_history_file_exits_3_naming_the_file_and_fie
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["event"] for line in lines] == ["state_damaged"]
     assert "state.history.nightly.json: records: " in lines[0]["error"]
+
+
+# --- recording a finished job is idempotent -----------------------------------------------------------------
+
+
+def test_a_job_recorded_again_after_a_restart_adds_no_second_record(tmp_path: Path) -> None:
+    path = history_path(tmp_path / "state.json", "nightly")
+    first = History(path)
+    first.add(a_record(), {"users": 3}, success=True)
+    first.save()  # ... killed here, before the state file dropped the job: the restart files it again
+
+    again = History(path)
+    again.add(a_record(finished_at=NOW + 60), {"users": 3}, success=True)
+    again.save()
+
+    final = History(path)
+    assert [record["job_id"] for record in final.records] == ["ab12"]
+    assert final.records[0]["finished_at"] == NOW
+    assert (final.last_file_at, final.last_success_at) == (NOW, NOW)
+    assert final.last_counts == {"users": 3}
+
+
+def test_a_second_add_of_the_same_job_in_one_run_changes_nothing(tmp_path: Path) -> None:
+    history = History(history_path(tmp_path / "state.json", "nightly"))
+    history.add(a_record(), {"users": 3}, success=True)
+    history.add(a_record("cd34", finished_at=NOW + 10), {"users": 5}, success=True)
+    before = history.to_dict()
+
+    history.add(a_record(finished_at=NOW + 20, outcome="failed"), {"users": 9}, success=False)
+
+    assert history.to_dict() == before
+    assert [record["job_id"] for record in history.records] == ["ab12", "cd34"]
+
+
+def test_duplicate_records_left_by_an_older_version_are_read_once(tmp_path: Path) -> None:
+    content = {"version": 1, "records": [a_record(), a_record("cd34"), a_record(finished_at=NOW + 5)]}
+    history = History(write(tmp_path / "state.history.nightly.json", content))
+    assert [(record["job_id"], record["finished_at"]) for record in history.records] == [("ab12", NOW), ("cd34", NOW)]
