@@ -18,9 +18,11 @@ import json
 import os
 import re
 import secrets
+import stat
+import time
 import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -58,8 +60,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: The temp names :func:`write_atomic` uses: ``.<target name>.<8 lower-case hex digits>.tmp``.
+TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{8}\.tmp", re.DOTALL)
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Replace ``path`` with ``data`` atomically: temp file in the same folder, fsync, rename, fsync the folder.
+    """Replace ``path`` with ``data`` atomically: temp file in the same folder (named as :data:`TEMP_NAME`
+    says), fsync, rename, fsync the folder. A kill before the rename leaves the temp file behind; see
+    :func:`remove_stale_temp_files`.
 
     Raises OSError (the old file is then untouched).
     """
@@ -76,6 +84,57 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
             temp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def owned_by_state(state_file: Path) -> Callable[[str], bool]:
+    """A test of a file name: whether it is ``state_file``'s own name or one of its history files' names (what
+    :func:`remove_stale_temp_files` may clean up for the daemon that holds ``state_file``'s lock)."""
+    history = re.compile(re.escape(state_file.stem) + r"\.history\..+\.json", re.DOTALL)
+
+    def owned(name: str) -> bool:
+        return name == state_file.name or history.fullmatch(name) is not None
+
+    return owned
+
+
+def remove_stale_temp_files(
+    folder: Path,
+    *,
+    owned: Callable[[str], bool] | None = None,
+    min_age_seconds: float = 0.0,
+    clock: Callable[[], float] = time.time,
+) -> list[Path]:
+    """Remove the temp files that writes by :func:`write_atomic` killed before their rename left in ``folder``.
+
+    Only regular files whose whole name matches :data:`TEMP_NAME` are candidates, and only those whose target name
+    passes ``owned`` (default: any; :func:`owned_by_state` for the state folder, which other instances may share).
+    ``min_age_seconds``: keep temp files modified less than this many seconds ago (by ``clock``, seconds since
+    the epoch, compared with their mtime). Call it with the default 0 only while holding the lock of whatever
+    writes them (the state lock, at start-up): a temp file is then never one being written. Scans the folder
+    once (keep it for small folders, such as the state folder).
+
+    Returns the paths removed. Raises OSError when the folder cannot be listed or a file cannot be removed
+    (a file already gone is not an error); a missing folder has nothing to remove.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    oldest = clock() - min_age_seconds
+    for entry in entries:
+        match = TEMP_NAME.fullmatch(entry.name)
+        if match is None or (owned is not None and not owned(match["target"])):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or (min_age_seconds > 0 and info.st_mtime > oldest):
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
