@@ -37,24 +37,34 @@ class FaultKind(StrEnum):
     TRANSIENT = "transient"  # connection refused/reset, timeout, 5xx: back off and retry
     THROTTLED = "throttled"  # 429, or 403 "Rate Limit Exceeded": back off and retry
     CREDENTIAL = "credential"  # 401, 403 not authorized / SIS imports not enabled: re-read the token, retry slowly
-    CONFIGURATION = "configuration"  # redirect, HTML, 400 bad option, 404 account/term, 413: hold the feed
+    CONFIGURATION = "configuration"  # redirect, HTML, 400 bad option, 404 account/term: hold the feed
     NOT_FOUND = "not_found"  # 404 for one import (e.g. abort of a finished import): the caller decides
+    FILE = "file"  # 413 from the create route: this file is too large for Canvas; failed/, the feed goes on
 
 
 class CanvasError(Exception):
     """A call to Canvas that did not succeed.
 
     ``kind``: a :class:`FaultKind`; ``status``: the HTTP status or None; ``created_nothing``: for a POST, True when
-    Canvas certainly created no import (docs/design.md "A POST's outcome is known"). The message never holds the token.
+    Canvas certainly created no import (docs/design.md "A POST's outcome is known"). ``reason_code``: for a fault of
+    the file (:attr:`FaultKind.FILE`), the sidecar's machine word (``"too_large"`` for a 413), else None.
+    The message never holds the token.
     """
 
     def __init__(
-        self, kind: FaultKind, message: str, *, status: int | None = None, created_nothing: bool = True
+        self,
+        kind: FaultKind,
+        message: str,
+        *,
+        status: int | None = None,
+        created_nothing: bool = True,
+        reason_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.created_nothing = created_nothing
+        self.reason_code = reason_code
 
 
 def is_loopback(host: str | None) -> bool:
@@ -92,8 +102,12 @@ def classify(status: int, content_type: str, body: str) -> tuple[FaultKind, str]
 
     403 is throttling only with "Rate Limit Exceeded" in its body; otherwise it is a permission refusal ("user not
     authorized", "SIS imports are not enabled"). 401 is always a credential fault. 404 is left to the caller.
+    413 is a fault of the file sent (Canvas, or a proxy in front of it, refuses a body that large): FaultKind.FILE;
+    it only comes from the create route, where it creates nothing (:func:`post_outcome_known`).
     """
     message = canvas_message(body)
+    if status == 413:
+        return FaultKind.FILE, f"HTTP 413: the file is too large for Canvas ({message or 'no body'})"
     if 300 <= status < 400:
         return FaultKind.CONFIGURATION, f"HTTP {status} redirect: check canvas.base_url ({message or 'no body'})"
     if status == 429 or (status == 403 and "Rate Limit Exceeded" in body):
@@ -372,7 +386,10 @@ class CanvasClient:
         ``filename``: the attachment's name (Canvas processes only .csv and .zip names); ``fields``: the options,
         sent each as its own form field, plus ``import_type=instructure_csv``. A fresh connection is used, so a
         stale keep-alive socket never hides a sent request. Returns the SisImport (HTTP 200).
-        Raises CanvasError: ``created_nothing`` says whether the import certainly does not exist.
+
+        Raises CanvasError: ``created_nothing`` says whether the import certainly does not exist. A 413 (the file
+        is too large for Canvas or its proxy) is :attr:`FaultKind.FILE` with ``reason_code="too_large"`` and
+        ``created_nothing=True``: a fault of this file only (it goes to failed/; the feed goes on).
         """
         extension = filename.rsplit(".", 1)[-1]
         content_type = "application/zip" if extension == "zip" else "text/csv"
@@ -417,13 +434,20 @@ class CanvasClient:
         known = post_outcome_known(response.status_code, content, body)
         if not known:
             kind = FaultKind.TRANSIENT
-        raise CanvasError(kind, f"POST {_path_of(url)}: {message}", status=response.status_code, created_nothing=known)
+        raise CanvasError(
+            kind,
+            f"POST {_path_of(url)}: {message}",
+            status=response.status_code,
+            created_nothing=known,
+            reason_code="too_large" if kind is FaultKind.FILE else None,
+        )
 
     def download(self, url: str, target: Path, *, max_redirects: int = 3) -> None:
         """Save a file Canvas serves (the errors CSV) to ``target`` via a temp file in its folder.
 
         Follows up to ``max_redirects`` redirects, https only (http only to loopback), sending the token only to
-        Canvas's own host. Raises CanvasError.
+        Canvas's own host. Raises CanvasError: a 403 "Rate Limit Exceeded" is THROTTLED; a 401/403 from another
+        host (the file store refusing its signed address, which expires) is TRANSIENT, not a credential fault.
         """
         for _ in range(max_redirects + 1):
             parts = urllib.parse.urlsplit(url)
@@ -446,7 +470,13 @@ class CanvasClient:
                     url = urllib.parse.urljoin(url, response.headers.get("Location", ""))
                     continue
                 if response.status_code != 200:
-                    kind, message = classify(response.status_code, response.headers.get("Content-Type", ""), "")
+                    # The body decides between throttling and a refusal (a 403 "Rate Limit Exceeded" is throttling).
+                    body = _start_of_body(response)
+                    kind, message = classify(response.status_code, response.headers.get("Content-Type", ""), body)
+                    if kind is FaultKind.CREDENTIAL and parts.hostname != self.host:
+                        # The file store (no token sent there) refused its own signed address: it may have expired;
+                        # reading the import again gives a fresh one. Not a fault of our token.
+                        kind, message = FaultKind.TRANSIENT, f"{message} from the file store"
                     raise CanvasError(kind, f"errors CSV download: {message}", status=response.status_code)
                 temp = target.with_name(f".{target.name}.part")
                 with open(temp, "wb") as handle:
@@ -457,6 +487,17 @@ class CanvasClient:
                 os.replace(temp, target)
                 return
         raise CanvasError(FaultKind.CONFIGURATION, f"errors CSV download: more than {max_redirects} redirects")
+
+
+def _start_of_body(response: requests.Response, limit: int = 4096) -> str:
+    """At most ``limit`` bytes of a streamed answer's body, as text (for classifying a refusal)."""
+    data = b""
+    with contextlib.suppress(requests.RequestException):
+        for chunk in response.iter_content(limit):
+            data += chunk
+            if len(data) >= limit:
+                break
+    return data[:limit].decode("utf-8", "replace")
 
 
 def _path_of(url: str) -> str:
