@@ -12,6 +12,7 @@ import email.utils
 import ipaddress
 import json
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -42,13 +43,58 @@ class FaultKind(StrEnum):
     FILE = "file"  # 413 from the create route: this file is too large for Canvas; failed/, the feed goes on
 
 
+#: The longest error text kept (characters): messages are stored in the state file and shown by ``status``.
+MESSAGE_LIMIT = 500
+#: Secrets shorter than this are not redacted (a toy token such as "x" would mangle every message).
+SECRET_MIN_LENGTH = 8
+REDACTED = "[redacted]"
+
+# Every token this process has read, kept for the process's life: an answer may echo a token read before a
+# rotation. The one piece of global state here, written under its lock.
+_secrets: frozenset[str] = frozenset()
+_secrets_lock = threading.Lock()
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[^\s\"'<>,;)\]}]+")
+
+
+def remember_secret(secret: str) -> None:
+    """Redact ``secret`` from every error text for the rest of the process (see :func:`redact`).
+
+    Called with each token the token provider returns, including after a rotation. Secrets shorter than
+    :data:`SECRET_MIN_LENGTH` characters are ignored.
+    """
+    global _secrets
+    secret = secret.strip()
+    if len(secret) < SECRET_MIN_LENGTH:
+        return
+    variants = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    with _secrets_lock:
+        _secrets = _secrets | variants
+
+
+def redact(text: str) -> str:
+    """``text`` with every remembered secret (:func:`remember_secret`, also percent-encoded) and any
+    ``Bearer <credential>`` replaced by ``[redacted]``. Redact before cutting a text short, so that no start of a
+    secret survives the cut."""
+    for secret in sorted(_secrets, key=len, reverse=True):  # longest first: a variant may contain another
+        text = text.replace(secret, REDACTED)
+    return _BEARER.sub(rf"\1\2{REDACTED}", text)
+
+
+def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut to at most ``limit`` characters, the cut marked with "…"."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class CanvasError(Exception):
     """A call to Canvas that did not succeed.
 
     ``kind``: a :class:`FaultKind`; ``status``: the HTTP status or None; ``created_nothing``: for a POST, True when
     Canvas certainly created no import (docs/design.md "A POST's outcome is known"). ``reason_code``: for a fault of
     the file (:attr:`FaultKind.FILE`), the sidecar's machine word (``"too_large"`` for a 413), else None.
-    The message never holds the token.
+
+    This is the one place where a failed call becomes text: the message is passed through :func:`redact` (every
+    token the process has read, any ``Bearer`` credential) and cut to :data:`MESSAGE_LIMIT` characters, so its
+    ``str``, ``repr`` and ``args`` never hold a token, whatever the answer echoed.
     """
 
     def __init__(
@@ -60,7 +106,7 @@ class CanvasError(Exception):
         created_nothing: bool = True,
         reason_code: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(bounded(redact(message)))
         self.kind = kind
         self.status = status
         self.created_nothing = created_nothing
@@ -81,7 +127,8 @@ def is_loopback(host: str | None) -> bool:
 
 def canvas_message(body: str) -> str:
     """The human message in one of Canvas's error bodies (``errors`` list of dicts or strings, ``message``,
-    ``error_message``, ``error``), or the start of the body."""
+    ``error_message``, ``error``), or the start of the body; secrets redacted before any cut (:func:`redact`)."""
+    body = redact(body)
     try:
         data = json.loads(body)
     except ValueError:
@@ -247,6 +294,7 @@ class CanvasClient:
     def _headers(self) -> dict[str, str]:
         if self._token is None:
             self._token = self._token_source()
+            remember_secret(self._token)  # redacted from every error text from now on, even after a rotation
         return {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
 
     def forget_token(self) -> None:
@@ -314,7 +362,7 @@ class CanvasClient:
                 return response.json(), response
             except ValueError:
                 pass
-        kind, message = classify(response.status_code, content_type, response.text[:2000])
+        kind, message = classify(response.status_code, content_type, redact(response.text)[:2000])
         if kind is FaultKind.NOT_FOUND:
             kind = not_found
         raise CanvasError(kind, f"{method} {_path_of(url)}: {message}", status=response.status_code)
@@ -418,7 +466,7 @@ class CanvasClient:
                     ) from None
         self._note(response)
         content = response.headers.get("Content-Type", "")
-        body = response.text[:4000]
+        body = redact(response.text)[:4000]
         if response.status_code == 200 and "json" in content:
             try:
                 data = response.json()
