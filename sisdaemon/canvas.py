@@ -294,7 +294,7 @@ class CanvasClient:
         self._cancel_event = threading.Event()
         self._wait = wait or self._cancel_event.wait
         self._session = deadline.new_session()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: cancel() may run in a signal handler on this thread
         self._calls: set[deadline.Call] = set()  # calls in progress, ended by cancel(); under _lock
         self._cancelled = False
         self._server_offset: float | None = None  # Canvas's clock minus ours, from the last Date header
@@ -304,7 +304,7 @@ class CanvasClient:
 
     def cancel(self) -> None:
         """End every call in progress with a TRANSIENT CanvasError within about a second, and refuse new calls
-        (at once, sending nothing) until :meth:`resume`. Safe from any thread or a signal handler's thread.
+        (at once, sending nothing) until :meth:`resume`. Safe from any thread and from a signal handler.
 
         A POST ended this way is of unknown outcome (``created_nothing=False``) once its connection was made.
         Cancelling stays in force so that a stop that races with the start of a call still stops it.

@@ -48,7 +48,7 @@ class Call:
         # The sockets themselves: a connection lets go of its socket once an answer says "Connection: close",
         # while the answer's body is still read from it.
         self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: end() may run in a signal handler on the calling thread
 
     def attach(self, connection: urllib3.connection.HTTPConnection, sock: socket.socket | None) -> None:
         """Record a connection this call uses and its socket (``sock``: None while it is not connected; once it
@@ -68,7 +68,7 @@ class Call:
             raise ConnectionAbortedError(errno.ECONNABORTED, f"call ended ({ended})")
 
     def end(self, why: str) -> None:
-        """End the call from any thread: shut down its sockets, so a blocked read or send fails at once.
+        """End the call from any thread or a signal handler: shut down its sockets, so a blocked read or send fails.
         ``why``: :data:`DEADLINE` or :data:`CANCELLED` (the first reason given is kept)."""
         with self._lock:
             if self.ended is None:

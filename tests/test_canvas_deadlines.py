@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sisdaemon import deadline
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
 from tests.loopback import Exchange, LoopbackServer, serving
 
@@ -176,3 +178,52 @@ def test_prompt_answers_still_come_back_whole_call_after_call() -> None:
 
     assert results == [{"id": 1, "name": "Ada"}] * 3
     assert all(request.headers["authorization"] == f"Bearer {TOKEN}" for request in server.requests)
+
+
+def test_cancel_from_a_signal_handler_ends_a_call_of_the_main_thread_within_a_second() -> None:
+    """What a SIGTERM handler does: it runs on the main thread, between two steps of the call it interrupts."""
+    cancelled_at: list[float] = []
+    with serving(trickled_body) as server:
+        client = client_for(server, timeout=60)
+
+        def on_alarm(signum: int, frame: object) -> None:
+            cancelled_at.append(time.monotonic())
+            client.cancel()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 1.0)
+            error, _ = failure_of(client.get_self)
+            ended_at = time.monotonic()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        client.close()
+
+    assert ended_at - cancelled_at[0] < 1.0
+    assert "cancelled" in str(error)
+
+
+def test_cancel_from_a_signal_handler_that_lands_while_a_lock_is_held_does_not_deadlock() -> None:
+    """The handler may run while the interrupted main thread holds the client's or the call's lock."""
+    with serving(prompt) as server:
+        client = client_for(server, timeout=5)
+        ended: list[bool] = []
+
+        def cancel_in_handler(signum: int, frame: object) -> None:
+            client.cancel()
+            ended.append(True)
+
+        previous = signal.signal(signal.SIGUSR1, cancel_in_handler)
+        try:
+            with client._lock:  # as if the signal came in the middle of starting a call
+                signal.raise_signal(signal.SIGUSR1)
+            call = deadline.Call(5)
+            with call._lock:  # ... or in the middle of a call recording its connection
+                signal.signal(signal.SIGUSR1, lambda signum, frame: call.end(deadline.CANCELLED))
+                signal.raise_signal(signal.SIGUSR1)
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        client.close()
+
+    assert ended == [True] and call.ended == deadline.CANCELLED
