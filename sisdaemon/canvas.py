@@ -1,8 +1,9 @@
 """Canvas's SIS Import API client: streaming upload, status, listing, abort, errors CSV, throttling, fault classes.
 
 Facts come from docs/canvas-api.md (sis_imports_api_controller.rb, sis_batch.rb, request_throttle.rb) and docs/design.md
-"Talking to Canvas". Every call has a (connect, read) timeout; no redirect is followed on API calls; an HTML or
-non-JSON answer is never a success; no request is ever retried here (the daemon's core decides).
+"Talking to Canvas". Every call has a deadline for the whole call (connect, send, the full answer; deadline.py) and
+can be cancelled from another thread; no redirect is followed on API calls; an HTML or non-JSON answer is never a
+success; no request is ever retried here (the daemon's core decides).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import email.utils
 import ipaddress
 import json
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -24,11 +26,18 @@ import requests
 import urllib3.exceptions
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
+from sisdaemon import deadline
+
 API = "/api/v1"
 #: Rate-limit headroom below which calls slow down (Canvas's high-water mark is 600; request_throttle.rb).
 RATE_LIMIT_LOW = 150.0
 #: Canvas's bucket drains 10 units a second (request_throttle.rb defaults).
 RATE_LIMIT_OUTFLOW = 10.0
+#: The largest answer read into memory (bytes); Canvas's pages are far smaller. A larger one is a fault, not a crash.
+ANSWER_LIMIT = 32 * 1024 * 1024
+_CHUNK = 64 * 1024
+# What a failing exchange raises, from requests or from the urllib3 and socket layers below it.
+_NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
 class FaultKind(StrEnum):
@@ -37,24 +46,79 @@ class FaultKind(StrEnum):
     TRANSIENT = "transient"  # connection refused/reset, timeout, 5xx: back off and retry
     THROTTLED = "throttled"  # 429, or 403 "Rate Limit Exceeded": back off and retry
     CREDENTIAL = "credential"  # 401, 403 not authorized / SIS imports not enabled: re-read the token, retry slowly
-    CONFIGURATION = "configuration"  # redirect, HTML, 400 bad option, 404 account/term, 413: hold the feed
+    CONFIGURATION = "configuration"  # redirect, HTML, 400 bad option, 404 account/term: hold the feed
     NOT_FOUND = "not_found"  # 404 for one import (e.g. abort of a finished import): the caller decides
+    FILE = "file"  # 413 from the create route: this file is too large for Canvas; failed/, the feed goes on
+
+
+#: The longest error text kept (characters): messages are stored in the state file and shown by ``status``.
+MESSAGE_LIMIT = 500
+#: Secrets shorter than this are not redacted (a toy token such as "x" would mangle every message).
+SECRET_MIN_LENGTH = 8
+REDACTED = "[redacted]"
+
+# Every token this process has read, kept for the process's life: an answer may echo a token read before a
+# rotation. The one piece of global state here, written under its lock.
+_secrets: frozenset[str] = frozenset()
+_secrets_lock = threading.Lock()
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[^\s\"'<>,;)\]}]+")
+
+
+def remember_secret(secret: str) -> None:
+    """Redact ``secret`` from every error text for the rest of the process (see :func:`redact`).
+
+    Called with each token the token provider returns, including after a rotation. Secrets shorter than
+    :data:`SECRET_MIN_LENGTH` characters are ignored.
+    """
+    global _secrets
+    secret = secret.strip()
+    if len(secret) < SECRET_MIN_LENGTH:
+        return
+    variants = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    with _secrets_lock:
+        _secrets = _secrets | variants
+
+
+def redact(text: str) -> str:
+    """``text`` with every remembered secret (:func:`remember_secret`, also percent-encoded) and any
+    ``Bearer <credential>`` replaced by ``[redacted]``. Redact before cutting a text short, so that no start of a
+    secret survives the cut."""
+    for secret in sorted(_secrets, key=len, reverse=True):  # longest first: a variant may contain another
+        text = text.replace(secret, REDACTED)
+    return _BEARER.sub(rf"\1\2{REDACTED}", text)
+
+
+def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut to at most ``limit`` characters, the cut marked with "…"."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class CanvasError(Exception):
     """A call to Canvas that did not succeed.
 
     ``kind``: a :class:`FaultKind`; ``status``: the HTTP status or None; ``created_nothing``: for a POST, True when
-    Canvas certainly created no import (docs/design.md "A POST's outcome is known"). The message never holds the token.
+    Canvas certainly created no import (docs/design.md "A POST's outcome is known"). ``reason_code``: for a fault of
+    the file (:attr:`FaultKind.FILE`), the sidecar's machine word (``"too_large"`` for a 413), else None.
+
+    This is the one place where a failed call becomes text: the message is passed through :func:`redact` (every
+    token the process has read, any ``Bearer`` credential) and cut to :data:`MESSAGE_LIMIT` characters, so its
+    ``str``, ``repr`` and ``args`` never hold a token, whatever the answer echoed.
     """
 
     def __init__(
-        self, kind: FaultKind, message: str, *, status: int | None = None, created_nothing: bool = True
+        self,
+        kind: FaultKind,
+        message: str,
+        *,
+        status: int | None = None,
+        created_nothing: bool = True,
+        reason_code: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(bounded(redact(message)))
         self.kind = kind
         self.status = status
         self.created_nothing = created_nothing
+        self.reason_code = reason_code
 
 
 def is_loopback(host: str | None) -> bool:
@@ -71,7 +135,8 @@ def is_loopback(host: str | None) -> bool:
 
 def canvas_message(body: str) -> str:
     """The human message in one of Canvas's error bodies (``errors`` list of dicts or strings, ``message``,
-    ``error_message``, ``error``), or the start of the body."""
+    ``error_message``, ``error``), or the start of the body; secrets redacted before any cut (:func:`redact`)."""
+    body = redact(body)
     try:
         data = json.loads(body)
     except ValueError:
@@ -92,8 +157,12 @@ def classify(status: int, content_type: str, body: str) -> tuple[FaultKind, str]
 
     403 is throttling only with "Rate Limit Exceeded" in its body; otherwise it is a permission refusal ("user not
     authorized", "SIS imports are not enabled"). 401 is always a credential fault. 404 is left to the caller.
+    413 is a fault of the file sent (Canvas, or a proxy in front of it, refuses a body that large): FaultKind.FILE;
+    it only comes from the create route, where it creates nothing (:func:`post_outcome_known`).
     """
     message = canvas_message(body)
+    if status == 413:
+        return FaultKind.FILE, f"HTTP 413: the file is too large for Canvas ({message or 'no body'})"
     if 300 <= status < 400:
         return FaultKind.CONFIGURATION, f"HTTP {status} redirect: check canvas.base_url ({message or 'no body'})"
     if status == 429 or (status == 403 and "Rate Limit Exceeded" in body):
@@ -193,10 +262,14 @@ class CanvasClient:
 
     ``base_url``: the instance (no /api/v1). ``account``: "1", "self" or "sis_account_id:X" until
     :meth:`resolve_account` makes it numeric. ``token``: a callable returning the token, called again after a
-    401 (the token file may have been replaced). ``timeout``: seconds (connect and read) for API calls;
-    ``upload_timeout``: read timeout of an upload (Canvas stores the file before answering). ``verify``: what
+    401 (the token file may have been replaced); each token it returns is redacted from every error text
+    (:func:`remember_secret`). ``timeout``: seconds for the whole of each API call (connect, send, the full
+    answer) and of each errors-CSV download; ``upload_timeout``: seconds for the whole of an upload (Canvas stores
+    the file before answering). A call past its deadline raises a TRANSIENT CanvasError. ``verify``: what
     requests' ``verify=`` takes. ``wait``: how to pause (seconds) when the rate limit runs low, e.g. a stop
     event's ``wait``.
+
+    :meth:`cancel`, from any thread, ends the calls in progress within about a second (for a stop).
     """
 
     def __init__(
@@ -218,21 +291,46 @@ class CanvasClient:
         self.timeout = timeout
         self.upload_timeout = upload_timeout
         self.verify = verify
-        self._wait = wait or (lambda seconds: threading.Event().wait(seconds))
-        self._session = requests.Session()
-        self._session.trust_env = False  # no .netrc or proxy env to add credentials or detours
-        self._lock = threading.Lock()
+        self._cancel_event = threading.Event()
+        self._wait = wait or self._cancel_event.wait
+        self._session = deadline.new_session()
+        self._lock = threading.RLock()  # re-entrant: cancel() may run in a signal handler on this thread
+        self._calls: set[deadline.Call] = set()  # calls in progress, ended by cancel(); under _lock
+        self._cancelled = False
         self._server_offset: float | None = None  # Canvas's clock minus ours, from the last Date header
         self.rate_limit_remaining: float | None = None
 
     # --- plumbing ------------------------------------------------------------------------------------------------
 
+    def cancel(self) -> None:
+        """End every call in progress with a TRANSIENT CanvasError within about a second, and refuse new calls
+        (at once, sending nothing) until :meth:`resume`. Safe from any thread and from a signal handler.
+
+        A POST ended this way is of unknown outcome (``created_nothing=False``) once its connection was made.
+        Cancelling stays in force so that a stop that races with the start of a call still stops it.
+        """
+        with self._lock:
+            self._cancelled = True
+            calls = list(self._calls)
+        self._cancel_event.set()
+        for call in calls:
+            call.end(deadline.CANCELLED)
+
+    def resume(self) -> None:
+        """Allow calls again after :meth:`cancel`."""
+        with self._lock:
+            self._cancelled = False
+        self._cancel_event.clear()
+
     def close(self) -> None:
+        """:meth:`cancel` every call, then close the kept-alive connections. The client makes no calls after."""
+        self.cancel()
         self._session.close()
 
     def _headers(self) -> dict[str, str]:
         if self._token is None:
             self._token = self._token_source()
+            remember_secret(self._token)  # redacted from every error text from now on, even after a rotation
         return {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
 
     def forget_token(self) -> None:
@@ -266,22 +364,65 @@ class CanvasClient:
     def _url(self, path: str) -> str:
         return f"{self.base_url}{API}/{path.lstrip('/')}"
 
+    @contextlib.contextmanager
+    def _exchange(
+        self,
+        session: requests.Session,
+        method: str,
+        url: str,
+        *,
+        label: str,
+        seconds: float,
+        ends_at: float | None = None,
+        read_timeout: float | None = None,
+        **options: Any,
+    ) -> Iterator[_Answer]:
+        """Send one request and yield its answer (headers read, body not yet), all within ``seconds`` (or by
+        ``ends_at``, a ``time.monotonic()`` instant, when several exchanges share one budget) and ended early by
+        :meth:`cancel`. ``label``: how error texts name the call. ``options``: for ``session.request``.
+
+        Raises CanvasError (TRANSIENT) when the call fails, passes its deadline or is cancelled, including while
+        the body is read through the yielded :class:`_Answer`.
+        """
+        call = deadline.Call(seconds, deadline=ends_at)
+        with self._lock:
+            if self._cancelled:
+                raise CanvasError(FaultKind.TRANSIENT, f"{label}: cancelled (sisdaemon is stopping)")
+            self._calls.add(call)
+        response: requests.Response | None = None
+        try:
+            with deadline.running(call):
+                try:
+                    response = session.request(
+                        method,
+                        url,
+                        stream=True,
+                        timeout=(min(self.timeout, seconds), read_timeout or self.timeout),
+                        allow_redirects=False,
+                        verify=self.verify,
+                        **options,
+                    )
+                except _NETWORK_ERRORS as error:
+                    raise _failure(call, label, error) from None
+                if call.ended:
+                    raise _failure(call, label, None)
+                yield _Answer(response, call, label)
+        finally:
+            if response is not None:
+                response.close()  # releases a fully read connection for reuse, closes any other
+            with self._lock:
+                self._calls.discard(call)
+
     def _request(self, method: str, url: str, *, params: Any = None) -> requests.Response:
+        """One API call, its answer read whole (:data:`ANSWER_LIMIT`) within ``timeout``. Raises CanvasError."""
         pause = self.throttle_pause()
         if pause:
             self._wait(pause)
-        try:
-            response = self._session.request(
-                method,
-                url,
-                params=params,
-                headers=self._headers(),
-                timeout=(self.timeout, self.timeout),
-                allow_redirects=False,
-                verify=self.verify,
-            )
-        except requests.RequestException as error:
-            raise CanvasError(FaultKind.TRANSIENT, f"{method} {_path_of(url)}: {_describe(error)}") from None
+        label = f"{method} {_path_of(url)}"
+        with self._exchange(
+            self._session, method, url, label=label, seconds=self.timeout, params=params, headers=self._headers()
+        ) as answer:
+            response = answer.read_whole()
         self._note(response)
         if response.status_code == 401:
             self.forget_token()
@@ -300,7 +441,7 @@ class CanvasClient:
                 return response.json(), response
             except ValueError:
                 pass
-        kind, message = classify(response.status_code, content_type, response.text[:2000])
+        kind, message = classify(response.status_code, content_type, redact(response.text)[:2000])
         if kind is FaultKind.NOT_FOUND:
             kind = not_found
         raise CanvasError(kind, f"{method} {_path_of(url)}: {message}", status=response.status_code)
@@ -371,8 +512,13 @@ class CanvasClient:
 
         ``filename``: the attachment's name (Canvas processes only .csv and .zip names); ``fields``: the options,
         sent each as its own form field, plus ``import_type=instructure_csv``. A fresh connection is used, so a
-        stale keep-alive socket never hides a sent request. Returns the SisImport (HTTP 200).
-        Raises CanvasError: ``created_nothing`` says whether the import certainly does not exist.
+        stale keep-alive socket never hides a sent request. The whole call (connect, the upload, Canvas's answer)
+        ends by ``upload_timeout``. Returns the SisImport (HTTP 200).
+
+        Raises CanvasError: ``created_nothing`` says whether the import certainly does not exist. A 413 (the file
+        is too large for Canvas or its proxy) is :attr:`FaultKind.FILE` with ``reason_code="too_large"`` and
+        ``created_nothing=True``: a fault of this file only (it goes to failed/; the feed goes on). A call past
+        its deadline or cancelled is TRANSIENT, of unknown outcome once its connection was made.
         """
         extension = filename.rsplit(".", 1)[-1]
         content_type = "application/zip" if extension == "zip" else "text/csv"
@@ -383,25 +529,23 @@ class CanvasClient:
             )
             headers = {**self._headers(), "Content-Type": encoder.content_type}
             url = self._url(f"accounts/{self.account}/sis_imports")
-            with requests.Session() as session:
-                session.trust_env = False
-                try:
-                    response = session.post(
-                        url,
-                        data=encoder,
-                        headers=headers,
-                        allow_redirects=False,
-                        timeout=(self.timeout, self.upload_timeout),
-                        verify=self.verify,
-                    )
-                except requests.RequestException as error:
-                    known = _connection_never_made(error)
-                    raise CanvasError(
-                        FaultKind.TRANSIENT, f"POST {_path_of(url)}: {_describe(error)}", created_nothing=known
-                    ) from None
+            with (
+                deadline.new_session() as session,
+                self._exchange(
+                    session,
+                    "POST",
+                    url,
+                    label=f"POST {_path_of(url)}",
+                    seconds=self.upload_timeout,
+                    read_timeout=self.upload_timeout,
+                    data=encoder,
+                    headers=headers,
+                ) as answer,
+            ):
+                response = answer.read_whole()
         self._note(response)
         content = response.headers.get("Content-Type", "")
-        body = response.text[:4000]
+        body = redact(response.text)[:4000]
         if response.status_code == 200 and "json" in content:
             try:
                 data = response.json()
@@ -417,46 +561,137 @@ class CanvasClient:
         known = post_outcome_known(response.status_code, content, body)
         if not known:
             kind = FaultKind.TRANSIENT
-        raise CanvasError(kind, f"POST {_path_of(url)}: {message}", status=response.status_code, created_nothing=known)
+        raise CanvasError(
+            kind,
+            f"POST {_path_of(url)}: {message}",
+            status=response.status_code,
+            created_nothing=known,
+            reason_code="too_large" if kind is FaultKind.FILE else None,
+        )
 
     def download(self, url: str, target: Path, *, max_redirects: int = 3) -> None:
         """Save a file Canvas serves (the errors CSV) to ``target`` via a temp file in its folder.
 
         Follows up to ``max_redirects`` redirects, https only (http only to loopback), sending the token only to
-        Canvas's own host. Raises CanvasError.
+        Canvas's own host. The whole download, redirects included, ends by ``timeout`` (errors CSVs are small; one
+        that does not arrive in time is fetched again on a later poll); nothing is left behind on failure.
+        Raises CanvasError: a 403 "Rate Limit Exceeded" is THROTTLED; a 401/403 from another host (the file store
+        refusing its signed address, which expires) is TRANSIENT, not a credential fault; a call past its deadline
+        or cancelled is TRANSIENT.
         """
+        ends_at = time.monotonic() + self.timeout
         for _ in range(max_redirects + 1):
             parts = urllib.parse.urlsplit(url)
             if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
                 raise CanvasError(FaultKind.CONFIGURATION, "errors CSV: refusing a non-https download address")
             headers = self._headers() if parts.hostname == self.host else {}
-            try:
-                response = self._session.get(
-                    url,
-                    headers=headers,
-                    timeout=(self.timeout, self.timeout),
-                    allow_redirects=False,
-                    stream=True,
-                    verify=self.verify,
-                )
-            except requests.RequestException as error:
-                raise CanvasError(FaultKind.TRANSIENT, f"errors CSV download: {_describe(error)}") from None
-            with response:
+            with self._exchange(
+                self._session,
+                "GET",
+                url,
+                label="errors CSV download",
+                seconds=self.timeout,
+                ends_at=ends_at,
+                headers=headers,
+            ) as answer:
+                response = answer.response
                 if response.is_redirect:
                     url = urllib.parse.urljoin(url, response.headers.get("Location", ""))
                     continue
                 if response.status_code != 200:
-                    kind, message = classify(response.status_code, response.headers.get("Content-Type", ""), "")
+                    # The body decides between throttling and a refusal (a 403 "Rate Limit Exceeded" is throttling).
+                    body = answer.read_start(4096).decode("utf-8", "replace")
+                    kind, message = classify(response.status_code, response.headers.get("Content-Type", ""), body)
+                    if kind is FaultKind.CREDENTIAL and parts.hostname != self.host:
+                        # The file store (no token sent there) refused its own signed address: it may have expired;
+                        # reading the import again gives a fresh one. Not a fault of our token.
+                        kind, message = FaultKind.TRANSIENT, f"{message} from the file store"
                     raise CanvasError(kind, f"errors CSV download: {message}", status=response.status_code)
                 temp = target.with_name(f".{target.name}.part")
-                with open(temp, "wb") as handle:
-                    for chunk in response.iter_content(1 << 16):
-                        handle.write(chunk)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temp, target)
+                try:
+                    with open(temp, "wb") as handle:
+                        for chunk in answer.chunks():
+                            handle.write(chunk)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(temp, target)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        temp.unlink()
+                    raise
                 return
         raise CanvasError(FaultKind.CONFIGURATION, f"errors CSV download: more than {max_redirects} redirects")
+
+
+class _Answer:
+    """An answer whose headers are read; its body is read through here, within the call's deadline."""
+
+    def __init__(self, response: requests.Response, call: deadline.Call, label: str) -> None:
+        self.response = response
+        self._call = call
+        self._label = label
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body in chunks. Raises CanvasError (TRANSIENT) when the call fails, is ended, or the body stops
+        short because the call was ended (a body without a length would otherwise look whole)."""
+        iterator = self.response.iter_content(_CHUNK)
+        while True:
+            try:
+                chunk = next(iterator, None)
+            except _NETWORK_ERRORS as error:
+                raise _failure(self._call, self._label, error) from None
+            if chunk is None:
+                # urllib3 checks a Content-Length or chunked body's end itself; a body that ends when the connection
+                # closes may instead have been cut short by the call's end.
+                framed = "content-length" in self.response.headers or "chunked" in self.response.headers.get(
+                    "transfer-encoding", ""
+                )
+                if self._call.ended and not framed:
+                    raise _failure(self._call, self._label, None)
+                return
+            if self._call.ended:
+                raise _failure(self._call, self._label, None)
+            yield chunk
+
+    def read_whole(self, limit: int = ANSWER_LIMIT) -> requests.Response:
+        """Read the whole body (at most ``limit`` bytes) into the response, so that ``.content``, ``.text`` and
+        ``.json()`` work as for a response read at once. Raises CanvasError."""
+        data = bytearray()
+        for chunk in self.chunks():
+            data += chunk
+            if len(data) > limit:
+                raise CanvasError(FaultKind.TRANSIENT, f"{self._label}: answer larger than {limit} bytes")
+        self.response._content = bytes(data)
+        self.response._content_consumed = True  # type: ignore[attr-defined]  # requests' own flag for that
+        return self.response
+
+    def read_start(self, limit: int) -> bytes:
+        """At most ``limit`` bytes of the body (to classify a refusal); a failure to read it gives what came."""
+        data = bytearray()
+        with contextlib.suppress(CanvasError):
+            for chunk in self.chunks():
+                data += chunk
+                if len(data) >= limit:
+                    break
+        return bytes(data[:limit])
+
+
+def _failure(call: deadline.Call, label: str, error: BaseException | None) -> CanvasError:
+    """The CanvasError for an exchange that failed (``error``) or was ended (``call.ended``). ``created_nothing``
+    is what a POST needs: true only when no connection was made for the call."""
+    if call.ended == deadline.CANCELLED:
+        return CanvasError(
+            FaultKind.TRANSIENT, f"{label}: cancelled (sisdaemon is stopping)", created_nothing=not call.may_have_sent
+        )
+    if call.ended == deadline.DEADLINE:
+        return CanvasError(
+            FaultKind.TRANSIENT,
+            f"{label}: no whole answer within {call.seconds:g} s",
+            created_nothing=not call.may_have_sent,
+        )
+    assert error is not None
+    never_made = isinstance(error, requests.RequestException) and _connection_never_made(error)
+    return CanvasError(FaultKind.TRANSIENT, f"{label}: {_describe(error)}", created_nothing=never_made)
 
 
 def _path_of(url: str) -> str:
@@ -464,14 +699,16 @@ def _path_of(url: str) -> str:
     return urllib.parse.urlsplit(url).path
 
 
-def _describe(error: requests.RequestException) -> str:
-    """A short, token-free description of a requests exception."""
+def _describe(error: BaseException) -> str:
+    """A short, token-free description of a requests (or urllib3, or socket) exception."""
     if isinstance(error, requests.ConnectTimeout):
         return "connect timeout"
     if isinstance(error, requests.ReadTimeout):
         return "read timeout (no answer)"
     if isinstance(error, requests.exceptions.SSLError):
         return "TLS handshake failed"
+    if not isinstance(error, requests.RequestException | urllib3.exceptions.HTTPError):
+        return type(error).__name__  # a socket error: its name says it (ConnectionResetError, ...)
     reason = error.args[0] if error.args else error
     reason = getattr(reason, "reason", reason)
     return f"{type(error).__name__}: {type(reason).__name__}"

@@ -1,0 +1,94 @@
+"""How the client reads Canvas's (and proxies') refusals, against a real HTTP server on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
+from tests.loopback import Exchange, serving
+
+TOKEN = "7~FirstTokenAbcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@pytest.fixture
+def upload(tmp_path: Path) -> Iterator[int]:
+    path = tmp_path / "users.csv"
+    path.write_text("user_id,login_id,status\nu1,u1,active\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def client_for(url: str, token: str = TOKEN, **options: float) -> CanvasClient:
+    return CanvasClient(url, "1", lambda: token, **options)
+
+
+def test_a_413_from_the_create_route_is_a_fault_of_the_file_that_created_nothing(upload: int) -> None:
+    def too_large(exchange: Exchange) -> None:
+        exchange.answer(413, b"<html><h1>413 Request Entity Too Large</h1></html>", "text/html")
+
+    with serving(too_large) as server:
+        client = client_for(server.url)
+        with pytest.raises(CanvasError) as caught:
+            client.create_sis_import(upload, "job_users.csv", [])
+        client.close()
+
+    error = caught.value
+    assert error.kind is FaultKind.FILE
+    assert (error.status, error.created_nothing, error.reason_code) == (413, True, "too_large")
+    assert "too large" in str(error)
+
+
+def test_a_throttled_errors_csv_download_is_throttling_not_a_credential_fault(tmp_path: Path) -> None:
+    def throttled(exchange: Exchange) -> None:
+        exchange.answer(403, b"403 Forbidden (Rate Limit Exceeded)\n", "text/plain; charset=utf-8")
+
+    with serving(throttled) as server:
+        client = client_for(server.url)
+        with pytest.raises(CanvasError) as caught:
+            client.download(f"{server.url}/files/9/download?verifier=abc", tmp_path / "errors.csv")
+        client.close()
+
+    assert caught.value.kind is FaultKind.THROTTLED
+    assert not (tmp_path / "errors.csv").exists()
+
+
+def test_a_refused_errors_csv_download_from_canvas_itself_is_still_a_credential_fault(tmp_path: Path) -> None:
+    def refused(exchange: Exchange) -> None:
+        exchange.answer(401, json.dumps({"errors": [{"message": "Invalid access token."}]}).encode())
+
+    with serving(refused) as server:
+        client = client_for(server.url)
+        with pytest.raises(CanvasError) as caught:
+            client.download(f"{server.url}/files/9/download", tmp_path / "errors.csv")
+        client.close()
+
+    assert caught.value.kind is FaultKind.CREDENTIAL
+
+
+def test_a_file_store_refusing_a_redirected_download_is_not_a_fault_of_the_token(tmp_path: Path) -> None:
+    def expired(exchange: Exchange) -> None:
+        exchange.answer(
+            403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", "application/xml"
+        )
+
+    with serving(expired) as store:
+
+        def redirect(exchange: Exchange) -> None:
+            exchange.answer(302, b"", "text/html", Location=f"{store.url.replace('127.0.0.1', 'localhost')}/f?sig=x")
+
+        with serving(redirect) as canvas:
+            client = client_for(canvas.url)
+            with pytest.raises(CanvasError) as caught:
+                client.download(f"{canvas.url}/files/9/download", tmp_path / "errors.csv")
+            client.close()
+
+    assert caught.value.kind is FaultKind.TRANSIENT
+    assert "authorization" not in store.requests[0].headers  # the token stays with Canvas's host
