@@ -26,7 +26,7 @@ import requests
 import urllib3.exceptions
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
-from sisdaemon import deadline
+from sisdaemon import deadline, effects
 
 API = "/api/v1"
 #: Rate-limit headroom below which calls slow down (Canvas's high-water mark is 600; request_throttle.rb).
@@ -542,7 +542,9 @@ class CanvasClient:
                     headers=headers,
                 ) as answer,
             ):
+                effects.happened("canvas.post_sent")  # Canvas has the request: from here an import may exist
                 response = answer.read_whole()
+        effects.happened("canvas.post_answered")
         self._note(response)
         content = response.headers.get("Content-Type", "")
         body = redact(response.text)[:4000]
@@ -619,6 +621,7 @@ class CanvasClient:
                     with contextlib.suppress(OSError):
                         temp.unlink()
                     raise
+                effects.happened("errors_csv.saved")
                 return
         raise CanvasError(FaultKind.CONFIGURATION, f"errors CSV download: more than {max_redirects} redirects")
 

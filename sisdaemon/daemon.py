@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,19 @@ from sisdaemon.gate import Gate
 from sisdaemon.intake import Intake
 from sisdaemon.jobs import Job
 from sisdaemon.ledger import Ledger
-from sisdaemon.logs import Conditions, bound, remember_secret
+from sisdaemon.logs import Conditions, remember_secret
 from sisdaemon.notify import sd_notify
 from sisdaemon.recovery import recover
-from sisdaemon.state import account_lock_path, account_uuid_lock_path, locks, state_lock_path
+from sisdaemon.state import (
+    account_lock_path,
+    account_uuid_lock_path,
+    locks,
+    owned_by_state,
+    remove_stale_temp_files,
+    state_lock_path,
+)
 from sisdaemon.upload import Uploader
+from sisdaemon.worker import FlightWorker
 from sisdaemon.writers import WriterCheck
 
 log = structlog.get_logger("sisdaemon")
@@ -99,7 +108,7 @@ class Daemon:
         self.max_wait = max_wait
         self.clock = clock = clock or DaemonClock()
         self.stop_event = threading.Event()
-        self.wake = threading.Event()
+        self.wake = threading.Event()  # the loop's: folder events, a verified token, a stop
         self.iterations = 0  # loop turns, for tests that check the loop never spins
         self.ready = threading.Event()  # set once the state lock is held and the state loaded (systemd's READY=1)
         self._config_stamp = self._stat_config()
@@ -116,7 +125,10 @@ class Daemon:
             wait=self.stop_event.wait,
         )
         self.ledger = Ledger(settings.state_file)
-        self.gate = Gate(self.client, self.ledger, settings.polling, notify=sd_notify)
+        self.flight_wake = threading.Event()  # the flight worker's: a claim, an upload that ended, a reload
+        self.gate = Gate(
+            self.client, self.ledger, settings.polling, notify=sd_notify, on_verification_wanted=self.flight_wake.set
+        )
         self.writer_check = WriterCheck()
         self.conditions = conditions = Conditions()
         self.flight = Flight(
@@ -124,7 +136,7 @@ class Daemon:
             self.ledger,
             self.gate,
             self.client,
-            Uploader(self.client, self.wake, clock),
+            Uploader(self.client, self.flight_wake, clock),
             self.writer_check,
             settings.polling,
             base_url=canvas.base_url,
@@ -138,18 +150,35 @@ class Daemon:
             self.gate,
             self.writer_check,
             self.wake,
-            on_claimed=self.flight.check_in_work,
+            on_claimed=self._claimed,
             on_event=on_event,
             only=only,
             conditions=conditions,
         )
 
+        self.worker = FlightWorker(
+            self.flight, self.ledger, self.gate, wake=self.flight_wake, loop_wake=self.wake, clock=clock
+        )
+
+    def _claimed(self, job: Job, now: float) -> None:
+        """A file was claimed (the loop's thread): check it in work/, and wake the flight worker for it."""
+        self.flight.check_in_work(job, now)
+        self.flight_wake.set()
+
     # --- signals -------------------------------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Ask the loop to stop at its next turn (a warm stop: the state is always safe to stop at)."""
+        """Ask the loop to stop at its next turn (a warm stop: the state is always safe to stop at). Only sets
+        events, so a signal handler may call it; the stopper thread (:meth:`_stopper`) cancels the Canvas call in
+        progress, so that a stop takes effect within a second or two whatever Canvas is doing."""
         self.stop_event.set()
         self.wake.set()
+        self.flight_wake.set()
+
+    def _stopper(self) -> None:
+        """Thread: once a stop is requested, end the Canvas calls in progress (a slow answer, a long upload)."""
+        self.stop_event.wait()
+        self.client.cancel()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: warm stop; a second one exits at once. SIGHUP: re-read the config (clears holds)."""
@@ -173,7 +202,11 @@ class Daemon:
         """Take the state lock, resolve the account and take its locks, recover, and loop. Returns the exit code
         (see cli.py). Raises LockHeld (another daemon has the state or the account), StateError (a damaged state
         or history file) or OSError (a lock that cannot be made)."""
+        threading.Thread(target=self._stopper, name="sisdaemon-stopper", daemon=True).start()
         with locks(state_lock_path(self.settings.state_file)):
+            state_file = self.settings.state_file
+            for leftover in remove_stale_temp_files(state_file.parent, owned=owned_by_state(state_file)):
+                log.info("stale_temp_file_removed", path=str(leftover), reason="an atomic write was interrupted")
             self.ledger.load(self.feeds)
             released = self.ledger.release_holds()
             if released:  # a restart is a sysadmin's way to say "try again"
@@ -201,9 +234,14 @@ class Daemon:
                         jobs=len(self.ledger.jobs()),
                         once=self.once,
                     )
+                    self.worker.start()
                     return self._loop()
                 finally:
                     sd_notify("STOPPING=1")
+                    self.stop_event.set()
+                    self.client.cancel()
+                    if not self.worker.stop():
+                        log.error("flight_worker_did_not_stop", hint="a Canvas call did not end when cancelled")
                     self.intake.stop()
                     self.client.close()
                     log.info("daemon_stopped", jobs_in_flight=len(self.ledger.jobs()))
@@ -236,17 +274,8 @@ class Daemon:
             now = self.clock()
             self._guarded(self._check_config, now)
             self._guarded(self._check_state_disk)
-            self._guarded(self.flight.collect_uploads, now)
             self._guarded(self.intake.scan_due, now, woke)
-            for job in self.ledger.jobs():
-                if self.stop_event.is_set():
-                    break
-                current = self.ledger.job(job.job_id)
-                if current is not None:
-                    with bound(current):
-                        self.flight.step(current, self.clock())
-            if "WATCHDOG_USEC" in os.environ:
-                sd_notify("WATCHDOG=1")
+            self._ping_watchdog()
             if self.once and self._idle():
                 return EXIT_FAILED_FILES if self.flight.failed_files else EXIT_OK
             if self.once and self.clock() - started > self.max_wait:
@@ -294,6 +323,22 @@ class Daemon:
         elif self.conditions.end(("state_write_failed",), "state_write_recovered"):
             sd_notify("STATUS=watching drop folders")
 
+    def _ping_watchdog(self) -> None:
+        """WATCHDOG=1 while both threads turn: the loop (this call) and the flight worker, whose turns are bounded
+        by the deadline of one Canvas call (or of an upload's answer, which runs in its own thread)."""
+        if "WATCHDOG_USEC" not in os.environ:
+            return
+        stale_after = 3 * self.settings.canvas.timeout_seconds + 60
+        if self.worker.alive() and time.monotonic() - self.worker.heartbeat < stale_after:
+            sd_notify("WATCHDOG=1")
+        else:
+            self.conditions.start(
+                ("flight_worker_stuck",),
+                "flight_worker_stuck",
+                level="error",
+                hint="no Canvas step finished for too long; systemd's watchdog will restart us",
+            )
+
     def _idle(self) -> bool:
         """Nothing in flight and nothing left in the drop folders (or, for `submit`, every named file taken)."""
         if self.ledger.jobs() or self.gate.uploading is not None or self.flight.uploader.pending():
@@ -301,12 +346,10 @@ class Daemon:
         return self.intake.idle()
 
     def _sleep_time(self, now: float) -> float:
-        """Seconds until something is due: a scan, a settle deadline, a job's next action, the end of a backoff.
-        Work that waits on something else (an upload in progress, a closed gate, a full feed) never makes the
-        loop spin: it is woken by that thing instead."""
+        """Seconds until the loop has something due: a scan, a settle deadline, the end of a backoff (files wait for
+        it). Jobs are the flight worker's; the loop is woken by folder events, a verified token and a stop."""
         times = [self.gate.health.retry_at] if self.gate.health.kind else []
         times += self.intake.due_times()
-        times += self.flight.due_times(now)
         soonest = min(times) if times else now + 1
         return min(max(soonest - now, 0.01), 1.0 if self.once else 5.0)
 
@@ -353,3 +396,4 @@ class Daemon:
             log.info("feeds_released", feeds=released, reason="configuration changed")
         self.gate.retry_now(now)
         self.ledger.save()
+        self.flight_wake.set()

@@ -198,6 +198,13 @@ class Flight:
             return
         error = result.error
         assert error is not None
+        if error.kind is FaultKind.FILE:
+            # A fault of this file alone (413: too large): failed/, with Canvas's answer; the gate stays open and
+            # the feed goes on with its next file.
+            job = jobs.refused_as_file(job, error.reason_code or "refused", str(error), now=now)
+            log.error("file_refused_by_canvas", reason_code=job.reason_code, error=str(error), status=error.status)
+            self.ledger.put(job)
+            return
         self.gate.fault(error, now)
         if error.created_nothing:
             job = jobs.post_refused(job, str(error), retry_at=max(self.gate.health.retry_at, now))

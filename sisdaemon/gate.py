@@ -8,6 +8,7 @@ claimed and sent now; :meth:`Gate.may_upload` applies the one-POST-at-a-time rul
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,7 +46,8 @@ class Gate:
     """Health and backoff in front of ``client``.
 
     ``ledger`` records the current fault for ``status``; ``policy`` gives the backoff's timing; ``notify`` sends a
-    systemd STATUS line (sd_notify); ``jitter`` returns a number in [0, 1) (tests may fix it).
+    systemd STATUS line (sd_notify); ``jitter`` returns a number in [0, 1) (tests may fix it);
+    ``on_verification_wanted`` wakes whoever checks the token (the flight worker) when the loop asks for a check.
     """
 
     def __init__(
@@ -56,15 +58,19 @@ class Gate:
         *,
         notify: Callable[[str], Any],
         jitter: Callable[[], float] = random.random,
+        on_verification_wanted: Callable[[], Any] = lambda: None,
     ) -> None:
         self.client = client
         self.ledger = ledger
         self.policy = policy
         self.notify = notify
         self.jitter = jitter
+        self.on_verification_wanted = on_verification_wanted
         self.health = Health()
         self.own_user_id: int | None = None
         self.uploading: str | None = None  # the job whose upload runs now (one POST per account at a time)
+        #: Set by the loop when files wait for a verified token; the flight worker then checks (one HTTP call).
+        self.verification_wanted = threading.Event()
         self._verified_at = float("-inf")
 
     def is_open(self, now: float) -> bool:
@@ -116,6 +122,18 @@ class Gate:
         self.health = Health()
         self.ledger.set_fault(None)
 
+    def verified(self, now: float) -> bool:
+        """Whether files may be claimed now, without calling Canvas (the loop's thread never waits on Canvas): the
+        gate is open and Canvas accepted the token within ``max_interval_seconds``. When not, asks the flight
+        worker to check (:attr:`verification_wanted`) and returns False."""
+        recently = now - self._verified_at < max(self.policy.max_interval_seconds, 1.0)
+        if self.is_open(now) and self.health.kind is None and recently:
+            return True
+        if not self.verification_wanted.is_set():
+            self.verification_wanted.set()
+            self.on_verification_wanted()
+        return False
+
     def ready(self, now: float) -> bool:
         """Whether files may be claimed and sent: Canvas accepted our token recently (one cheap check, at most
         every ``max_interval_seconds`` while there is work) and no fault is waiting out its backoff."""
@@ -129,6 +147,7 @@ class Gate:
             return False
         self.own_user_id = me.get("id")
         self._verified_at = now
+        self.verification_wanted.clear()
         return True
 
     def may_upload(self) -> bool:

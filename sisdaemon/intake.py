@@ -172,8 +172,8 @@ class Intake:
                 ReadyFile(seen.name, seen.fingerprint, seen.regular, seen.kind, now) for seen in observations.values()
             ]
         feed_scan.backlog = bool(ready)
-        if ready and not self.gate.ready(now):
-            return  # Canvas refuses us or is down: every file stays in drop/
+        if ready and not self.gate.verified(now):
+            return  # not verified lately, Canvas refuses us or is down: every file stays in drop/ for now
         for index, item in enumerate(ready):
             if not self.may_claim(feed, now):
                 break

@@ -5,6 +5,7 @@ in-flight jobs exist (the drop folder is the queue; see docs/design.md "A droppe
 
     claimed --begin_attempt--> submitting --post_created / adopt--> submitted --poll: terminal--> finishing
     claimed --reject--> finishing                     (refused before upload: empty file, not a regular file)
+    submitting --refused_as_file--> finishing         (Canvas refused the file itself: too large)
     submitting --post_refused--> claimed              (Canvas created nothing; try again later)
     submitting --resend--> claimed                    (answer lost, no import found for long enough)
     submitted --aborted after a change / dead--> claimed   (the import will never apply; send again)
@@ -66,7 +67,7 @@ class AbortReason(StrEnum):
 
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     JobState.CLAIMED: frozenset({JobState.CLAIMED, JobState.SUBMITTING, JobState.FINISHING}),
-    JobState.SUBMITTING: frozenset({JobState.SUBMITTING, JobState.SUBMITTED, JobState.CLAIMED}),
+    JobState.SUBMITTING: frozenset({JobState.SUBMITTING, JobState.SUBMITTED, JobState.CLAIMED, JobState.FINISHING}),
     JobState.SUBMITTED: frozenset({JobState.SUBMITTED, JobState.FINISHING, JobState.CLAIMED}),
     JobState.FINISHING: frozenset({JobState.FINISHING}),
 }
@@ -255,6 +256,24 @@ def reject(job: Job, reason_code: str, reason: str, *, now: float) -> Job:
         folder="failed",
         finished_at=now,
         errors_csv_deadline=None,
+    )
+
+
+def refused_as_file(job: Job, reason_code: str, reason: str, *, now: float) -> Job:
+    """submitting -> finishing: Canvas refused the file itself and created nothing (a 413: too large). The file goes
+    to failed/ (outcome ``rejected``) and its feed goes on with the next file."""
+    return move(
+        job,
+        JobState.FINISHING,
+        outcome=Outcome.REJECTED,
+        reason_code=reason_code,
+        reason=reason,
+        folder="failed",
+        finished_at=now,
+        errors_csv_deadline=None,
+        tag=None,
+        old_tags=retired_tags(job),
+        last_error=None,
     )
 
 

@@ -1,15 +1,18 @@
 """The ledger: the state file and the feeds' histories, and the only writer of either.
 
 Every part that changes a job, a hold, the recorded fault or a feed's history does it through :class:`Ledger`, which
-persists the change before it returns (docs/design.md "Crash protocol": persist, then act). Parts read jobs and holds
+holds its lock for each change (the loop's thread claims, the flight worker does the rest) and persists the change
+before it returns (docs/design.md "Crash protocol": persist, then act). Parts read jobs and holds
 from it freely; none of them holds a :class:`~sisdaemon.state.StateStore` or a :class:`~sisdaemon.state.History`.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import structlog
 
@@ -17,6 +20,20 @@ from sisdaemon.jobs import Job, JobState
 from sisdaemon.state import History, State, StateStore, history_path, known_import_ids
 
 log = structlog.get_logger("sisdaemon")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    """Run a :class:`Ledger` method under the ledger's lock."""
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 class Ledger:
@@ -35,9 +52,12 @@ class Ledger:
         self.histories: dict[str, History] = {}
         #: Why the last write of the state or a history failed (a full or failing disk), or None once one succeeds.
         self.write_fault: str | None = None
+        # The loop (claims) and the flight worker (every other change) both write: one at a time.
+        self.lock = threading.RLock()
 
     # --- loading ------------------------------------------------------------------------------------------------
 
+    @_locked
     def load(self, feed_names: Iterable[str]) -> None:
         """Read the state file and the history of each feed in ``feed_names``. Raises StateError when one is
         damaged (naming the file)."""
@@ -45,6 +65,7 @@ class Ledger:
         for name in feed_names:
             self.add_feed(name)
 
+    @_locked
     def add_feed(self, name: str) -> None:
         """Read feed ``name``'s history (a feed added while running). Raises StateError when it is damaged."""
         if name not in self.histories:
@@ -52,30 +73,37 @@ class Ledger:
 
     # --- reading ------------------------------------------------------------------------------------------------
 
+    @_locked
     def job(self, job_id: str) -> Job | None:
         """The job with ``job_id``, or None once it is filed."""
         return self.state.jobs.get(job_id)
 
+    @_locked
     def jobs(self) -> list[Job]:
         """Every claimed and in-flight job, oldest claim first."""
         return sorted(self.state.jobs.values(), key=lambda job: job.claimed_at)
 
+    @_locked
     def jobs_of(self, feed: str) -> int:
         """How many jobs feed ``feed`` has claimed and not yet filed."""
         return sum(1 for job in self.state.jobs.values() if job.feed == feed)
 
+    @_locked
     def any_submitting(self) -> bool:
         """Whether some job's POST is being sent or its answer is unknown (one such per account at a time)."""
         return any(job.state is JobState.SUBMITTING for job in self.state.jobs.values())
 
+    @_locked
     def held(self, feed: str) -> str | None:
         """Why feed ``feed`` is held by a configuration fault, or None."""
         return self.state.held.get(feed)
 
+    @_locked
     def history(self, feed: str) -> History:
         """Feed ``feed``'s history (read-only for callers: change it through the ledger)."""
         return self.histories[feed]
 
+    @_locked
     def known_import_ids(self) -> set[int]:
         """Every import id this daemon knows as its own (histories, jobs and their dead imports)."""
         return known_import_ids(self.histories.values(), self.state)
@@ -92,6 +120,7 @@ class Ledger:
 
     # --- writing ------------------------------------------------------------------------------------------------
 
+    @_locked
     def _written(self, write: Callable[[], None]) -> None:
         """Run a write, remembering in :attr:`write_fault` whether the disk took it. Raises OSError."""
         try:
@@ -101,10 +130,12 @@ class Ledger:
             raise
         self.write_fault = None
 
+    @_locked
     def save(self) -> None:
         """Write the state file (atomic, durable). Raises OSError (and remembers it in :attr:`write_fault`)."""
         self._written(lambda: self.store.save(self.state))
 
+    @_locked
     def try_save(self) -> bool:
         """:meth:`save`, returning whether it worked instead of raising (a failing disk is then in
         :attr:`write_fault`)."""
@@ -114,30 +145,36 @@ class Ledger:
             return False
         return True
 
+    @_locked
     def put(self, job: Job) -> None:
         """Record a new or changed job, then persist it (before the step it prepares). Raises OSError."""
         self.state.jobs[job.job_id] = job
         self.save()
 
+    @_locked
     def keep(self, job: Job) -> None:
         """Change a job in memory only: a retry time or a note that need not survive a restart."""
         self.state.jobs[job.job_id] = job
 
+    @_locked
     def discard(self, job_id: str) -> None:
         """Remove a job in memory only (start-up recovery; its :meth:`save` follows)."""
         self.state.jobs.pop(job_id, None)
 
+    @_locked
     def put_quietly(self, job: Job) -> None:
         """Record a job and try to persist it; a failing disk is not an error here (the state folder itself may be
         the one that is full), the next write carries the change."""
         self.state.jobs[job.job_id] = job
         self.try_save()
 
+    @_locked
     def forget(self, job_id: str) -> None:
         """Remove a job that never left drop/ (its claim failed), and persist. Raises OSError."""
         self.state.jobs.pop(job_id, None)
         self.save()
 
+    @_locked
     def hold(self, feed: str, reason: str) -> bool:
         """Hold ``feed`` for a configuration fault; returns True when the hold or its reason is new (then
         persisted)."""
@@ -147,12 +184,14 @@ class Ledger:
         self.save()
         return True
 
+    @_locked
     def release_holds(self) -> list[str]:
         """Release every held feed (in memory; the caller's next save persists it). Returns their names."""
         released = sorted(self.state.held)
         self.state.held.clear()
         return released
 
+    @_locked
     def set_fault(self, fault: Mapping[str, Any] | None) -> None:
         """Record the current fault of talking to Canvas (for ``status``), or clear it; persisted when changed."""
         value = dict(fault) if fault is not None else None
@@ -160,6 +199,7 @@ class Ledger:
             self.state.fault = value
             self.try_save()  # for `status` only: a full disk must not turn a Canvas fault into a crash
 
+    @_locked
     def set_tags_echoed(self, echoed: bool) -> bool:
         """Remember whether Canvas echoes attempt tags; returns True when that is news (persisted with the next
         :meth:`put`)."""
@@ -168,10 +208,12 @@ class Ledger:
         self.state.tags_echoed = echoed
         return True
 
+    @_locked
     def set_account_id(self, account_id: int) -> None:
         """Remember the resolved account id (persisted with the next write)."""
         self.state.account_id = account_id
 
+    @_locked
     def note_import(self, feed: str, import_id: int, *, save: bool = True) -> None:
         """Add ``import_id`` to feed ``feed``'s ledger of own imports (and persist the history unless ``save`` is
         False, as at start-up where the state's jobs already carry it). Raises OSError."""
@@ -180,6 +222,7 @@ class Ledger:
         if save:
             self._written(history.save)
 
+    @_locked
     def record_finished(self, job: Job, counts: Mapping[str, int] | None) -> None:
         """A job is filed: append its record to the feed's history, then drop it from the state; each persisted
         in that order (a crash between the two leaves the job, whose finishing step is idempotent). Raises

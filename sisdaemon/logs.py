@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import jobs
+from sisdaemon import canvas, jobs
 from sisdaemon.jobs import Job
 
 log = structlog.get_logger("sisdaemon")
@@ -20,24 +20,19 @@ log = structlog.get_logger("sisdaemon")
 #: A lasting condition's name: its kind first, then what it is about (feed, file, job id).
 ConditionKey = tuple[str, ...]
 
-_SECRETS: set[str] = set()  # every token read, redacted from every log line as a last guard
-
 
 def remember_secret(secret: str) -> None:
-    """Add ``secret`` (a token just read) to what :func:`configure_logging`'s output never shows."""
-    _SECRETS.add(secret)
+    """Add ``secret`` (a token just read) to what no log line and no error text ever shows (one list for both:
+    :func:`sisdaemon.canvas.remember_secret`)."""
+    canvas.remember_secret(secret)
 
 
 def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: replace any known secret found in a value (the token must never be logged)."""
-    if not _SECRETS:
-        return event
+    """structlog processor: redact every remembered secret and any ``Bearer`` credential from every text value
+    (:func:`sisdaemon.canvas.redact`), as a last guard: the token must never be logged."""
     for key, value in event.items():
         if isinstance(value, str):
-            for secret in _SECRETS:
-                if len(secret) >= 8 and secret in value:  # a real token; a toy one would mangle every line
-                    value = value.replace(secret, "[redacted]")
-            event[key] = value
+            event[key] = canvas.redact(value)
     return event
 
 

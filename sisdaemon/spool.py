@@ -223,5 +223,5 @@ def errors_csv_name(work_name: str) -> str:
 def write_sidecar(folder: Path, work_name: str, sidecar: Mapping[str, Any]) -> Path:
     """Write ``<folder>/<work name>.result.json`` atomically; returns its path. Raises OSError."""
     path = folder / sidecar_name(work_name)
-    write_json_atomic(path, sidecar)
+    write_json_atomic(path, sidecar, effect="sidecar")
     return path

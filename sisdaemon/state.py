@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from sisdaemon import effects
 from sisdaemon.jobs import Job
 
 STATE_VERSION = 1
@@ -58,16 +59,20 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    effects.happened("dir.fsynced")
 
 
 #: The temp names :func:`write_atomic` uses: ``.<target name>.<8 lower-case hex digits>.tmp``.
 TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{8}\.tmp", re.DOTALL)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o640, *, effect: str = "file") -> None:
     """Replace ``path`` with ``data`` atomically: temp file in the same folder (named as :data:`TEMP_NAME`
     says), fsync, rename, fsync the folder. A kill before the rename leaves the temp file behind; see
     :func:`remove_stale_temp_files`.
+
+    ``effect`` names the write for the side-effect seam (effects.py): ``<effect>.temp_written`` once the temp file
+    is whole on disk, ``<effect>.replaced`` once it has replaced ``path``.
 
     Raises OSError (the old file is then untouched).
     """
@@ -78,11 +83,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        effects.happened(f"{effect}.temp_written")
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
+    effects.happened(f"{effect}.replaced")
     fsync_dir(path.parent)
 
 
@@ -137,9 +144,9 @@ def remove_stale_temp_files(
     return removed
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
+def write_json_atomic(path: Path, value: Any, *, effect: str = "file") -> None:
     """:func:`write_atomic` of ``value`` as indented, key-sorted JSON with a final newline."""
-    write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(), effect=effect)
 
 
 def read_json(path: Path) -> Any:
@@ -387,7 +394,8 @@ class StateStore:
         return State() if data is _ABSENT else State.from_dict(data, self.path)
 
     def save(self, state: State) -> None:
-        write_json_atomic(self.path, state.to_dict())
+        """Write ``state`` atomically and durably. Raises OSError."""
+        write_json_atomic(self.path, state.to_dict(), effect="state")
 
 
 def history_path(state_file: Path, feed: str) -> Path:
@@ -469,7 +477,8 @@ class History:
         return True
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.to_dict())
+        """Write the history atomically and durably. Raises OSError."""
+        write_json_atomic(self.path, self.to_dict(), effect="history")
 
 
 def known_import_ids(histories: Iterable[History], state: State) -> set[int]:
