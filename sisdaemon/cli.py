@@ -21,6 +21,7 @@ import structlog
 
 from sisdaemon import __version__, effects
 from sisdaemon.config import ConfigError, Settings, TokenError, check_runtime, load_config, read_token
+from sisdaemon.config.checks import work_dirs_to_create
 from sisdaemon.logs import configure_logging, remember_secret
 from sisdaemon.owner import check_owner, deciding_folder, user_name
 
@@ -48,10 +49,13 @@ def _argv_with_config(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _load(args: argparse.Namespace, *, token_required: bool = True, writes: bool = True) -> Settings:
+def _load(
+    args: argparse.Namespace, *, token_required: bool = True, writes: bool = True, create_work_dirs: bool = True
+) -> Settings:
     """Load and check the config named by ``args.config`` (static and run-time checks; the token too unless
     ``token_required`` is False). ``writes``: the command writes state, so only the state folder's owner may run it
-    (checked before the machine, whose access checks hold for this user alone).
+    (checked before the machine, whose access checks hold for this user alone). ``create_work_dirs``: make a
+    missing work_dir (``run``, ``submit``), or only check that it can be made (``check-config``).
 
     Raises ConfigError with every problem; NotOwner when ``writes`` and this user does not own the state."""
     config_path = Path(args.config)
@@ -63,7 +67,7 @@ def _load(args: argparse.Namespace, *, token_required: bool = True, writes: bool
             raise ConfigError(config_path, [f"state_file: {settings.state_file}: {error.strerror}"]) from None
         if wrong is not None:
             raise NotOwner(wrong.message(f"sisdaemon {args.command}", _argv_with_config(args)))
-    problems = check_runtime(settings, token=token_required)
+    problems = check_runtime(settings, token=token_required, create_work_dirs=create_work_dirs)
     if problems:
         raise ConfigError(config_path, problems)
     if token_required:
@@ -94,12 +98,15 @@ def _not_owner(error: NotOwner) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the config file and the folders, locks and token it names; print what was found."""
+    """Validate the config file and the folders, locks and token it names; print what was found. Changes nothing
+    on the machine: a missing work_dir is reported (``run`` creates it), and the rename probe is removed."""
     try:
-        settings = _load(args, writes=False)
+        settings = _load(args, writes=False, create_work_dirs=False)
     except ConfigError as error:
         return _config_error(error)
     print(f"{args.config}: OK ({len(settings.feeds)} feed(s): {', '.join(f.name for f in settings.feeds)})")
+    for note in work_dirs_to_create(settings):
+        print(f"{args.config}: {note}")
     with_owner = check_owner(settings.state_file)
     if with_owner is not None:
         # The folders' access was judged for this user, not for the one that runs the service.
