@@ -22,7 +22,7 @@ import structlog
 from sisdaemon import __version__, effects
 from sisdaemon.config import ConfigError, Settings, TokenError, check_runtime, load_config, read_token
 from sisdaemon.config.checks import work_dirs_to_create
-from sisdaemon.logs import configure_logging, remember_secret
+from sisdaemon.logs import configure_logging, journal_prefix, remember_secret
 from sisdaemon.owner import check_owner, deciding_folder, user_name
 
 EXIT_OK = 0
@@ -79,9 +79,10 @@ def _load(
 
 
 def _error_lines(text: str) -> None:
-    """Write ``text`` to stderr."""
+    """Write ``text`` to stderr, each line at priority err when stderr is the journal."""
+    prefix = journal_prefix(sys.stderr, "error")
     for line in text.splitlines():
-        print(line, file=sys.stderr)
+        print(prefix + line, file=sys.stderr)
 
 
 def _config_error(error: ConfigError) -> int:
