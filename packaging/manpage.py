@@ -15,7 +15,16 @@ os.environ.pop("SISDAEMON_CONFIG", None)  # the parser reads it for -c's default
 
 import sisdaemon
 from sisdaemon import __version__
-from sisdaemon.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_FAULT, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, build_parser
+from sisdaemon.cli import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_FAULT,
+    EXIT_LOCKED,
+    EXIT_NOPERM,
+    EXIT_OK,
+    EXIT_USAGE,
+    build_parser,
+)
 
 
 def roff(text: str) -> str:
@@ -85,18 +94,25 @@ def manpage() -> str:
         "At least one file ended in failed/.",
         ".TP",
         str(EXIT_USAGE),
-        "Usage error.",
+        roff("Usage error, among them no -c and no $SISDAEMON_CONFIG."),
         ".TP",
         str(EXIT_FAULT),
         roff(
             "A fault of the system, credential or configuration that did not clear; a file still held or settling "
-            "when --once gave up; the state file is damaged."
+            "when --once gave up; the state file is damaged; status cannot read the state."
         ),
         ".TP",
         str(EXIT_LOCKED),
         roff(
             "EX_CANTCREAT: another sisdaemon already holds this state's lock or the Canvas account's lock; the "
             "message names the lock and its holder. The unit does not restart on it (RestartPreventExitStatus=)."
+        ),
+        ".TP",
+        str(EXIT_NOPERM),
+        roff(
+            "EX_NOPERM: run, or submit, by a user who does not own the state folder (root included): only its owner "
+            "writes the state. The message names both users and the command to use instead, e.g. "
+            "sudo -u sisdaemon sisdaemon run -c /etc/sisdaemon/nightly.yaml. The unit does not restart on it."
         ),
         ".TP",
         str(EXIT_CONFIG),

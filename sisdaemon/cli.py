@@ -1,9 +1,10 @@
 """The ``sisdaemon`` command: run, submit, status, check-config, sandbox, demo.
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
-2 usage error, 3 a fault that did not clear, 73 another daemon holds the state or account lock (EX_CANTCREAT),
-78 configuration error (EX_CONFIG); the systemd unit does not restart on 73 and 78 (``RestartPreventExitStatus=``).
-structlog is configured here (sisdaemon.logs), once.
+2 usage error (a missing ``-c`` among them), 3 a fault that did not clear (or ``status`` cannot read the state),
+73 another daemon holds the state or account lock (EX_CANTCREAT), 77 a command that writes state run by a user
+other than the state folder's owner (EX_NOPERM), 78 configuration error (EX_CONFIG); the systemd unit does not
+restart on 73, 77 and 78 (``RestartPreventExitStatus=``). structlog is configured here (sisdaemon.logs), once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,24 +21,53 @@ import structlog
 
 from sisdaemon import __version__, effects
 from sisdaemon.config import ConfigError, Settings, TokenError, check_runtime, load_config, read_token
-from sisdaemon.logs import configure_logging, remember_secret
+from sisdaemon.config.checks import work_dirs_to_create
+from sisdaemon.logs import configure_logging, journal_prefix, remember_secret
+from sisdaemon.owner import check_owner, deciding_folder, user_name
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_FAULT = 3
 EXIT_LOCKED = 73  # EX_CANTCREAT: the lock cannot be taken; restarting would only loop (RestartPreventExitStatus=)
+EXIT_NOPERM = 77  # EX_NOPERM: not the state's owner; restarting would only loop (RestartPreventExitStatus=)
 EXIT_CONFIG = 78
 
 
-def _load(path: str | None, *, token_required: bool = True) -> Settings:
-    """Load and check the config (static and run-time checks; the token too unless ``token_required`` is False).
-    Raises ConfigError with every problem."""
-    if not path:
-        raise ConfigError(Path("(none)"), ["-c/--config not given and $SISDAEMON_CONFIG not set"])
-    config_path = Path(path)
+class NotOwner(Exception):
+    """A command that writes state was run by a user who does not own the state folder (exit 77); the message
+    names both users and the command line to use instead."""
+
+
+def _argv_with_config(args: argparse.Namespace) -> list[str]:
+    """The command's arguments as given, with ``-c`` made explicit (``sudo`` drops ``$SISDAEMON_CONFIG``)."""
+    argv: list[str] = list(args.argv)
+    given = any(arg in ("-c", "--config") or arg.startswith(("--config=", "-c")) for arg in argv)
+    if not given and args.command in argv:
+        at = argv.index(args.command) + 1
+        argv[at:at] = ["-c", args.config]
+    return argv
+
+
+def _load(
+    args: argparse.Namespace, *, token_required: bool = True, writes: bool = True, create_work_dirs: bool = True
+) -> Settings:
+    """Load and check the config named by ``args.config`` (static and run-time checks; the token too unless
+    ``token_required`` is False). ``writes``: the command writes state, so only the state folder's owner may run it
+    (checked before the machine, whose access checks hold for this user alone). ``create_work_dirs``: make a
+    missing work_dir (``run``, ``submit``), or only check that it can be made (``check-config``).
+
+    Raises ConfigError with every problem; NotOwner when ``writes`` and this user does not own the state."""
+    config_path = Path(args.config)
     settings = load_config(config_path)
-    problems = check_runtime(settings, token=token_required)
+    if writes:
+        try:
+            wrong = check_owner(settings.state_file)
+        except OSError as error:
+            raise ConfigError(config_path, [f"state_file: {settings.state_file}: {error.strerror}"]) from None
+        if wrong is not None:
+            raise NotOwner(wrong.message(f"sisdaemon {args.command}", _argv_with_config(args)))
+    problems = check_runtime(settings, token=token_required, create_work_dirs=create_work_dirs)
     if problems:
         raise ConfigError(config_path, problems)
     if token_required:
@@ -47,22 +78,45 @@ def _load(path: str | None, *, token_required: bool = True) -> Settings:
     return settings
 
 
+def _error_lines(text: str) -> None:
+    """Write ``text`` to stderr, each line at priority err when stderr is the journal."""
+    prefix = journal_prefix(sys.stderr, "error")
+    for line in text.splitlines():
+        print(prefix + line, file=sys.stderr)
+
+
 def _config_error(error: ConfigError) -> int:
-    for line in str(error).splitlines():
-        print(line, file=sys.stderr)
+    _error_lines(str(error))
     return EXIT_CONFIG
+
+
+def _not_owner(error: NotOwner) -> int:
+    _error_lines(str(error))
+    return EXIT_NOPERM
 
 
 # --- commands --------------------------------------------------------------------------------------------------
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the config file and the folders, locks and token it names; print what was found."""
+    """Validate the config file and the folders, locks and token it names; print what was found. Changes nothing
+    on the machine: a missing work_dir is reported (``run`` creates it), and the rename probe is removed."""
     try:
-        settings = _load(args.config)
+        settings = _load(args, writes=False, create_work_dirs=False)
     except ConfigError as error:
         return _config_error(error)
     print(f"{args.config}: OK ({len(settings.feeds)} feed(s): {', '.join(f.name for f in settings.feeds)})")
+    for note in work_dirs_to_create(settings):
+        print(f"{args.config}: {note}")
+    with_owner = check_owner(settings.state_file)
+    if with_owner is not None:
+        # The folders' access was judged for this user, not for the one that runs the service.
+        print(
+            f"{args.config}: note: checked as {with_owner.user}, but {with_owner.folder} belongs to "
+            f"{with_owner.owner}, who runs sisdaemon; to check as that user: "
+            + shlex.join(["sudo", "-u", with_owner.owner, "sisdaemon", *_argv_with_config(args)]),
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -72,9 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sisdaemon.state import LockHeld, StateError
 
     try:
-        settings = _load(args.config, token_required=False)
+        settings = _load(args, token_required=False)
     except ConfigError as error:
         return _config_error(error)
+    except NotOwner as error:
+        return _not_owner(error)
     configure_logging(settings.log.format, settings.log.level)
     try:
         effects.install_from_environment()  # crash-point tests only: unset in production
@@ -107,9 +163,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from sisdaemon.submit import submit
 
     try:
-        settings = _load(args.config)
+        settings = _load(args)
     except ConfigError as error:
         return _config_error(error)
+    except NotOwner as error:
+        return _not_owner(error)
     # The result lines go to stdout; the daemon's log, when submit runs the job itself, to stderr.
     configure_logging("console" if sys.stderr.isatty() else settings.log.format, settings.log.level, sys.stderr)
     return submit(
@@ -122,12 +180,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     from sisdaemon.status import collect, render_text
 
     try:
-        settings = load_config(Path(args.config)) if args.config else None
+        settings = load_config(Path(args.config))
     except ConfigError as error:
         return _config_error(error)
-    if settings is None:
-        return _config_error(ConfigError(Path("(none)"), ["-c/--config not given and $SISDAEMON_CONFIG not set"]))
-    report = collect(settings)
+    try:
+        report = collect(settings)
+    except OSError as error:  # the state folder or a file in it is not readable by this user
+        folder, status = deciding_folder(settings.state_file)
+        print(
+            f"sisdaemon status: cannot read the state ({error.filename or settings.state_file}: {error.strerror}) "
+            f"as {user_name(os.geteuid())}; {folder} belongs to {user_name(status.st_uid)}: run it as that user, or "
+            "as a member of the group that may read it (the package's sisdaemon-ops)",
+            file=sys.stderr,
+        )
+        return EXIT_FAULT
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -160,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=os.environ.get("SISDAEMON_CONFIG"),
             help="config file (default: $SISDAEMON_CONFIG)",
         )
+        sub.set_defaults(parser=sub)  # for the usage error when neither is given
 
     check = commands.add_parser("check-config", help="validate a config file and the folders it names")
     with_config(check)
@@ -212,11 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` (default: ``sys.argv[1:]``); returns its exit code (see the module's doc)."""
     parser = build_parser()
+    args_given = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_given)
+        if hasattr(args, "config") and not args.config:
+            args.parser.error("-c/--config not given and $SISDAEMON_CONFIG not set (or empty)")
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    args.argv = args_given
     result: int = args.func(args)
     return result
 

@@ -2,7 +2,9 @@
 
 Starts the sandbox on a free loopback port, makes a demo folder with drop/, done/ and failed/, drops a realistic
 set (a zip of accounts, terms, users, courses, sections and enrollments; a users.csv whose rows give warnings; a
-file Canvas fails), runs the real daemon until every file is filed, and prints what happened to each.
+file Canvas fails), runs the real daemon until every file is filed, and prints what happened to each: a table no
+wider than the terminal (kept within 80 to 120 columns), in import order, with what Canvas said about each file that
+did not import cleanly, and paths relative to where it was run. The daemon's log goes to stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import secrets
 import shutil
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -135,18 +138,26 @@ def _write_config(root: Path, url: str, token_env: str) -> Path:
 
 
 def summarize(root: Path) -> list[dict[str, Any]]:
-    """One row per sidecar in done/ and failed/: file, outcome, import id, counts, warnings, errors, sidecar."""
+    """One row per sidecar in done/ and failed/, in the order Canvas was given the files (import ids; a file refused
+    before upload by when it was claimed): ``file``, ``outcome`` (Canvas's ``workflow_state``, or ``rejected``),
+    ``import_id``, ``counts`` (rows imported per SIS type, as text), ``warnings`` and ``errors`` (how many),
+    ``messages`` (``["warning: …", "error: …"]``: what Canvas said, or why the file was refused), ``folder`` and
+    ``sidecar`` (paths)."""
     rows = []
     for folder in ("done", "failed"):
         for path in sorted((root / folder).glob("*.result.json")):
             sidecar = json.loads(path.read_text())
             canvas = sidecar.get("canvas") or {}
             counts = canvas.get("counts") or {}
+            timeline = sidecar.get("timeline") or {}
+            messages = [f"error: {_message(sidecar, item)}" for item in canvas.get("processing_errors") or []]
+            messages += [f"warning: {_message(sidecar, item)}" for item in canvas.get("processing_warnings") or []]
+            if not messages and sidecar.get("reason") and sidecar["outcome"] not in ("imported",):
+                messages.append(f"{sidecar.get('reason_code') or 'reason'}: {sidecar['reason']}")
             rows.append(
                 {
                     "file": sidecar["file"]["name"],
-                    "outcome": sidecar["outcome"]
-                    + (f" ({sidecar['reason_code']})" if sidecar.get("reason_code") else ""),
+                    "outcome": sidecar["outcome"],
                     "import_id": canvas.get("import_id"),
                     "counts": ", ".join(
                         f"{key} {value}"
@@ -156,20 +167,80 @@ def summarize(root: Path) -> list[dict[str, Any]]:
                     or "-",
                     "warnings": len(canvas.get("processing_warnings") or []),
                     "errors": len(canvas.get("processing_errors") or []),
-                    "sidecar": str(path.relative_to(root.parent) if root.is_absolute() else path),
+                    "messages": messages,
+                    "folder": root / folder,
+                    "sidecar": path,
+                    "order": (
+                        timeline.get("submitted_at") or timeline.get("claimed_at") or "",
+                        canvas.get("import_id") if canvas.get("import_id") is not None else float("inf"),
+                    ),
                 }
             )
+    rows.sort(key=lambda row: row.pop("order"))
     return rows
 
 
-def render_table(rows: list[dict[str, Any]]) -> str:
-    headers = ["file", "outcome", "import_id", "counts", "warnings", "errors", "sidecar"]
-    cells = [[str(row[key]) for key in headers] for row in rows]
+def _message(sidecar: dict[str, Any], item: Any) -> str:
+    """One of Canvas's ``[file, message]`` pairs as text; the file is left out when it is the upload itself (Canvas
+    names it ``<job id>_<name>``), kept for a member of a zip."""
+    if not isinstance(item, list) or len(item) != 2:
+        return str(item)
+    where, text = str(item[0]), str(item[1])
+    upload = f"{sidecar.get('job_id')}_{sidecar['file']['name']}"
+    return text if where in (upload, sidecar["file"]["name"]) else f"{where}: {text}"
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current folder, so it can be typed from where the demo was run; absolute when it
+    lies outside the current folder."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def table_width(columns: int | None = None) -> int:
+    """The width the table is made for: the terminal's (``$COLUMNS``, else the terminal, else 100), kept within
+    80 to 120 columns."""
+    if columns is None:
+        columns = shutil.get_terminal_size((100, 24)).columns
+    return max(80, min(120, columns))
+
+
+#: Messages shown under a file; the rest are in its sidecar and .errors.csv.
+MESSAGES_SHOWN = 3
+
+
+def render_table(rows: list[dict[str, Any]], width: int = 100) -> str:
+    """The rows of :func:`summarize` as a table no wider than ``width`` columns: ``#``, ``file``, ``outcome``,
+    ``import`` and ``rows imported`` (wrapped within its column), and under each file that did not import cleanly
+    what Canvas said (``warning: …``, ``error: …``, at most :data:`MESSAGES_SHOWN`)."""
+    headers = ["#", "file", "outcome", "import", "rows imported"]
+    cells = [
+        [str(number), row["file"], row["outcome"], str(row["import_id"] or "-"), row["counts"]]
+        for number, row in enumerate(rows, 1)
+    ]
     widths = [max(len(header), *(len(line[i]) for line in cells)) for i, header in enumerate(headers)]
-    lines = ["  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * width for width in widths))
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in cells]
-    return "\n".join(lines)
+    widths[1] = min(widths[1], 30)  # a long name wraps within its column
+    widths[4] = max(12, width - sum(widths[:4]) - 2 * 4)
+    if sum(widths) + 2 * 4 > width:  # a very long outcome or name: give the file column what is left
+        widths[1] = max(8, widths[1] - (sum(widths) + 2 * 4 - width))
+
+    def line(parts: list[str]) -> str:
+        return "  ".join(part.ljust(w) for part, w in zip(parts, widths, strict=True)).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    indent = " " * (widths[0] + 2)
+    for row, values in zip(rows, cells, strict=True):
+        wrapped = [
+            textwrap.wrap(value, w, break_on_hyphens=False) or [""] for value, w in zip(values, widths, strict=True)
+        ]
+        for index in range(max(len(parts) for parts in wrapped)):
+            out.append(line([parts[index] if index < len(parts) else "" for parts in wrapped]))
+        messages = row["messages"]
+        for message in messages[:MESSAGES_SHOWN]:
+            out += textwrap.wrap(message, width, initial_indent=indent, subsequent_indent=indent + "  ")
+        if len(messages) > MESSAGES_SHOWN:
+            out.append(f"{indent}... and {len(messages) - MESSAGES_SHOWN} more in its sidecar")
+    return "\n".join(out)
 
 
 def run_demo(root: Path, *, fresh: bool = True) -> int:
@@ -186,10 +257,12 @@ def run_demo(root: Path, *, fresh: bool = True) -> int:
                 target.unlink()
     for name in ("drop", "work", "done", "failed", "state"):
         (root / name).mkdir(parents=True, exist_ok=True)
+    width = table_width()
     token = secrets.token_urlsafe(24)
     token_env = "SISDAEMON_DEMO_TOKEN"
     os.environ[token_env] = token  # never on a command line: `ps` shows those
-    configure_logging("console" if sys.stdout.isatty() else "json", "info")
+    # The daemon's log goes to stderr, the table to stdout: `sisdaemon demo > result.txt` keeps the table alone.
+    configure_logging("console" if sys.stderr.isatty() else "json", "info", sys.stderr)
     with Sandbox(token=token, account_id=1, fast=True) as sandbox:
         config = _write_config(root, sandbox.url, token_env)
         for index, (name, data) in enumerate(demo_files().items()):
@@ -197,23 +270,24 @@ def run_demo(root: Path, *, fresh: bool = True) -> int:
             temp.write_bytes(data)
             os.utime(temp, (1_790_000_000 + index, 1_790_000_000 + index))
             os.rename(temp, root / "drop" / name)
-        print(
-            f"sisdaemon demo: Canvas emulator at {sandbox.url}; dropped {len(demo_files())} files into {root / 'drop'}",
-            flush=True,
+        started = (
+            f"sisdaemon demo: Canvas emulator at {sandbox.url}; dropped {len(demo_files())} files into "
+            f"{shown_path(root / 'drop')}/"
         )
+        print(textwrap.fill(started, width, break_long_words=False, break_on_hyphens=False), flush=True)
         code = Daemon(load_config(config), config_path=config, once=True, max_wait=120).run()
     rows = summarize(root)
     print()
-    print(render_table(rows))
-    print(
-        f"\nLook in {root}/done and {root}/failed: each file sits beside its .result.json sidecar "
-        "(and .errors.csv when Canvas reported messages)."
+    print(render_table(rows, width))
+    print()
+    footer = (
+        f"Each file is filed in {shown_path(root / 'done')}/ or {shown_path(root / 'failed')}/ beside its "
+        ".result.json sidecar (what Canvas said, in full), and its .errors.csv when Canvas reported messages. "
+        f"The config the daemon ran with: {shown_path(config)}"
     )
+    print(textwrap.fill(footer, width, break_long_words=False, break_on_hyphens=False))
     expected = {"nightly_2026-11-29.zip": "done", "users_late_adds.csv": "done", "gradebook_export.csv": "failed"}
-    actual = {
-        row["file"]: ("failed" if row["outcome"].startswith(("failed", "aborted", "rejected")) else "done")
-        for row in rows
-    }
+    actual = {row["file"]: row["folder"].name for row in rows}
     if code not in (0, 1) or actual != expected:
         print(f"sisdaemon demo: unexpected result (exit {code}): {actual}", file=sys.stderr)
         return 1

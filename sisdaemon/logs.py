@@ -1,9 +1,18 @@
 """Logging: structlog configured once (one JSON object a line for journald, or the console renderer), secrets
-redacted from every line, and the per-job context bound to every line a step writes."""
+redacted from every line, and the per-job context bound to every line a step writes.
+
+Under systemd, when the stream written to is the journal (``$JOURNAL_STREAM`` names its device and inode), each
+line starts with its syslog priority, ``<3>`` to ``<7>`` (sd-daemon(3)), so ``journalctl -p err`` finds errors.
+JSON is written as UTF-8 (``élèves.csv``, not ``\\u00e9``) wherever the stream's encoding is UTF-8.
+"""
 
 from __future__ import annotations
 
+import codecs
+import json
 import logging
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, MutableMapping
@@ -36,13 +45,78 @@ def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
+#: syslog priorities (sd-daemon(3), syslog(3)) of structlog's level names.
+PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def is_journal(stream: Any) -> bool:
+    """Whether ``stream`` (a file object) is connected to the journal: ``$JOURNAL_STREAM`` (``"DEV:INODE"``, set by
+    systemd for a service's stdout or stderr, systemd.exec(5)) names the device and inode it ``fstat``s to. A value
+    inherited for another stream (a command started from a service's shell) does not match."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        status = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation (a StringIO) is an OSError
+        return False
+    return expected == f"{status.st_dev}:{status.st_ino}"
+
+
+def journal_prefix(stream: Any, level: str) -> str:
+    """``"<N>"``, the syslog priority of ``level`` (``"error"``, ``"warning"``, ``"info"``, ``"debug"``), when
+    ``stream`` is the journal; ``""`` otherwise (a terminal, a file, a pipe, tests)."""
+    return f"<{PRIORITIES.get(level, 6)}>" if is_journal(stream) else ""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_text(match: re.Match[str]) -> str:
+    """A lone surrogate as JSON text: ``\\xNN`` for a byte that was not UTF-8 (Python keeps those as U+DC80 to
+    U+DCFF), as :func:`jobs.display_name` shows them; ``\\uNNNN`` for anything else."""
+    code = ord(match.group())
+    return f"\\\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\\\u{code:04x}"
+
+
+def dumps_utf8(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` writing non-ASCII text as itself (UTF-8 once encoded), never as ``\\u`` escapes, and still
+    valid JSON when a value holds a lone surrogate (a file name whose bytes are not UTF-8), which is written as the
+    text ``\\xNN``. ``kwargs`` go to ``json.dumps`` (structlog passes ``default``)."""
+    return _SURROGATE.sub(_surrogate_text, json.dumps(obj, ensure_ascii=False, **kwargs))
+
+
+def _writes_utf8(stream: Any) -> bool:
+    encoding = getattr(stream, "encoding", None) or "utf-8"  # a StringIO has none: it holds text
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _with_priority(renderer: Any) -> Any:
+    """Wrap a structlog renderer: every line of its output starts with the event's syslog priority."""
+
+    def render(logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        prefix = f"<{PRIORITIES.get(str(event.get('level', method)), 6)}>"
+        text: str = renderer(logger, method, event)
+        return "\n".join(prefix + line for line in text.split("\n"))
+
+    return render
+
+
 def configure_logging(fmt: str = "json", level: str = "info", stream: Any = None) -> None:
-    """One event a line on ``stream`` (default stdout): JSON (for journald) or the console renderer."""
+    """One event a line on ``stream`` (default stdout): JSON (for journald) or the console renderer.
+
+    ``fmt``: ``"json"`` or ``"console"``; ``level``: the lowest level written (``"debug"`` … ``"error"``). JSON
+    is UTF-8 when ``stream``'s encoding is (ASCII escapes otherwise, so a line can always be written). When
+    ``stream`` is the journal (:func:`is_journal`), each line starts with ``<N>``, its syslog priority."""
+    stream = stream or sys.stdout
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=dumps_utf8 if _writes_utf8(stream) else json.dumps)
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        else structlog.dev.ConsoleRenderer(colors=bool(getattr(stream, "isatty", lambda: False)()))
     )
+    if is_journal(stream):
+        renderer = _with_priority(renderer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -54,7 +128,7 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: Any = None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     # watchdog logs through the standard library; only its errors matter here. watchdog 7 logs one "error" when an

@@ -23,6 +23,7 @@ from sisdaemon.config import (
     parse_config,
     read_token,
 )
+from sisdaemon.config.checks import work_dirs_to_create
 
 TOKEN = "7~SecretTokenValue0123456789abcdefABCDEF"
 MINIMAL: dict[str, Any] = {
@@ -816,6 +817,17 @@ def test_check_runtime_names_a_file_where_a_folder_should_be(machine: Path) -> N
     failed_dir.write_text("")
 
     assert check_runtime(load_config(machine)) == [f"feeds[0].failed_dir: {failed_dir} is not a folder"]
+
+
+def test_check_runtime_for_check_config_only_says_that_run_will_create_the_work_dir(machine: Path) -> None:
+    settings = load_config(machine)
+    work_dir = settings.feeds[0].work_dir
+
+    assert check_runtime(settings, create_work_dirs=False) == []
+    assert not work_dir.exists() and entries(work_dir.parent) == ["done", "drop", "failed"]  # no probe left either
+    assert work_dirs_to_create(settings) == [
+        f"feeds[0].work_dir: {work_dir} does not exist; `sisdaemon run` creates it (mode 0750)"
+    ]
 
 
 def test_check_runtime_accepts_a_missing_lock_dir_that_can_be_created(machine: Path) -> None:

@@ -1,5 +1,6 @@
 """What the configuration needs from this machine: the token source, ``ca_bundle``, the state file's and locks'
-folders, each feed's folders (``work_dir`` created when missing) and that files can be renamed between them.
+folders, each feed's folders (``work_dir`` created when missing, for ``run`` and ``submit`` only) and that files can
+be renamed between them.
 """
 
 from __future__ import annotations
@@ -17,16 +18,23 @@ from sisdaemon.config.token import TokenError, read_token
 
 
 def check_runtime(
-    settings: Settings, *, rename: Callable[[Path, Path], None] = os.rename, token: bool = True
+    settings: Settings,
+    *,
+    rename: Callable[[Path, Path], None] = os.rename,
+    token: bool = True,
+    create_work_dirs: bool = True,
 ) -> list[str]:
     """Check what the configuration needs from this machine; one ``"<dotted.key>: <message>"`` per problem.
 
     Checks the token source (never quoting the token), ``ca_bundle``, the state file's folder, ``lock_dir`` (or
-    the folder it would be created in) and each feed's folders, creating ``work_dir`` (mode 0750) when only it is
-    missing. Proves that files can be renamed between a feed's folders: a probe file
-    ``.sisdaemon-probe-<pid>-<random>`` goes from drop_dir into each other folder and back, and is removed.
-    ``rename`` is replaceable for tests. ``token=False`` accepts a token file that may yet appear (missing, empty,
-    unreadable): ``run`` waits for it as for any credential fault.
+    the folder it would be created in) and each feed's folders. A missing ``work_dir`` whose parent exists is
+    created (mode 0750) when ``create_work_dirs`` is true (``run``, ``submit``); when it is false
+    (``check-config``, which changes nothing on the machine) its parent must be writable instead, and
+    :func:`work_dirs_to_create` says what ``run`` will make. Proves that files can be renamed between a feed's
+    folders: a probe file ``.sisdaemon-probe-<pid>-<random>`` goes from drop_dir into each other folder (a
+    missing work_dir's parent in its place) and back, and is removed, leaving nothing behind. ``rename`` is
+    replaceable for tests. ``token=False`` accepts a token file that may yet appear (missing, empty, unreadable):
+    ``run`` waits for it as for any credential fault.
     """
     problems: list[str] = []
     try:
@@ -49,8 +57,22 @@ def check_runtime(
         problems.append(f"lock_dir: {creatable}{problem}")
     seen: dict[tuple[int, int], str] = {}
     for index, feed in enumerate(settings.feeds):
-        problems += _check_feed(f"feeds[{index}]", feed, seen, rename)
+        problems += _check_feed(f"feeds[{index}]", feed, seen, rename, create_work_dirs)
     return problems
+
+
+def work_dirs_to_create(settings: Settings) -> list[str]:
+    """One ``"feeds[i].work_dir: <path> does not exist; ..."`` note per missing work folder that ``run`` (or
+    ``submit``) will create at start because its parent exists; ``[]`` when there is none."""
+    return [
+        f"feeds[{index}].work_dir: {feed.work_dir} does not exist; `sisdaemon run` creates it (mode 0750)"
+        for index, feed in enumerate(settings.feeds)
+        if _to_create(feed.work_dir)
+    ]
+
+
+def _to_create(path: Path) -> bool:
+    return not os.path.lexists(path) and path.parent.is_dir()
 
 
 def _folder_problem(path: Path, access: int = os.R_OK | os.W_OK | os.X_OK) -> str | None:
@@ -67,11 +89,22 @@ def _folder_problem(path: Path, access: int = os.R_OK | os.W_OK | os.X_OK) -> st
 
 
 def _check_feed(
-    prefix: str, feed: FeedSettings, seen: dict[tuple[int, int], str], rename: Callable[[Path, Path], None]
+    prefix: str,
+    feed: FeedSettings,
+    seen: dict[tuple[int, int], str],
+    rename: Callable[[Path, Path], None],
+    create_work_dirs: bool,
 ) -> list[str]:
     problems: list[str] = []
+    probed = feed.folders()
     for key, path in feed.folders().items():
-        if key == "work_dir" and not os.path.lexists(path) and path.parent.is_dir():
+        if key == "work_dir" and _to_create(path):
+            if not create_work_dirs:
+                # Made by `run`: its parent must let it be made, and renames into the parent prove the mount.
+                if problem := _folder_problem(path.parent, os.W_OK | os.X_OK):
+                    problems.append(f"{prefix}.{key}: {path} cannot be created: {problem}")
+                probed[key] = path.parent
+                continue
             try:
                 os.mkdir(path, 0o750)
                 os.chmod(path, 0o750)  # mkdir's mode is reduced by the umask
@@ -85,11 +118,14 @@ def _check_feed(
         if (identity := (status.st_dev, status.st_ino)) in seen:  # one folder, two names (a symlink)
             problems.append(f"{prefix}.{key}: {path} is the same folder as {seen[identity]}")
         seen.setdefault(identity, f"{prefix}.{key}")
-    return problems or _probe_renames(prefix, feed, rename)
+    return problems or _probe_renames(prefix, feed, probed, rename)
 
 
-def _probe_renames(prefix: str, feed: FeedSettings, rename: Callable[[Path, Path], None]) -> list[str]:
-    """Move a probe file from drop_dir into each other folder and back; rename(2) fails across mounts (EXDEV).
+def _probe_renames(
+    prefix: str, feed: FeedSettings, folders: dict[str, Path], rename: Callable[[Path, Path], None]
+) -> list[str]:
+    """Move a probe file from drop_dir into each other folder of ``folders`` and back; rename(2) fails across
+    mounts (EXDEV).
 
     Round trips through drop_dir prove every pair: two folders that each share drop_dir's mount share theirs.
     """
@@ -101,7 +137,7 @@ def _probe_renames(prefix: str, feed: FeedSettings, rename: Callable[[Path, Path
         return [f"{prefix}.drop_dir: cannot create a probe file in {feed.drop_dir}: {error.strerror}"]
     problems: list[str] = []
     try:
-        for key, folder in list(feed.folders().items())[1:]:
+        for key, folder in list(folders.items())[1:]:
             try:
                 rename(where, folder / name)
                 where = folder / name

@@ -162,7 +162,32 @@ def test_check_config_passes_on_the_example_config_pointed_at_real_folders(tmp_p
     config.write_text(yaml.safe_dump(example))
     result = sisdaemon("check-config", "-c", str(config), env={"CANVAS_TOKEN": "x"})
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "work-nightly").is_dir()  # the default work folder, made beside drop_dir
+    # The default work folder, beside drop_dir, is made by `run`; check-config only says so.
+    assert not (tmp_path / "work-nightly").exists()
+    assert f"feeds[0].work_dir: {tmp_path / 'work-nightly'} does not exist; `sisdaemon run` creates it" in result.stdout
+
+
+def tree(root: Path) -> list[str]:
+    """Every path under ``root``, relative, sorted."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+def test_check_config_changes_nothing_on_the_machine_and_run_still_makes_the_missing_work_folder(
+    spool: Spool,
+) -> None:
+    spool.work.rmdir()
+    config = spool.write_config()
+    before = tree(spool.root)
+
+    result = sisdaemon("check-config", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert tree(spool.root) == before  # no work folder, no lock folder, no probe left behind
+    assert result.stdout.splitlines()[1:] == [
+        f"{config}: feeds[0].work_dir: {spool.work} does not exist; `sisdaemon run` creates it (mode 0750)"
+    ]
+
+    assert sisdaemon("run", "--once", "-c", str(config)).returncode == 0
+    assert spool.work.is_dir() and oct(spool.work.stat().st_mode & 0o777) == "0o750"
 
 
 def test_a_restart_releases_a_feed_held_by_a_configuration_fault(

@@ -101,6 +101,7 @@ def test_man_sisdaemon_renders_every_command_and_the_exit_codes() -> None:
     for command in ("check-config", "run", "submit", "status", "sandbox", "demo"):
         assert re.search(rf"^   {command}$", page, re.MULTILINE), command
     assert re.search(r"^       73\s+EX_CANTCREAT", page, re.MULTILINE)
+    assert re.search(r"^       77\s+EX_NOPERM", page, re.MULTILINE)
     assert re.search(r"^       78\s+EX_CONFIG", page, re.MULTILINE)
 
 

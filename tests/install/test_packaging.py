@@ -50,12 +50,22 @@ def test_the_unit_keeps_what_the_daemon_needs_and_does_not_restart_on_a_bad_conf
     assert settings["ExecStart"] == ["/usr/bin/sisdaemon run"]
     assert settings["AmbientCapabilities"] == ["CAP_LEASE"] == settings["CapabilityBoundingSet"]
     assert settings["StateDirectory"] == ["sisdaemon/%i"]
-    assert set(settings["RestartPreventExitStatus"][0].split()) == {str(cli.EXIT_CONFIG), str(cli.EXIT_LOCKED)}
+    assert set(settings["RestartPreventExitStatus"][0].split()) == {
+        str(cli.EXIT_CONFIG),
+        str(cli.EXIT_LOCKED),
+        str(cli.EXIT_NOPERM),
+    }
     assert settings["Restart"] == ["on-failure"]
     # The spool's parent as ONE path (rename(2) fails between two bind mounts), the folder tmpfiles.d makes.
     assert settings["ReadWritePaths"] == ["/var/spool/sisdaemon"]
     tmpfiles = (DEBIAN / "sisdaemon.tmpfiles").read_text()
     assert re.search(r"^d\s+/var/spool/sisdaemon\s", tmpfiles, re.MULTILINE)
+
+
+def test_a_command_run_by_another_user_than_the_state_s_owner_has_its_own_exit_code_documented_in_the_readme() -> None:
+    assert cli.EXIT_NOPERM == 77 and cli.EXIT_NOPERM not in {cli.EXIT_FAULT, cli.EXIT_CONFIG, cli.EXIT_LOCKED}
+    readme = (ROOT / "README.md").read_text()
+    assert "**77**" in readme and "sudo -u sisdaemon sisdaemon" in readme
 
 
 def test_a_held_lock_has_its_own_exit_code_documented_in_the_readme() -> None:
@@ -101,7 +111,16 @@ def test_the_man_page_is_made_from_the_parser_with_every_command_and_option() ->
         for action in sub._actions:
             for option in action.option_strings:
                 assert f"\\fB{option.replace('-', chr(92) + '-')}\\fR" in page, f"{name} {option}"
-    for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_FAULT, cli.EXIT_LOCKED, cli.EXIT_CONFIG):
+    codes = (
+        cli.EXIT_OK,
+        cli.EXIT_FAILED,
+        cli.EXIT_USAGE,
+        cli.EXIT_FAULT,
+        cli.EXIT_LOCKED,
+        cli.EXIT_NOPERM,
+        cli.EXIT_CONFIG,
+    )
+    for code in codes:
         assert f".TP\n{code}\n" in page
     if shutil.which("man"):
         rendered = subprocess.run(["man", "-l", "-"], input=page, capture_output=True, text=True, check=True)
