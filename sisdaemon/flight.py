@@ -339,6 +339,12 @@ class Flight:
         )
         if job.workflow_state != previous:
             log.info("import_progress", workflow_state=job.workflow_state, progress=job.progress)
+        log.debug(
+            "import_polled",
+            workflow_state=job.workflow_state,
+            progress=job.progress,
+            next_poll_in_seconds=round(job.next_action_at - now, 2),
+        )
         if decision.action == "finish" and job.workflow_state in jobs.DONE_STATES:
             changed = self._changed_since_upload(job)
             if changed:
@@ -401,7 +407,9 @@ class Flight:
         self.ledger.record_finished(job, counts)
         if job.folder != "done":
             self.failed_files += 1
-        log.info(
+        # A file in failed/ is something an operator must look at: `journalctl -p err` shows it.
+        level = log.info if job.folder == "done" else log.error
+        level(
             "file_filed",
             folder=job.folder,
             outcome=str(job.outcome),

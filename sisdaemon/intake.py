@@ -10,14 +10,14 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from sisdaemon import jobs, spool
 from sisdaemon.config import FeedSettings
 from sisdaemon.gate import Gate
-from sisdaemon.jobs import Job
+from sisdaemon.jobs import Fingerprint, Job
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, bound
 from sisdaemon.watcher import DropWatcher, ReadyFile, SettleTracker, scan
@@ -39,6 +39,8 @@ class FeedScan:
     next_rescan: float = 0.0
     next_scan: float = 0.0
     backlog: bool = False  # the last scan left ready files unclaimed (feed full, Canvas down)
+    # name -> (its fingerprint, when to try again): files whose rename out of drop/ failed (immutable, EPERM)
+    unmovable: dict[str, tuple[Fingerprint, float]] = field(default_factory=dict)
     next_settle: float | None = None  # when the next tracked file settles
 
 
@@ -157,13 +159,24 @@ class Intake:
             return
         conditions.end(("scan_failed", feed.name), "scan_recovered", feed=feed.name)
         for key in conditions.active():  # a file held open or unreadable left the folder: its condition ended
-            gone = key[0] in ("open_writer", "unreadable") and key[1] == feed.name
+            gone = key[0] in ("open_writer", "unreadable", "unmovable") and key[1] == feed.name
             if gone and key[2] not in observations:
+                feed_scan.unmovable.pop(key[2], None)
                 shown = jobs.display_name(key[2])
                 conditions.end(key, "file_condition_ended", feed=feed.name, file=shown, condition=key[0])
         wanted = self.only.get(feed.name) if self.only is not None else None
         if self.only is not None:
             observations = {name: seen for name, seen in observations.items() if wanted and name in wanted}
+        for name, seen in observations.items():
+            if not feed_scan.tracker.tracked(name):
+                log.debug(
+                    "file_seen",
+                    feed=feed.name,
+                    file=jobs.display_name(name),
+                    size=seen.fingerprint.size,
+                    kind=seen.kind,
+                    settle_seconds=feed.settle_seconds,
+                )
         ready = feed_scan.tracker.update(observations, now)
         feed_scan.next_settle = feed_scan.tracker.next_due(now)
         if wanted:
@@ -182,6 +195,9 @@ class Intake:
 
     def _claim(self, feed: FeedSettings, feed_scan: FeedScan, item: ReadyFile, now: float) -> None:
         source = feed.drop_dir / item.name
+        unmovable = feed_scan.unmovable.get(item.name)
+        if unmovable is not None and unmovable[0] == item.fingerprint and now < unmovable[1]:
+            return  # its rename failed lately and it has not changed: no state write and no line per scan
         if item.regular:
             try:
                 fd = spool.open_for_reading(source)
@@ -226,13 +242,25 @@ class Intake:
                 self.ledger.discard(job.job_id)  # never recorded: the file stays in drop/; the loop says why
                 return
             target = feed.work_dir / job.work_name
+            key = ("unmovable", feed.name, item.name)
             try:
                 spool.move_durably(source, target)
             except OSError as error:
                 self.ledger.forget(job.job_id)
                 if not isinstance(error, FileNotFoundError):  # gone since the scan: nothing to say
-                    log.error("claim_failed", error=str(error), hint="the file stays in the drop folder")
+                    # Immutable, append-only, a folder that forbids it: tried again once a minute (or when the
+                    # file changes), said once while it lasts.
+                    feed_scan.unmovable[item.name] = (item.fingerprint, now + max(feed.rescan_seconds, 60.0))
+                    self.conditions.start(
+                        key,
+                        "claim_failed",
+                        level="error",
+                        error=str(error),
+                        hint="the file stays in the drop folder; it is tried again every minute",
+                    )
                 return
+            feed_scan.unmovable.pop(item.name, None)
+            self.conditions.end(key, "claim_recovered")
             feed_scan.tracker.forget(item.name)
             if self.only is not None and item.name in self.only.get(feed.name, set()):
                 self.only[feed.name].discard(item.name)

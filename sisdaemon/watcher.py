@@ -142,6 +142,10 @@ class SettleTracker:
         times = [since + wait for _, since, _, wait in self._since.values() if since + wait > now]
         return min(times) if times else None
 
+    def tracked(self, name: str) -> bool:
+        """Whether ``name`` is being settled (seen in an earlier scan, still there)."""
+        return name in self._since
+
     def forget(self, name: str) -> None:
         self._since.pop(name, None)
 

@@ -134,3 +134,21 @@ def test_a_full_state_disk_stops_claiming_without_a_crash_and_the_daemon_goes_on
     assert "state_write_recovered" in daemon.output()
     assert len(sandbox.imports()) == 1
     assert daemon.terminate() == 0
+
+
+def test_a_file_canvas_refuses_as_too_large_goes_to_failed_and_the_feed_goes_on(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    sandbox.faults.add(
+        route="create", status=413, count=1, body=b"{\"message\": \"Request Entity Too Large\"}", content_type="application/json"
+    )
+    daemon = daemon_process()
+    spool.drop_file("big.csv", USERS)
+    wait_for(lambda: len(spool.filed("failed")) == 1, what="the refused file in failed/")
+    (sidecar,) = spool.sidecars("failed")
+    assert sidecar["outcome"] == "rejected" and sidecar["reason_code"] == "too_large"
+    assert "413" in sidecar["reason"] and "Request Entity Too Large" in sidecar["reason"]
+    spool.drop_file("next.csv", USERS.replace(b"u1", b"u2"))
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the next file of the feed imported")
+    assert "canvas_configuration_fault" not in daemon.output() and "feed_held" not in daemon.output()
+    assert daemon.terminate() == 0
