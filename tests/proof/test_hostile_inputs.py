@@ -176,12 +176,6 @@ def test_hostile_inputs_each_end_as_documented_and_nothing_else_is_affected(
     print(f"\n{len(inputs)} hostile inputs + {len(good)} good files + canary: {elapsed:.1f} s")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a settled file whose rename out of drop/ fails (EPERM: immutable or append-only) is claimed "
-    "again at every scan: an error line 'claim_failed' and two state-file writes (put, forget) about five times a "
-    "second, for as long as the file stays",
-)
 def test_a_file_that_cannot_be_moved_out_of_the_drop_folder_is_logged_once_not_at_every_scan(
     spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess], request: pytest.FixtureRequest
 ) -> None:
