@@ -129,8 +129,10 @@ class Daemon:
         self.gate = Gate(
             self.client, self.ledger, settings.polling, notify=sd_notify, on_verification_wanted=self.flight_wake.set
         )
-        self.writer_check = WriterCheck()
         self.conditions = conditions = Conditions()
+        self.writer_check = WriterCheck(
+            conditions=conditions, report=lambda text: self.ledger.set_warning("writer_check", text)
+        )
         self.flight = Flight(
             self.feeds,
             self.ledger,
@@ -208,6 +210,7 @@ class Daemon:
             for leftover in remove_stale_temp_files(state_file.parent, owned=owned_by_state(state_file)):
                 log.info("stale_temp_file_removed", path=str(leftover), reason="an atomic write was interrupted")
             self.ledger.load(self.feeds)
+            self.ledger.clear_warnings()
             released = self.ledger.release_holds()
             if released:  # a restart is a sysadmin's way to say "try again"
                 log.info("feeds_released", feeds=released, reason="daemon started")

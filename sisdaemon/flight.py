@@ -324,6 +324,14 @@ class Flight:
 
     def _submitted(self, job: Job, now: float) -> None:
         assert job.import_id is not None
+        if job.abort_reason is None and job.workflow_state in ("created", "initializing"):
+            # Checked again after the upload while Canvas has not started: a change means it was sent part of the
+            # file, and an abort now costs nothing (the whole file follows once it settles).
+            changed = self._changed_since_upload(job)
+            if changed:
+                log.warning("file_changed_after_upload", reason=changed, hint="aborting the queued import")
+                job = jobs.request_abort(job, AbortReason.FILE_CHANGED, now=now)
+                self.ledger.put(job)
         if job.abort_reason is not None and job.workflow_state not in jobs.TERMINAL_STATES:
             result = self.gate.call(now, self.client.abort_sis_import, job.import_id)
             log.warning(
@@ -345,13 +353,6 @@ class Flight:
             progress=job.progress,
             next_poll_in_seconds=round(job.next_action_at - now, 2),
         )
-        if decision.action == "finish" and job.workflow_state in jobs.DONE_STATES:
-            changed = self._changed_since_upload(job)
-            if changed:
-                # A writer went on after its stall: Canvas imported part of the file. The whole file follows.
-                log.warning("partial_file_imported", reason=changed, hint="the whole file is sent again once settled")
-                decision = polling.PollDecision("resend", f"the file changed after its upload ({changed})")
-                job = dataclasses.replace(job, abort_reason=AbortReason.FILE_CHANGED)
         if decision.action == "finish":
             job = jobs.finish(job, now=now, errors_csv_wait=self.policy.errors_csv_wait_seconds)
             log.info("import_finished", workflow_state=job.workflow_state, outcome=str(job.outcome))
@@ -376,8 +377,11 @@ class Flight:
             return None
         try:
             current = spool.fingerprint_of(os.fstat(fd)).without_ctime()
-            if current != job.fingerprint:
-                return f"size {job.fingerprint.size} -> {current.size} bytes"
+            before = job.fingerprint
+            if current.size != before.size:
+                return f"size {before.size} -> {current.size} bytes since the upload"
+            if current != before:
+                return "rewritten since the upload (modification time or inode changed)"
             if self.writer_check(fd):
                 return "still open for writing"
             return None
@@ -394,6 +398,19 @@ class Flight:
                 return
             job = self.ledger.job(job.job_id) or job
         source = feed.work_dir / job.work_name
+        if job.import_id is not None and os.path.lexists(source):
+            # Checked again at filing: a writer that went on after its stall changed what Canvas was sent.
+            changed = self._changed_since_upload(job)
+            if changed and jobs.changed_at_filing(job, changed) != job:
+                job = jobs.changed_at_filing(job, changed)
+                log.error(
+                    "partial_file_imported",
+                    reason=changed,
+                    workflow_state=job.workflow_state,
+                    hint="filed in failed/ as changed_during_import; send the whole file again",
+                )
+                self.ledger.put(job)
+        folder = feed.done_dir if job.folder == "done" else feed.failed_dir
         target = folder / job.work_name
         if os.path.lexists(source):
             sidecar = spool.build_sidecar(

@@ -412,6 +412,16 @@ def back_to_claimed(job: Job, reason: str, *, now: float, settle_again: bool) ->
 
 def outcome_for(workflow_state: str, abort_reason: AbortReason | None) -> tuple[Outcome, str, str | None, str | None]:
     """(outcome, folder, reason_code, reason) for a terminal ``workflow_state`` (docs/design.md states)."""
+    if workflow_state in DONE_STATES and abort_reason is AbortReason.FILE_CHANGED:
+        # The file changed after its upload and Canvas ran the import before the abort landed: what Canvas imported
+        # is not the whole file. Not done: an operator must look (docs/design.md "Settling is a promise").
+        return (
+            Outcome(workflow_state),
+            "failed",
+            "changed_during_import",
+            "the file changed after its upload and Canvas imported what was sent: a partial file; send the whole "
+            "file again once its writer has finished",
+        )
     if workflow_state == "imported":
         return Outcome.IMPORTED, "done", None, None
     if workflow_state == "imported_with_messages":
@@ -435,6 +445,17 @@ def canvas_message(sis_import: Mapping[str, Any]) -> str | None:
     batch = [pair for pair in pairs if isinstance(pair, list | tuple) and len(pair) == 2 and pair[0] is None]
     chosen = batch or [pair for pair in pairs if isinstance(pair, list | tuple) and len(pair) == 2]
     return str(chosen[0][1]) if chosen else None
+
+
+def changed_at_filing(job: Job, why: str) -> Job:
+    """A finishing job whose file changed since its upload (found when it is filed): it goes to failed/ with
+    ``reason_code`` ``changed_during_import``, whatever Canvas made of the part it was sent."""
+    if job.folder == "failed" and job.reason_code == "changed_during_import":
+        return job
+    outcome, folder, reason_code, reason = outcome_for(str(job.workflow_state), AbortReason.FILE_CHANGED)
+    if job.folder != "done":  # Canvas failed it anyway: keep Canvas's verdict, say what else is wrong
+        return dataclasses.replace(job, notes=(*job.notes, f"the file changed after its upload ({why})"))
+    return dataclasses.replace(job, outcome=outcome, folder=folder, reason_code=reason_code, reason=f"{reason} ({why})")
 
 
 def finish(job: Job, *, now: float, errors_csv_wait: float) -> Job:

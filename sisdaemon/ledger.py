@@ -200,6 +200,24 @@ class Ledger:
             self.try_save()  # for `status` only: a full disk must not turn a Canvas fault into a crash
 
     @_locked
+    def clear_warnings(self) -> None:
+        """Forget the warnings of an earlier run (in memory; the next save persists it): each part says its own
+        again when it still holds."""
+        self.state.warnings.clear()
+
+    @_locked
+    def set_warning(self, name: str, text: str | None) -> None:
+        """Record (or, with None, clear) a lasting condition ``status`` shows; persisted when changed, quietly (a
+        warning must never stop the daemon)."""
+        if self.state.warnings.get(name) == text:
+            return
+        if text is None:
+            self.state.warnings.pop(name, None)
+        else:
+            self.state.warnings[name] = text
+        self.try_save()
+
+    @_locked
     def set_tags_echoed(self, echoed: bool) -> bool:
         """Remember whether Canvas echoes attempt tags; returns True when that is news (persisted with the next
         :meth:`put`)."""

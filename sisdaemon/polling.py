@@ -69,9 +69,8 @@ def on_poll(
             jobs.AbortReason.OPTION_NOT_APPLIED,
         ):
             return job, PollDecision("resend", f"aborted by sisdaemon ({job.abort_reason})")
-        if job.abort_reason is jobs.AbortReason.FILE_CHANGED:
-            # Canvas finished the partial upload before the abort landed: the whole file must follow.
-            return job, PollDecision("resend", f"Canvas imported a partial file ({state}); the full file follows")
+        # Canvas ran a partial upload before the abort landed: "finish" files it in failed/ as
+        # changed_during_import (jobs.outcome_for); it is not sent again behind the operator's back.
         return job, PollDecision("finish", state)
     if job.abort_reason is not None:
         return job, PollDecision("abort", str(job.abort_reason))

@@ -228,6 +228,7 @@ class _StateShape(BaseModel):
     held: dict[str, str] = {}
     account_id: int | None = None
     fault: _FaultShape | None = None
+    warnings: dict[str, str] = {}
 
 
 class _FaultShape(BaseModel):
@@ -332,6 +333,8 @@ class State:
     ``tags_echoed``: None until learnt; then whether Canvas echoes ``diff_row_count_threshold``.
     ``held``: feed name -> reason, for feeds held by a configuration fault; cleared when the config changes.
     ``fault``: the current fault of talking to Canvas (kind, message, since, count), or None.
+    ``warnings``: lasting conditions an operator should know of (name -> sentence), e.g. ``writer_check`` while the
+    daemon cannot tell whether uploaders still write; shown by ``status``.
     """
 
     jobs: dict[str, Job] = field(default_factory=dict)
@@ -339,9 +342,11 @@ class State:
     held: dict[str, str] = field(default_factory=dict)
     account_id: int | None = None
     fault: dict[str, Any] | None = None  # the current fault of talking to Canvas, for `status`
+    warnings: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "warnings": dict(self.warnings),
             "version": STATE_VERSION,
             "jobs": [job.to_dict() for job in self.jobs.values()],
             "tags_echoed": self.tags_echoed,
@@ -375,6 +380,7 @@ class State:
             held=dict(data.get("held", {})),
             account_id=data.get("account_id"),
             fault=data.get("fault"),
+            warnings=dict(data.get("warnings", {})),
         )
 
 

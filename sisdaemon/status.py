@@ -122,6 +122,7 @@ def collect(settings: Settings) -> dict[str, Any]:
             "running": running,
             "pid": read_lock_pid(lock) if running else None,
             "problems": problems,
+            "warnings": sorted((state_data.get("warnings") or {}).values()),
             "orphans_in_work": orphans_in_work(settings, state),
         },
         "feeds": feeds,
@@ -134,6 +135,7 @@ def render_text(report: dict[str, Any]) -> str:
     daemon = report["daemon"]
     lines = [f"daemon: {'running, pid ' + str(daemon['pid']) if daemon['running'] else 'not running'}"]
     lines += [f"problem: {problem}" for problem in daemon["problems"]]
+    lines += [f"warning: {warning}" for warning in daemon["warnings"]]
     lines += [f"orphan in work/ (no job records it): {orphan['path']}" for orphan in daemon["orphans_in_work"]]
     for feed in report["feeds"]:
         line = f"feed {feed['name']}: {feed['state']}, {feed['waiting']} waiting in drop/"

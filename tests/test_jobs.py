@@ -245,10 +245,30 @@ def test_canvas_times_parse_and_print_in_utc() -> None:
     assert jobs.parse_time("not a time") is None
 
 
-def test_a_partial_file_that_canvas_finished_before_the_abort_is_sent_again_whole() -> None:
+def test_a_partial_file_that_canvas_ran_before_the_abort_is_filed_in_failed_as_changed_during_import() -> None:
+    # Issue 7 (defect 13) replaced "sent again whole" by telling the operator: nothing is sent behind their back.
     job = jobs.request_abort(submitted(), AbortReason.FILE_CHANGED, now=NOW)
-    _job, decision = polling.on_poll(job, sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
+    job, decision = polling.on_poll(job, sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
+    assert decision.action == "finish"
+    finished = jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds)
+    assert (finished.folder, finished.reason_code, finished.outcome) == ("failed", "changed_during_import", "imported")
+
+
+def test_a_partial_file_aborted_while_queued_is_sent_again_whole() -> None:
+    job = jobs.request_abort(submitted(), AbortReason.FILE_CHANGED, now=NOW)
+    _job, decision = polling.on_poll(job, sis_import(9, "aborted"), now=NOW, server_now=NOW, policy=POLICY)
     assert decision.action == "resend"
+
+
+def test_a_file_found_changed_at_filing_goes_to_failed_unless_canvas_failed_it_anyway() -> None:
+    done = jobs.finish(dataclasses.replace(submitted(), workflow_state="imported"), now=NOW, errors_csv_wait=1.0)
+    changed = jobs.changed_at_filing(done, "size 100 -> 200 bytes since the upload")
+    assert changed.folder == "failed" and changed.reason_code == "changed_during_import"
+    assert "size 100 -> 200" in (changed.reason or "")
+    assert jobs.changed_at_filing(changed, "again") == changed
+    failed = jobs.finish(dataclasses.replace(submitted(), workflow_state="failed"), now=NOW, errors_csv_wait=1.0)
+    noted = jobs.changed_at_filing(failed, "rewritten")
+    assert noted.reason_code == "canvas_failed" and noted.notes[-1] == "the file changed after its upload (rewritten)"
 
 
 def test_an_untagged_zip_import_is_confirmed_by_its_member_names() -> None:

@@ -207,6 +207,6 @@ def test_the_writer_check_sees_an_open_writer_of_its_own_file(tmp_path: Path) ->
     try:
         assert WriterCheck()(fd) is False
         blind = WriterCheck(lambda fd: None)
-        assert blind(fd) is None and blind.warned
+        assert blind(fd) is None and blind.blind
     finally:
         os.close(fd)

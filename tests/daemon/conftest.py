@@ -122,7 +122,10 @@ class Spool:
 
     def filed(self, folder: str = "done") -> list[Path]:
         return sorted(
-            path for path in (self.root / folder).iterdir() if not path.name.endswith((".result.json", ".errors.csv"))
+            path
+            for path in (self.root / folder).iterdir()
+            # not sidecars, errors CSVs, nor the dot-temp files of their atomic writes
+            if not path.name.endswith((".result.json", ".errors.csv")) and not path.name.startswith(".")
         )
 
     def sidecars(self, folder: str = "done") -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sisdaemon.sandbox import Sandbox
-from tests.daemon.conftest import TOKEN, DaemonProcess, Spool, wait_for
+from tests.daemon.conftest import TOKEN, DaemonProcess, DaemonThread, Spool, wait_for
 
 USERS = b"user_id,login_id,first_name,last_name,status\nu1,l1,Ada,Lovelace,active\n"
 
@@ -140,7 +140,11 @@ def test_a_file_canvas_refuses_as_too_large_goes_to_failed_and_the_feed_goes_on(
     spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
 ) -> None:
     sandbox.faults.add(
-        route="create", status=413, count=1, body=b"{\"message\": \"Request Entity Too Large\"}", content_type="application/json"
+        route="create",
+        status=413,
+        count=1,
+        body=b'{"message": "Request Entity Too Large"}',
+        content_type="application/json",
     )
     daemon = daemon_process()
     spool.drop_file("big.csv", USERS)
@@ -152,3 +156,56 @@ def test_a_file_canvas_refuses_as_too_large_goes_to_failed_and_the_feed_goes_on(
     wait_for(lambda: len(spool.filed("done")) == 1, what="the next file of the feed imported")
     assert "canvas_configuration_fault" not in daemon.output() and "feed_held" not in daemon.output()
     assert daemon.terminate() == 0
+
+
+def write_in_place_with_a_stall(path: Path, first: bytes) -> Any:
+    """An in-place uploader (plain sftp put) that wrote ``first`` and stalled, its handle still open."""
+    writer = open(path, "wb")  # noqa: SIM115 - the test closes it
+    writer.write(first)
+    writer.flush()
+    return writer
+
+
+def test_without_the_writer_check_a_file_changed_after_canvas_ran_its_import_goes_to_failed_as_changed_during_import(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    whole = USERS + b"".join(f"u{n},l{n},A,B,active\n".encode() for n in range(2, 400))
+    daemon = run_daemon()
+    daemon.daemon.writer_check.probe = lambda fd: None  # NFS, or no CAP_LEASE: the daemon cannot tell
+    sandbox.stick_next("importing")  # Canvas runs the partial upload and is still at it when the writer goes on
+    writer = write_in_place_with_a_stall(spool.drop / "users.csv", whole[:3000])
+    try:
+        wait_for(lambda: sandbox.imports(), what="the partial upload's import")
+        writer.write(whole[3000:])  # the stalled client goes on, through its open handle, into the claimed file
+    finally:
+        writer.close()
+    sandbox.unstick(sandbox.imports()[0]["id"])
+    wait_for(lambda: spool.filed("failed"), what="the file in failed/")
+    (sidecar,) = spool.sidecars("failed")
+    assert sidecar["reason_code"] == "changed_during_import"
+    assert sidecar["outcome"] in ("imported", "imported_with_messages")  # what Canvas made of the part it got
+    assert "partial" in sidecar["reason"] and spool.filed("done") == []
+    assert len(sandbox.imports()) == 1  # not sent again behind the operator's back
+    warnings = status_json(spool)["daemon"]["warnings"]
+    assert any("cannot tell whether an uploader still writes" in warning for warning in warnings), warnings
+    daemon.stop()
+
+
+def test_without_the_writer_check_a_file_changed_while_its_import_is_queued_is_aborted_and_sent_again_whole(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    whole = USERS + b"".join(f"u{n},l{n},A,B,active\n".encode() for n in range(2, 400))
+    daemon = run_daemon()
+    daemon.daemon.writer_check.probe = lambda fd: None
+    sandbox.stick_next("created")  # the partial upload's import waits in Canvas's queue
+    writer = write_in_place_with_a_stall(spool.drop / "users.csv", whole[:3000])
+    try:
+        wait_for(lambda: sandbox.imports(), what="the partial upload's import")
+        writer.write(whole[3000:])
+    finally:
+        writer.close()
+    wait_for(lambda: sandbox.imports()[0]["workflow_state"] == "aborted", what="the queued import aborted")
+    wait_for(lambda: spool.filed("done"), what="the whole file imported")
+    (sidecar,) = spool.sidecars("done")
+    assert sidecar["file"]["size"] == len(whole) and len(sandbox.imports()) == 2
+    daemon.stop()
