@@ -269,14 +269,7 @@ class Flight:
         if not job.outcome_unknown:
             self.ledger.put(jobs.post_unknown(job, "no upload running", now=now))
             return
-        since = jobs.parse_time(job.first_intent_at or job.intent_at)
-        since_iso = jobs.iso((since or now) - self.policy.clock_skew_seconds)
-        me = self.gate.call(now, self.client.get_self)
-        self.gate.own_user_id = me.get("id")
-        listing = self.gate.call(now, lambda: list(self.client.list_sis_imports(since_iso)))
-        candidates = lost.own_candidates(
-            listing, own_user_id=self.gate.own_user_id, known_ids=self.ledger.known_import_ids()
-        )
+        candidates = self._own_unknown_imports(job, now)
         decision = lost.decide_lost_import(
             job,
             candidates,
@@ -300,6 +293,16 @@ class Flight:
             log.error("lost_import_ambiguous", reason=decision.reason, hint="the file is held; see `sisdaemon status`")
         interval = min(max(self.policy.interval_seconds, 1.0), self.policy.max_interval_seconds)
         self.ledger.put(lost.after_listing(job, decision, now=now, interval=interval))
+
+    def _own_unknown_imports(self, job: Job, now: float) -> list[Any]:
+        """The token's user's imports created since ``job``'s first intent (less the clock skew) that no job and no
+        ledger knows. Raises CanvasError."""
+        since = jobs.parse_time(job.first_intent_at or job.intent_at)
+        since_iso = jobs.iso((since or now) - self.policy.clock_skew_seconds)
+        me = self.gate.call(now, self.client.get_self)
+        self.gate.own_user_id = me.get("id")
+        listing = self.gate.call(now, lambda: list(self.client.list_sis_imports(since_iso)))
+        return lost.own_candidates(listing, own_user_id=self.gate.own_user_id, known_ids=self.ledger.known_import_ids())
 
     def _abort_late(self, job: Job, late: tuple[Any, ...], now: float) -> None:
         """Abort earlier attempts of ``job`` that turned up after it was sent again, while they are still queued."""
@@ -339,6 +342,10 @@ class Flight:
                 reason=str(job.abort_reason),
                 answered=(result or {}).get("workflow_state", "404"),
             )
+        if job.old_tags and self.ledger.tags_echoed is not False and job.workflow_state not in jobs.TERMINAL_STATES:
+            # An earlier attempt was given up on (answer lost, or stuck initializing): Canvas may still run it. Keep
+            # looking while this one is in flight, and abort it while it is queued (never a second import).
+            self._abort_late(job, lost.late_originals(job, self._own_unknown_imports(job, now)), now)
         sis_import = self.gate.call(now, self.client.get_sis_import, job.import_id)
         previous = job.workflow_state
         sis_import = spool.strip_verifiers(sis_import)  # what is kept in the state carries no download capability

@@ -56,6 +56,13 @@ def is_tag(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= jobs.TAG_BASE
 
 
+def late_originals(job: jobs.Job, candidates: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
+    """The imports among ``candidates`` that carry one of ``job``'s earlier attempt tags: a POST given up on (its
+    answer lost, or stuck ``initializing`` past ``initializing_dead_seconds``) that Canvas ran after all. They are
+    aborted while still queued."""
+    return tuple(c for c in candidates if c.get("diff_row_count_threshold") in job.old_tags)
+
+
 def decide_lost_import(
     job: jobs.Job,
     candidates: Sequence[Mapping[str, Any]],
@@ -70,7 +77,7 @@ def decide_lost_import(
     ``candidates``: :func:`own_candidates` of the imports created since the intent less the clock skew.
     ``tags_echoed``: whether this Canvas echoes ``diff_row_count_threshold`` (learnt from its answers).
     """
-    late = tuple(c for c in candidates if c.get("diff_row_count_threshold") in job.old_tags)
+    late = late_originals(job, candidates)
     blocking = [
         c
         for c in candidates

@@ -209,3 +209,26 @@ def test_without_the_writer_check_a_file_changed_while_its_import_is_queued_is_a
     (sidecar,) = spool.sidecars("done")
     assert sidecar["file"]["size"] == len(whole) and len(sandbox.imports()) == 2
     daemon.stop()
+
+
+def test_an_upload_given_up_in_initializing_that_canvas_runs_later_is_aborted_not_imported_twice(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    # The first POST's import stays `initializing` (Canvas still storing the upload) and its answer never comes;
+    # the daemon gives it up after initializing_dead_seconds and sends the file again. Then Canvas runs the first.
+    spool.canvas["upload_timeout_seconds"] = 2
+    spool.polling.update({"initializing_dead_seconds": 3, "resend_after_seconds": 1, "clock_skew_seconds": 60})
+    sandbox.faults.add(route="create", stick="initializing", count=1)
+    daemon = run_daemon()
+    spool.drop_file("users.csv", USERS)
+    wait_for(lambda: len(sandbox.imports()) == 1, what="the first upload, stuck initializing")
+    sandbox.stick_next("created")  # the resend waits in Canvas's queue
+    wait_for(lambda: len(sandbox.imports()) == 2, what="the file sent again after the first was given up")
+    first, resend = sorted(item["id"] for item in sandbox.imports())
+    sandbox.stick(first, "created")  # Canvas finishes storing the first upload: it is queued with its old tag
+    wait_for(lambda: sandbox.get_import(first)["workflow_state"] == "aborted", what="the late original aborted")
+    sandbox.unstick(resend)
+    wait_for(lambda: spool.filed("done"), what="the file imported by its resend")
+    imported = [item for item in sandbox.imports() if item["workflow_state"].startswith("imported")]
+    assert [item["id"] for item in imported] == [resend]
+    daemon.stop()
