@@ -144,7 +144,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         # A credential that is missing at start (mid-rotation, a credential not yet deployed) is a fault the
         # daemon waits out like any other credential fault: files wait, and the token is read again at each try.
         log.error("canvas_credential_fault", error=str(error), hint="files wait until the token can be read")
-    daemon = Daemon(settings, config_path=Path(args.config), once=args.once, max_wait=args.max_wait)
+    daemon = Daemon(
+        settings,
+        config_path=Path(args.config),
+        once=args.once,
+        max_wait=args.max_wait,
+        reconfigure_logging=lambda changed: configure_logging(changed.format, changed.level),
+    )
     daemon.install_signal_handlers()
     try:
         return daemon.run()

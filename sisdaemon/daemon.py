@@ -21,7 +21,16 @@ import structlog
 
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
 from sisdaemon.clock import DaemonClock
-from sisdaemon.config import CanvasSettings, FeedSettings, Settings, TokenError, load_config, read_token
+from sisdaemon.config import (
+    CanvasSettings,
+    FeedSettings,
+    LogSettings,
+    Settings,
+    TokenError,
+    check_runtime,
+    load_config,
+    read_token,
+)
 from sisdaemon.flight import Flight
 from sisdaemon.gate import Gate
 from sisdaemon.intake import Intake
@@ -30,6 +39,7 @@ from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, remember_secret
 from sisdaemon.notify import sd_notify
 from sisdaemon.recovery import recover
+from sisdaemon.reload import plan_reload
 from sisdaemon.state import (
     account_lock_path,
     account_uuid_lock_path,
@@ -47,19 +57,6 @@ log = structlog.get_logger("sisdaemon")
 EXIT_OK = 0
 EXIT_FAILED_FILES = 1
 EXIT_GAVE_UP = 3
-
-
-def restart_needed(old: Settings, new: Settings) -> list[str]:
-    """The dotted keys that differ between two configs and apply only after a restart: everything but a feed's
-    ``import`` options (pure)."""
-    keys = [key for key in type(old).model_fields if key != "feeds" and getattr(old, key) != getattr(new, key)]
-    old_feeds = {feed.name: feed for feed in old.feeds}
-    new_feeds = {feed.name: feed for feed in new.feeds}
-    for name in sorted(old_feeds.keys() | new_feeds.keys()):
-        before, after = old_feeds.get(name), new_feeds.get(name)
-        if before is None or after is None or before.model_copy(update={"import_": after.import_}) != after:
-            keys.append(f"feeds[{name}]")
-    return keys
 
 
 def token_source(canvas: CanvasSettings) -> Callable[[], str]:
@@ -101,9 +98,11 @@ class Daemon:
         only: dict[str, set[str]] | None = None,
         clock: DaemonClock | None = None,
         on_event: Callable[[str, Job], None] | None = None,
+        reconfigure_logging: Callable[[LogSettings], None] | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.reconfigure_logging = reconfigure_logging
         self.once = once
         self.max_wait = max_wait
         self.clock = clock = clock or DaemonClock()
@@ -368,7 +367,9 @@ class Daemon:
         return (result.st_mtime_ns, result.st_size)
 
     def _check_config(self, now: float) -> None:
-        """A changed config (or SIGHUP) clears the holds of configuration faults and applies new import options."""
+        """A changed config (or SIGHUP) clears the holds of configuration faults and applies what can change safely
+        while running (reload.py); it says what waits for a restart. A config that does not load, or whose new feeds'
+        folders do not pass the start-up checks, changes nothing."""
         if self.config_path is None:
             return
         stamp = self._stat_config()
@@ -378,22 +379,38 @@ class Daemon:
         try:
             settings = load_config(self.config_path)
         except Exception as error:  # a bad edit: keep running on the old settings
-            log.error("config_reload_failed", error=str(error))
+            log.error("config_reload_failed", error=str(error), hint="still running on the previous configuration")
             return
-        new_feeds = {feed.name: feed for feed in settings.feeds}
-        applied = []
-        for name, feed in self.feeds.items():
-            if name in new_feeds and new_feeds[name].import_ != feed.import_:
-                self.feeds[name] = feed.model_copy(update={"import_": new_feeds[name].import_})
-                applied.append(f"feeds[{name}].import")
-        pending = restart_needed(self.settings, settings)
-        log.info("config_reloaded", applied=applied, unchanged_until_restart=pending)
-        if pending:
-            log.warning(
-                "config_change_needs_restart",
-                keys=pending,
-                hint="only feeds' import options apply while running; restart to apply the rest",
-            )
+        plan = plan_reload(self.settings, self.feeds, settings, busy_feeds={job.feed for job in self.ledger.jobs()})
+        if plan.added and (problems := check_runtime(settings, token=False)):
+            log.error("config_reload_failed", problems=problems, hint="still running on the previous configuration")
+            return
+        for name in plan.removed:
+            self.intake.remove_feed(name)
+        for name in plan.added:
+            self.ledger.add_feed(name)
+        for name in list(self.feeds):
+            if name not in plan.feeds:
+                del self.feeds[name]
+        self.feeds.update(plan.feeds)
+        for name in plan.added:
+            self.intake.add_feed(self.feeds[name])
+        for name in self.feeds:
+            self.intake.update_feed(self.feeds[name])
+        if "polling" in plan.changed:
+            self.gate.policy = self.flight.policy = settings.polling
+        if "log" in plan.changed and self.reconfigure_logging is not None:
+            self.reconfigure_logging(settings.log)
+        self.settings = self.settings.model_copy(update={"polling": settings.polling, "log": settings.log})
+        log.info(
+            "config_reloaded",
+            applied=list(plan.changed),
+            feeds_added=list(plan.added),
+            feeds_removed=list(plan.removed),
+            unchanged_until_restart=list(plan.pending),
+        )
+        if plan.pending:
+            log.warning("config_change_needs_restart", keys=list(plan.pending), hint="restart to apply these")
         released = self.ledger.release_holds()
         if released:
             log.info("feeds_released", feeds=released, reason="configuration changed")

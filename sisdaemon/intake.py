@@ -88,6 +88,17 @@ class Intake:
             DropWatcher(feed.drop_dir, self.wake, mode=feed.watch, poll_seconds=min(feed.rescan_seconds, 5)),
         )
 
+    def remove_feed(self, name: str) -> None:
+        """Stop detecting for feed ``name`` (a feed removed from the config with nothing in flight)."""
+        feed_scan = self.scans.pop(name, None)
+        if feed_scan is not None:
+            feed_scan.watcher.stop()
+
+    def update_feed(self, feed: FeedSettings) -> None:
+        """Settle ``feed``'s files with its current settle and grace times (a reload)."""
+        tracker = self.scans[feed.name].tracker
+        tracker.settle, tracker.empty_grace = feed.settle_seconds, feed.empty_grace_seconds
+
     def stop(self) -> None:
         """Stop every folder watch (joins their threads)."""
         for feed_scan in self.scans.values():
