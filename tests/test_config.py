@@ -938,3 +938,16 @@ def test_feed_settings_can_be_built_directly_in_other_tests(tmp_path: Path) -> N
     )
 
     assert feed.work_dir == tmp_path / "work-a"
+
+
+def test_percent_i_in_a_path_is_the_instance_named_by_the_config_file(tmp_path: Path) -> None:
+    data = {
+        "canvas": {"base_url": "https://canvas.example.edu", "account_id": "1", "token_env": "T"},
+        "state_file": "/var/lib/sisdaemon/%i/state.json",
+        "feeds": [{"name": "a", "drop_dir": "/srv/%i/drop", "done_dir": "/srv/%i/done", "failed_dir": "/srv/%i/f"}],
+    }
+    nightly = parse_config(data, source=tmp_path / "nightly.yaml", config_dir=tmp_path)
+    grades = parse_config(data, source=tmp_path / "grades.yaml", config_dir=tmp_path)
+    assert nightly.state_file == Path("/var/lib/sisdaemon/nightly/state.json")
+    assert grades.state_file == Path("/var/lib/sisdaemon/grades/state.json")
+    assert grades.feeds[0].drop_dir == Path("/srv/grades/drop")

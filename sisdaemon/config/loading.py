@@ -83,15 +83,18 @@ def load_config(path: Path) -> Settings:
 def parse_config(data: object, *, source: Path, config_dir: Path | None = None) -> Settings:
     """Validate loaded YAML data (a dict) into :class:`Settings`; tests of other modules can use it directly.
 
-    ``source`` names the file in errors. Relative paths are resolved against ``config_dir`` (default: the
-    working directory).
+    ``source`` names the file in errors; ``%i`` in a path is its name without ``.yaml`` (the instance). Relative
+    paths are resolved against ``config_dir`` (default: the working directory).
 
     Raises:
         ConfigError: listing every problem, each ``"<dotted.key>: <message>"``.
     """
     if not isinstance(data, dict):
         raise ConfigError(source, [f"must be a mapping of keys (canvas:, feeds:, ...), not {_kind(data)}"])
-    context = {"config_dir": str(config_dir) if config_dir else None}
+    # The instance name that "%i" in a path stands for: the config file's name without its extension, as the template
+    # unit runs /etc/sisdaemon/%i.yaml.
+    instance = source.name.rsplit(".", 1)[0] if source.name.endswith((".yaml", ".yml")) else source.name
+    context = {"config_dir": str(config_dir) if config_dir else None, "instance": instance}
     try:
         return Settings.model_validate(data, context=context)
     except ValidationError as error:

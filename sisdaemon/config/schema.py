@@ -68,8 +68,16 @@ def _to_path(value: object) -> object:
 
 
 def _absolute(value: Path, info: ValidationInfo) -> Path:
-    """Resolve a relative path against the config file's folder (without a file: the working directory)."""
-    base = (info.context or {}).get("config_dir") or os.getcwd()
+    """Put the instance name in for ``%i`` (systemd's specifier: the config file's name without ``.yaml``, as the
+    template unit runs ``/etc/sisdaemon/%i.yaml``), then resolve a relative path against the config file's folder
+    (without a file: the working directory)."""
+    context = info.context or {}
+    if "%i" in str(value):
+        instance = context.get("instance")
+        if not instance:
+            _fail("%i (the instance: the config file's name) needs a config file")
+        value = Path(str(value).replace("%i", instance))
+    base = context.get("config_dir") or os.getcwd()
     return Path(os.path.normpath(os.path.join(base, value)))
 
 
@@ -114,7 +122,8 @@ def _base_url(value: str) -> str:
 
 
 ConfigPath = Annotated[Path, BeforeValidator(_to_path), AfterValidator(_absolute)]
-"""A path; a relative one is resolved against the config file's folder."""
+"""A path; ``%i`` stands for the instance (the config file's name without ``.yaml``); a relative path is resolved
+against the config file's folder."""
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 """A duration in seconds, a finite number > 0 (YAML ints are accepted)."""
 _TERM_ID_MESSAGE = 'must be a term id (digits) or "sis_term_id:<id>"'
