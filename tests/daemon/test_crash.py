@@ -88,6 +88,12 @@ def test_a_crash_between_recording_a_claim_and_the_rename_is_completed_at_start(
     assert sidecar["job_id"] == "feedbeef01" and not path.exists()
 
 
+def spool_fingerprint(path: Path) -> jobs.Fingerprint:
+    """The claim fingerprint of ``path`` (inode, size, mtime; no ctime), as the daemon records it."""
+    result = os.stat(path)
+    return jobs.Fingerprint(result.st_ino, result.st_size, result.st_mtime_ns)
+
+
 def test_a_crash_after_the_sidecar_but_before_the_move_is_finished_at_start(
     spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
 ) -> None:
@@ -104,7 +110,7 @@ def test_a_crash_after_the_sidecar_but_before_the_move_is_finished_at_start(
         name="users.csv",
         work_name=filed.name,
         state=jobs.JobState.FINISHING,
-        fingerprint=jobs.Fingerprint(0, len(USERS), 0),
+        fingerprint=spool_fingerprint(spool.work / filed.name),  # as claimed: the file is unchanged since
         seen_at=0.0,
         claimed_at=0.0,
         import_id=sidecar["canvas"]["import_id"],

@@ -160,6 +160,9 @@ def test_a_file_that_changes_while_it_is_uploaded_is_aborted_and_sent_again_whol
         spool.url = slow.url
         daemon = run_daemon()
         daemon.daemon.writer_check.probe = lambda fd: None  # a filesystem without leases (NFS): settling alone decides
+        # The partial upload's import waits in Canvas's queue, so the abort lands before it runs (when Canvas runs
+        # it first, the file goes to failed/ as changed_during_import: tests/daemon/test_hardening.py).
+        slow.stick_next("created")
         with open(spool.drop / "users.csv", "wb") as writer:  # a writer that stalls longer than settle_seconds
             writer.write(HEADER + rows(0, 5))
             writer.flush()
