@@ -140,7 +140,11 @@ def test_a_file_canvas_refuses_as_too_large_goes_to_failed_and_the_feed_goes_on(
     spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
 ) -> None:
     sandbox.faults.add(
-        route="create", status=413, count=1, body=b"{\"message\": \"Request Entity Too Large\"}", content_type="application/json"
+        route="create",
+        status=413,
+        count=1,
+        body=b'{"message": "Request Entity Too Large"}',
+        content_type="application/json",
     )
     daemon = daemon_process()
     spool.drop_file("big.csv", USERS)
