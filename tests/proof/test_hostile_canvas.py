@@ -1,0 +1,191 @@
+"""Hostile Canvas (issue 7, "The proof"): real `sisdaemon run` processes against a Canvas, or a proxy in front of it,
+that trickles its answers, resets after the body, answers HTML with 200, redirects to a login page and echoes the
+request's Authorization header back in its error pages. Files still end in the right folder; no token (the first, or
+one read after a rotation) is written anywhere; the loop never freezes; a stop takes effect at once whatever Canvas is
+doing, also when nobody reads the notify socket."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sisdaemon.canvas import redact, remember_secret
+from sisdaemon.sandbox import Sandbox
+from tests.daemon.conftest import OTHER_TOKEN, TOKEN, DaemonProcess, Spool, creates, wait_for
+
+USERS_A = b"user_id,login_id,first_name,last_name,email,status\na1,a1,Ada,One,a1@example.edu,active\n"
+#: One good row and one without a login_id: imported_with_messages (done/), with an errors CSV.
+USERS_B = (
+    b"user_id,login_id,first_name,last_name,email,status\n"
+    b"b1,b1,Bea,Two,b1@example.edu,active\nb2,,Bo,Two,b2@example.edu,active\n"
+)
+USERS_C = b"user_id,login_id,first_name,last_name,email,status\nc1,c1,Cy,Three,c1@example.edu,active\n"
+LOGIN_PAGE = "https://sso.example.edu/login?service=canvas"
+#: The longest piece of a token that may appear anywhere: any 10 characters in a row of a token are a leak (a message
+#: cut short must not keep a token's start).
+PIECE = 10
+
+
+def token_pieces(*tokens: str) -> set[str]:
+    return {token[start : start + PIECE] for token in tokens for start in range(len(token) - PIECE + 1)}
+
+
+def leaks(text: str, *tokens: str) -> list[str]:
+    return sorted(piece for piece in token_pieces(*tokens) if piece in text)
+
+
+def run_status(spool: Spool, *args: str) -> str:
+    """`sisdaemon status` (text or --json): its stdout and stderr together."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sisdaemon", "status", "-c", str(spool.config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def events_named(daemon: DaemonProcess, name: str) -> list[dict[str, Any]]:
+    return [event for event in daemon.events() if event.get("event") == name]
+
+
+def every_file_under(root: Path) -> Iterator[Path]:
+    for folder, _, names in os.walk(root):
+        for name in names:
+            yield Path(folder, name)
+
+
+def test_a_hostile_canvas_never_gets_a_token_written_anywhere_and_every_file_ends_in_the_right_folder(
+    spool: Spool,
+    sandbox: Sandbox,
+    daemon_process: Callable[..., DaemonProcess],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # The token lives outside the spool, which is then searched whole: logs, state, history, sidecars, errors CSVs.
+    token_file = tmp_path_factory.mktemp("credentials") / "canvas-token"
+    token_file.write_text(TOKEN + "\n")
+    spool.canvas.update({"token_env": None, "token_file": str(token_file), "timeout_seconds": 2})
+    spool.polling["errors_csv_wait_seconds"] = 20
+    status_seen: list[str] = []
+
+    def look_at_status() -> None:
+        status_seen.append(run_status(spool))
+        status_seen.append(run_status(spool, "--json"))
+
+    # Phase 1, the first token: each kind of hostile answer once, on the way of a.csv.
+    echoed = [
+        sandbox.faults.add(route="account", status=503, echo_authorization=True),
+        sandbox.faults.add(route="users_self", status=500, echo_authorization=True),
+        sandbox.faults.add(route="index", status=502, html=True, echo_authorization=True),
+    ]
+    reset_after_body = sandbox.faults.add(route="create", reset="after")
+    trickled = sandbox.faults.add(route="show", trickle=0.5)  # the real SisImport, a byte every 0.5 s: minutes
+    echoed += [
+        sandbox.faults.add(route="show", html=True, echo_authorization=True),  # HTML with 200
+        sandbox.faults.add(route="show", status=302, headers={"Location": LOGIN_PAGE}, echo_authorization=True),
+        sandbox.faults.add(route="show", status=401, echo_authorization=True),  # the same token is read again
+    ]
+    daemon = daemon_process()
+    spool.drop_file("a.csv", USERS_A)
+    wait_for(lambda: len(spool.filed("done")) == 1, what="a.csv in done/ through phase 1's faults")
+    assert reset_after_body.used == 1 and trickled.used == 1 and all(fault.used == 1 for fault in echoed)
+    trickle_ended = [
+        event for event in events_named(daemon, "canvas_unavailable") if "no whole answer within 2 s" in event["error"]
+    ]
+    assert trickle_ended, "the trickled answer ended by its whole-call deadline, a transient fault"
+    look_at_status()
+
+    # Phase 2: the token is rotated; a 401 that echoes the old token makes the daemon read the new one. Then
+    # answers echo the new token, among them an HTML page with 200 to the POST (outcome unknown: found by its tag).
+    token_file.write_text(OTHER_TOKEN + "\n")
+    echoed_later = [
+        sandbox.faults.add(route="any", status=401, echo_authorization=True),
+        sandbox.faults.add(route="users_self", status=503, html=True, echo_authorization=True),
+        sandbox.faults.add(route="create", when="after", html=True, echo_authorization=True),
+        sandbox.faults.add(route="show", status=500, echo_authorization=True),
+        sandbox.faults.add(route="show", status=307, headers={"Location": LOGIN_PAGE}, echo_authorization=True),
+    ]
+    spool.drop_file("b.csv", USERS_B)
+    wait_for(lambda: len(spool.filed("done")) == 2, what="b.csv in done/ after the rotation")
+    assert all(fault.used == 1 for fault in echoed_later)
+    look_at_status()
+
+    # Phase 3: Canvas refuses a file as too large, echoing the token in its answer: failed/ (a fault of the file),
+    # with Canvas's answer in the sidecar's reason.
+    too_large = sandbox.faults.add(route="create", status=413, echo_authorization=True)
+    spool.drop_file("c.csv", USERS_C)
+    wait_for(lambda: len(spool.filed("failed")) == 1, what="c.csv in failed/ as too large")
+    assert too_large.used == 1
+    look_at_status()
+    assert daemon.terminate() == 0
+    look_at_status()
+
+    # Both tokens were read and used: requests of user 1 (TOKEN) and of user 2 (OTHER_TOKEN) reached Canvas.
+    users = {request.user_id for request in sandbox.requests}
+    assert {1, 2} <= users, users
+    # The right folders: a.csv and b.csv imported once each (the reset and the HTML answer to their POSTs lost
+    # nothing and sent nothing twice); only the file Canvas refused as too large is in failed/.
+    done = {sidecar["file"]["name"]: sidecar for sidecar in spool.sidecars("done")}
+    assert sorted(done) == ["a.csv", "b.csv"]
+    assert done["b.csv"]["outcome"] == "imported_with_messages" and done["b.csv"]["canvas"]["errors_csv"]
+    assert [(s["file"]["name"], s["reason_code"]) for s in spool.sidecars("failed")] == [("c.csv", "too_large")]
+    assert len(sandbox.imports()) == 2 and len([c for c in creates(sandbox) if c.import_id]) == 2
+    assert not list(spool.drop.iterdir()) and not list(spool.work.iterdir())
+
+    # The echoed tokens reached the daemon and were redacted: "[redacted]" stands where they were.
+    log_text = daemon.output()
+    assert "[redacted]" in log_text
+    assert "[redacted]" in spool.sidecars("failed")[0]["reason"]
+    # Not a piece of either token anywhere: every log line (debug level), the state and history files, every
+    # sidecar and errors CSV (the whole spool is searched), and `status` in both forms, during the run and after.
+    assert yaml.safe_load(spool.config.read_text())["log"]["level"] == "debug"
+    searched = list(every_file_under(spool.root))
+    assert any(path.name.endswith(".errors.csv") for path in searched)
+    assert any(".history." in path.name for path in searched) and spool.state_file in searched
+    found = {str(path): leaks(path.read_bytes().decode("utf-8", "replace"), TOKEN, OTHER_TOKEN) for path in searched}
+    assert {path: pieces for path, pieces in found.items() if pieces} == {}
+    assert [leaks(text, TOKEN, OTHER_TOKEN) for text in status_seen] == [[]] * len(status_seen)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: CanvasClient.download saves any 200 answer verbatim as done/<name>.errors.csv: an HTML page "
+    "from Canvas's host that echoes the Authorization header puts the token on disk (no redaction, no content check)",
+)
+def test_an_errors_csv_download_answered_by_a_page_that_echoes_the_token_writes_no_token(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    # The errors CSV is fetched from Canvas's own host with the token (docs/design.md "Talking to Canvas"); a proxy
+    # or login page there that answers 200 with an HTML page echoing the request must not put the token on disk.
+    spool.polling["errors_csv_wait_seconds"] = 20
+    page = sandbox.faults.add(route="file_download", html=True, echo_authorization=True)
+    daemon = daemon_process()
+    spool.drop_file("b.csv", USERS_B)
+    wait_for(lambda: len(spool.filed("done")) == 1, what="b.csv in done/")
+    assert daemon.terminate() == 0
+    assert page.used == 1
+    found = {
+        str(path): leaks(path.read_bytes().decode("utf-8", "replace"), TOKEN) for path in every_file_under(spool.root)
+    }
+    assert {path: pieces for path, pieces in found.items() if pieces} == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect (cosmetic, no leak): sisdaemon.canvas.redact turns 'Bearer <token>' into 'Bearer [redacted]]' and "
+    "adds one ']' each time a text is redacted again (the log shows 'Bearer [redacted]]]]]'): the Bearer pattern "
+    "takes '[redacted' as a credential",
+)
+def test_redaction_gives_one_clean_marker_however_often_a_text_is_redacted() -> None:
+    remember_secret(TOKEN)
+    once = redact(f"Authorization: Bearer {TOKEN}; token={TOKEN}")
+    assert once == "Authorization: Bearer [redacted]; token=[redacted]"
+    assert redact(once) == once
