@@ -6,9 +6,13 @@ doing, also when nobody reads the notify socket."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +193,90 @@ def test_redaction_gives_one_clean_marker_however_often_a_text_is_redacted() -> 
     once = redact(f"Authorization: Bearer {TOKEN}; token={TOKEN}")
     assert once == "Authorization: Bearer [redacted]; token=[redacted]"
     assert redact(once) == once
+
+
+class NotifyListener:
+    """An AF_UNIX datagram socket standing in for systemd's notify socket (sd_notify(3)): every datagram the daemon
+    sends, with the monotonic time it arrived, read by a thread until :meth:`close`."""
+
+    def __init__(self, path: Path) -> None:
+        assert len(str(path)) < 100, f"{path}: too long for an AF_UNIX address"
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.received: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="notify-listener")
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.received.append((time.monotonic(), data.decode("utf-8", "replace")))
+
+    def times_of(self, line: str) -> list[float]:
+        """When each datagram holding ``line`` (e.g. "WATCHDOG=1") arrived."""
+        return [at for at, message in list(self.received) if line in message.splitlines()]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(tmp_path / "notify.sock")
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+def work_names(spool: Spool) -> list[str]:
+    return sorted(path.name for path in spool.work.iterdir())
+
+
+def test_the_loop_scans_claims_and_pings_the_watchdog_while_a_call_to_canvas_trickles(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess], notify: NotifyListener
+) -> None:
+    # Defect 1: a Canvas that sends one byte every 0.5 s held the main loop for ever. Here the poll of a.csv's import
+    # trickles (the whole answer would take minutes); its whole-call deadline is 10 s.
+    spool.canvas["timeout_seconds"] = 10
+    spool.polling["max_interval_seconds"] = 30  # a verified token stays good for claims for 30 s (default: 60)
+    trickled = sandbox.faults.add(route="show", trickle=0.5)
+    daemon = daemon_process(env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "10000000"})
+    spool.drop_file("a.csv", USERS_A)
+    wait_for(lambda: trickled.used == 1, what="the first poll of a.csv's import, answered a byte at a time")
+    slow_call_began = time.monotonic()
+    spool.drop_file("b.csv", USERS_C)
+    # b.csv is taken (out of drop/, into work/) while the poll still trickles: scans and claims go on.
+    wait_for(
+        lambda: not (spool.drop / "b.csv").exists() and any(name.endswith("_b.csv") for name in work_names(spool)),
+        timeout=20,
+        what="b.csv claimed into work/",
+    )
+    deadline_events = [
+        event for event in events_named(daemon, "canvas_unavailable") if "no whole answer within 10 s" in event["error"]
+    ]
+    assert deadline_events == [], "b.csv was claimed only after the slow call ended"
+    # The stuck call ends by its deadline, as a transient fault (nothing goes to failed/ for it).
+    wait_for(
+        lambda: any(
+            "no whole answer within 10 s" in event["error"] for event in events_named(daemon, "canvas_unavailable")
+        ),
+        timeout=40,
+        what="the trickled poll ended by its deadline",
+    )
+    slow_call_ended = time.monotonic()
+    # WATCHDOG=1 kept coming while the call was stuck: no silence of 6 s or more in that time.
+    pings = [at for at in notify.times_of("WATCHDOG=1") if slow_call_began <= at <= slow_call_ended]
+    edges = [slow_call_began, *pings, slow_call_ended]
+    assert len(pings) >= 2 and max(b - a for a, b in itertools.pairwise(edges)) < 6.0, pings
+    wait_for(lambda: len(spool.filed("done")) == 2, what="both files imported")
+    assert spool.filed("failed") == [] and len(sandbox.imports()) == 2
+    assert daemon.terminate() == 0
