@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -280,3 +282,71 @@ def test_the_loop_scans_claims_and_pings_the_watchdog_while_a_call_to_canvas_tri
     wait_for(lambda: len(spool.filed("done")) == 2, what="both files imported")
     assert spool.filed("failed") == [] and len(sandbox.imports()) == 2
     assert daemon.terminate() == 0
+
+
+def padded_zip(path: Path, padding_mb: int) -> Path:
+    """A zip of one users CSV and, as a Mac's Finder adds, a large `__MACOSX/` entry (random bytes, stored) that
+    Canvas skips: a big upload whose import is quick."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("users.csv", USERS_A)
+        archive.writestr("__MACOSX/._users.csv", os.urandom(padding_mb * 1024 * 1024))
+    return path
+
+
+def stop_within(daemon: DaemonProcess, seconds: float) -> tuple[int | None, float]:
+    """SIGTERM, then the exit code if the process ended within ``seconds`` (None if not) and how long it took."""
+    sent = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    try:
+        code: int | None = daemon.process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        code = None
+    return code, time.monotonic() - sent
+
+
+@pytest.mark.parametrize(
+    "slow",
+    [
+        pytest.param({"route": "show", "trickle": 0.5}, id="poll-trickles"),
+        pytest.param({"route": "create", "delay": 45.0, "when": "before"}, id="upload-not-read"),
+        pytest.param({"route": "create", "delay": 45.0, "when": "after"}, id="upload-answer-delayed"),
+    ],
+)
+def test_sigterm_during_a_call_that_would_last_a_minute_stops_at_once_and_a_restart_imports_the_file_once(
+    spool: Spool,
+    sandbox: Sandbox,
+    daemon_process: Callable[..., DaemonProcess],
+    notify: NotifyListener,
+    slow: dict[str, Any],
+) -> None:
+    # Defect 9: a stop waited for the call in progress (up to timeout_seconds). Here only cancellation can end the
+    # call: deadlines of 60 s, and Canvas (or its proxy) slow for longer. The upload cases send a 24 MB zip: not
+    # read at all while the sandbox waits (the daemon blocks mid-send), or read whole and the answer held back.
+    spool.canvas.update({"timeout_seconds": 60, "upload_timeout_seconds": 60})
+    fault = sandbox.faults.add(**slow)
+    if slow["route"] == "create":
+        padded_zip(spool.root / "big.zip.tmp", 24)
+        os.rename(spool.root / "big.zip.tmp", spool.drop / "big.zip")
+    else:
+        spool.drop_file("big.zip", USERS_A)  # a CSV under any name: what matters is the slow poll
+    daemon = daemon_process(env={"NOTIFY_SOCKET": str(notify.path)})
+    wait_for(lambda: fault.used == 1, what="the daemon inside the slow call")
+    wait_for(lambda: "upload_started" in daemon.output(), what="the upload under way")
+    if slow.get("when") == "after":
+        wait_for(lambda: len(sandbox.imports()) == 1, what="Canvas holding the whole upload, its answer held back")
+    code, took = stop_within(daemon, 3.0)
+    assert code == 0 and took < 3.0, (code, took, daemon.output()[-3000:])
+    assert notify.times_of("STOPPING=1"), notify.received
+    daemon.wait()
+
+    # A restart finishes the file with exactly one import: a POST cut off is of unknown outcome and is found again
+    # by its tag (or, if Canvas never had it, sent again); never two imports.
+    restarted = daemon_process()
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported after the restart")
+    assert restarted.terminate() == 0
+    assert spool.filed("failed") == []
+    assert len(sandbox.imports()) == 1, sandbox.imports()
+    [sidecar] = spool.sidecars("done")
+    assert sidecar["canvas"]["import_id"] == sandbox.imports()[0]["id"]
+    if slow.get("when") == "after":  # Canvas had the upload: found by its tag, never sent again
+        assert len(creates(sandbox)) == 1
