@@ -6,6 +6,7 @@ doing, also when nobody reads the notify socket."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import signal
@@ -350,3 +351,33 @@ def test_sigterm_during_a_call_that_would_last_a_minute_stops_at_once_and_a_rest
     assert sidecar["canvas"]["import_id"] == sandbox.imports()[0]["id"]
     if slow.get("when") == "after":  # Canvas had the upload: found by its tag, never sent again
         assert len(creates(sandbox)) == 1
+
+
+@pytest.fixture
+def full_notify_socket(tmp_path: Path) -> Iterator[Path]:
+    """A notify socket whose owner stopped reading: its queue filled with non-blocking sends until EAGAIN."""
+    path = tmp_path / "full-notify.sock"
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK) as sender,
+    ):
+        receiver.bind(str(path))
+        sent = 0
+        with pytest.raises(BlockingIOError) as full:
+            while sent < 1_000_000:
+                sender.sendto(b"STATUS=filler", str(path))
+                sent += 1
+        assert full.value.errno in (errno.EAGAIN, errno.EWOULDBLOCK) and sent > 0
+        yield path
+
+
+def test_a_notify_socket_nobody_reads_never_holds_up_the_daemon_or_its_stop(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess], full_notify_socket: Path
+) -> None:
+    # Defect 12: with the notify socket's queue full, sd_notify blocked: STOPPING=1 was lost and a stop took 15 s.
+    daemon = daemon_process(env={"NOTIFY_SOCKET": str(full_notify_socket), "WATCHDOG_USEC": "10000000"})
+    spool.drop_file("a.csv", USERS_A)
+    wait_for(lambda: len(spool.filed("done")) == 1, what="a.csv imported while every notification is refused")
+    code, took = stop_within(daemon, 3.0)
+    assert code == 0 and took < 3.0, (code, took, daemon.output()[-3000:])
+    daemon.wait()
