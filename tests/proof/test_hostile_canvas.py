@@ -179,8 +179,8 @@ def test_a_hostile_canvas_never_gets_a_token_written_anywhere_and_every_file_end
     # Both tokens were read and used: requests of user 1 (TOKEN) and of user 2 (OTHER_TOKEN) reached Canvas.
     users = {request.user_id for request in sandbox.requests}
     assert {1, 2} <= users, users
-    # The right folders: a.csv and b.csv imported once each (the reset and the HTML answer to their POSTs lost
-    # nothing and sent nothing twice); only the file Canvas refused as too large is in failed/.
+    # The right folders: a.csv, b.csv and d.csv imported once each (the reset, the HTML answer and the redirect of
+    # their POSTs lost nothing and sent nothing twice); only the file Canvas refused as too large is in failed/.
     done = {sidecar["file"]["name"]: sidecar for sidecar in spool.sidecars("done")}
     assert sorted(done) == ["a.csv", "b.csv", "d.csv"]
     assert done["b.csv"]["outcome"] == "imported_with_messages" and done["b.csv"]["canvas"]["errors_csv"]
