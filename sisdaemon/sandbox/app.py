@@ -30,6 +30,8 @@ from sisdaemon.sandbox.responses import (
     NOT_FOUND,
     UNAUTHENTICATED,
     UNAUTHORIZED,
+    echo_in_json,
+    echo_in_text,
     fault_body,
     file_chunks,
     json_response,
@@ -136,15 +138,34 @@ class SandboxApp:
                 if fault.reset is None:
                     self._drain(request)
                 record.reset = fault.reset is not None
-                return self._fault_response(request, fault)
+                return self._trickled(self._fault_response(request, fault), fault)
         response = self._dispatch(request, route, args, record)
         if fault is not None and fault.when == "after":
             if fault.delay:
                 self._wait(fault.delay)
             if fault.replaces_answer:
                 record.reset = fault.reset is not None
-                return self._fault_response(request, fault)
-        return response
+                return self._trickled(self._fault_response(request, fault), fault)
+        return self._trickled(response, fault)
+
+    def _trickled(self, response: Response, fault: Fault | None) -> Response:
+        """``response`` sent one byte every ``fault.trickle`` seconds (its whole length announced), or as it is.
+        The trickle ends early when the client goes away or the sandbox stops."""
+        if fault is None or not fault.trickle:
+            return response
+        data = response.get_data()
+        every = fault.trickle
+        stopping = self.stopping
+
+        def drip() -> Iterable[bytes]:
+            for index in range(len(data)):
+                yield data[index : index + 1]
+                if index + 1 < len(data) and stopping.wait(every):
+                    return
+
+        slow = Response(drip(), status=response.status_code, headers=response.headers, direct_passthrough=True)
+        slow.headers["Content-Length"] = str(len(data))
+        return slow
 
     def _wait(self, seconds: float) -> None:
         self.stopping.wait(seconds)
@@ -153,17 +174,25 @@ class SandboxApp:
         if fault.reset is not None:
             self._reset(request)
         status = fault.status if fault.status is not None else 200
+        echo = request.headers.get("Authorization", "") if fault.echo_authorization else None
         if fault.html:
             body: str | bytes = fault.body if fault.body is not None else HTML_PAGE
+            if echo is not None:
+                body = echo_in_text(body, echo, html=True)
             response = Response(body, status=status, content_type=fault.content_type or "text/html; charset=utf-8")
         elif fault.body is not None:
             response = Response(
-                fault.body, status=status, content_type=fault.content_type or "application/json; charset=utf-8"
+                fault.body if echo is None else echo_in_text(fault.body, echo, html=False),
+                status=status,
+                content_type=fault.content_type or "application/json; charset=utf-8",
             )
         elif 300 <= status < 400:
-            response = Response(b"", status=status, content_type=fault.content_type or "text/html; charset=utf-8")
+            page = b"" if echo is None else echo_in_text(b"<html><body>Moved</body></html>", echo, html=True)
+            response = Response(page, status=status, content_type=fault.content_type or "text/html; charset=utf-8")
         else:
-            response = json_response(status, fault_body(status))
+            response = json_response(
+                status, fault_body(status) if echo is None else echo_in_json(fault_body(status), echo)
+            )
             if status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="canvas-lms"'
         for key, value in fault.headers.items():

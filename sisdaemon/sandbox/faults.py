@@ -29,6 +29,12 @@ class Fault:
     with an HTML page (status 200 unless `status` is given); `reset`: "before" or "after" — reset the TCP
     connection without answering; `delay`: seconds to wait before answering; `when`: "before" the real work
     (nothing is created) or "after" it (the work is done, then the answer is replaced, delayed or lost).
+    `trickle`: send the answer (the fault's own, or the real one) one byte every `trickle` seconds, with its whole
+    Content-Length announced (a slow proxy: each read gets a byte, the whole answer takes far longer than any
+    per-read timeout). `echo_authorization`: the fault's own answer (a status or an HTML page) carries the
+    request's Authorization header back, as the header line and as the bare credential (in a JSON body's first
+    error message and an ``"echo"`` object, in an HTML page's text, appended to a body given as text), as a
+    misbehaving proxy or error page does.
     `stick` (one of STICK_STATES) and `finish_as` (a terminal workflow_state), for route "create" only: the
     import the request creates is stuck in that state until unstuck (Sandbox.unstick, or
     `PUT /sandbox/imports/:id/unstick`), or ends in that state (Sandbox.stick / Sandbox.finish_as). A
@@ -45,6 +51,8 @@ class Fault:
     body: str | bytes | None = None
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0
+    echo_authorization: bool = False
     stick: str | None = None
     finish_as: str | None = None
     used: int = 0
@@ -64,6 +72,10 @@ class Fault:
             self.when = self.reset
         if self.when not in WHEN:
             raise ValueError(f"when must be 'before' or 'after', not {self.when!r}")
+        if self.trickle < 0:
+            raise ValueError("trickle must be a number of seconds, at least 0")
+        if self.echo_authorization and (self.reset is not None or not self.replaces_answer):
+            raise ValueError("echo_authorization needs an answer of the fault's own: a status or html")
         if self.count is not None and self.count < 1:
             raise ValueError("count must be at least 1 (or None for every request)")
 
@@ -112,12 +124,14 @@ class FaultPlan:
 def parse_fault_spec(spec: str) -> dict[str, Any]:
     """Parse a CLI fault: `ROUTE:ITEM[:ITEM...]`, each ITEM one of a status (`502`), `before`/`after`,
     `reset` (reset at the chosen moment), `html`, `delay=SECONDS`, `count=N` (`count=all` for every request),
-    `stick=STATE` and `finish_as=STATE` (create only: steer the import it creates), `body=TEXT`,
-    `location=URL` (a Location header).
+    `trickle=SECONDS` (one byte of the answer at a time), `echo_authorization` (the answer carries the request's
+    Authorization header), `stick=STATE` and `finish_as=STATE` (create only: steer the import it creates),
+    `body=TEXT`, `location=URL` (a Location header).
 
     Examples: `create:502:after`, `create:reset:before`, `show:html`, `any:403:count=3`,
     `create:delay=5:after`, `show:302:location=https://login.example/`, `create:stick=initializing`,
-    `create:finish_as=failed:count=2`. Returns FaultPlan.add's keywords (the values are checked there).
+    `create:finish_as=failed:count=2`, `show:trickle=0.5:after`, `any:500:echo_authorization`. Returns
+    FaultPlan.add's keywords (the values are checked there).
     """
     route, *items = spec.split(":")
     if not route or not items:
@@ -147,6 +161,10 @@ def parse_fault_spec(spec: str) -> dict[str, Any]:
             fields["html"] = True
         elif key == "delay":
             fields["delay"] = float(value)
+        elif key == "trickle":
+            fields["trickle"] = float(value)
+        elif item == "echo_authorization":
+            fields["echo_authorization"] = True
         elif key == "count":
             fields["count"] = None if value == "all" else int(value)
         elif key in ("stick", "finish_as") and value:

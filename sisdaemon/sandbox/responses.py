@@ -49,6 +49,43 @@ def fault_body(status: int) -> Any:
     return {"errors": [{"message": f"sandbox fault {status}"}]}
 
 
+def _credential(authorization: str) -> str:
+    """The credential in an Authorization header value (``Bearer T`` -> ``T``)."""
+    scheme, _, rest = authorization.partition(" ")
+    return rest.strip() if rest else scheme
+
+
+def echo_in_json(body: Any, authorization: str) -> Any:
+    """A fault's JSON body carrying the request's Authorization header back (a proxy or error page that echoes the
+    request): in its first error message, as the header line and as the bare credential, and in an ``echo``
+    object."""
+    credential = _credential(authorization)
+    line = f"Authorization: {authorization}"
+    echoed = dict(body) if isinstance(body, dict) else {"errors": [{"message": str(body)}]}
+    errors = echoed.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = dict(errors[0])
+        first["message"] = f"{first.get('message', '')} (request had {line}; token={credential})"
+        echoed["errors"] = [first, *errors[1:]]
+    else:
+        echoed["errors"] = [{"message": f"request had {line}; token={credential}"}]
+    echoed["echo"] = {"authorization": authorization, "token": credential}
+    return echoed
+
+
+def echo_in_text(body: str | bytes, authorization: str, *, html: bool) -> str | bytes:
+    """A text or HTML body with the request's Authorization header and bare credential written into it."""
+    credential = _credential(authorization)
+    if html:
+        extra = f"<pre>Authorization: {authorization}</pre><p>token={credential}</p>"
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        text = text.replace("</body>", f"{extra}</body>") if "</body>" in text else text + extra
+    else:
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        text = f"{text}\nAuthorization: {authorization}\ntoken={credential}\n"
+    return text.encode("utf-8") if isinstance(body, bytes) else text
+
+
 def file_chunks(path: Path) -> Iterable[bytes]:
     """A file's bytes in 64 KiB pieces (downloads stream)."""
     with path.open("rb") as stream:

@@ -34,7 +34,16 @@ class SandboxRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
-        return tempfile.NamedTemporaryFile("w+b", dir=self.upload_dir, prefix="upload_", delete=False)
+        # Closed by receive_upload once parsed, or by discard_upload_files when the upload is cut off.
+        stream = tempfile.NamedTemporaryFile("w+b", dir=self.upload_dir, prefix="upload_", delete=False)  # noqa: SIM115
+        self.environ.setdefault("sandbox.upload_files", []).append(stream)
+        return stream
+
+    def discard_upload_files(self) -> None:
+        """Close and remove the files this request's multipart parts were being written to (an upload cut off)."""
+        for stream in self.environ.pop("sandbox.upload_files", []):
+            stream.close()
+            _unlink(stream.name)
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,12 @@ def receive_upload(request: Request, store: Store, upload_dir: Path) -> Upload:
     request.environ["sandbox.body_read"] = True
     form: dict[str, str] = {}
     if request.mimetype == "multipart/form-data":
-        form = {key: value for key, value in request.form.items(multi=True)}
+        try:
+            form = {key: value for key, value in request.form.items(multi=True)}
+        except BaseException:  # the client went away mid-upload: no half-written file is kept, nor left open
+            if isinstance(request, SandboxRequest):
+                request.discard_upload_files()
+            raise
         params = {**{k: v for k, v in request.args.items(multi=True)}, **form}
         part = request.files.get("attachment")
         for _name, storage in request.files.items(multi=True):

@@ -3,11 +3,14 @@ real work; every request is recorded either way."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
 from sisdaemon.sandbox import Sandbox
 from sisdaemon.sandbox.faults import Fault, parse_fault_spec
+from tests.sandbox.conftest import TOKEN
 
 USERS = b"user_id,login_id,status\nu1,l1,active\n"
 IMPORTS = "/api/v1/accounts/1/sis_imports"
@@ -154,3 +157,60 @@ def test_recorded_requests_can_be_read_back_over_http_without_being_recorded(
     assert [r["import_id"] for r in creates["requests"]] == [created["id"]]
     assert len(sandbox.requests) == 2  # the sandbox-only reads were not recorded
     assert requests.get(sandbox.url + "/sandbox/nothing", timeout=5).status_code == 404
+
+
+def test_a_trickled_answer_comes_one_byte_at_a_time_so_each_read_is_quick_but_the_whole_is_slow(
+    sandbox: Sandbox, api: requests.Session
+) -> None:
+    sandbox.faults.add(route="users_self", status=503, body='{"errors": []}', trickle=0.25)
+    started = time.monotonic()
+    with api.get(sandbox.url + "/api/v1/users/self", timeout=1.0, stream=True) as answer:
+        assert answer.status_code == 503
+        assert answer.headers["Content-Length"] == "14"  # announced whole
+        pieces = list(answer.raw.stream(1))
+    assert b"".join(pieces) == b'{"errors": []}' and len(pieces) == 14  # each read got a byte within 1 s
+    assert time.monotonic() - started >= 13 * 0.25 * 0.9
+
+
+def test_the_real_answer_can_be_trickled_and_a_spec_parses() -> None:
+    assert parse_fault_spec("show:trickle=0.5:after") == {"route": "show", "trickle": 0.5, "when": "after"}
+    with Sandbox(token=TOKEN, fast=True) as sandbox:
+        sandbox.faults.add(route="users_self", trickle=0.002)
+        answer = requests.get(
+            sandbox.url + "/api/v1/users/self", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+        )
+    assert answer.status_code == 200 and answer.json()["id"] == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500},
+        {"status": 401},
+        {"html": True},
+        {"html": True, "status": 502},
+        {"status": 302, "headers": {"Location": "https://login.example/"}},
+        {"status": 400, "body": "bad request", "content_type": "text/plain"},
+    ],
+    ids=["json-500", "json-401", "html-200", "html-502", "redirect", "text-400"],
+)
+def test_an_answer_can_echo_the_authorization_header_as_sent_and_as_a_bare_credential(
+    sandbox: Sandbox, api: requests.Session, fault: dict[str, object]
+) -> None:
+    sandbox.faults.add(route="users_self", echo_authorization=True, **fault)
+    answer = api.get(sandbox.url + "/api/v1/users/self", timeout=5, allow_redirects=False)
+    assert f"Authorization: Bearer {TOKEN}" in answer.text
+    assert f"token={TOKEN}" in answer.text
+    if "json" in answer.headers["Content-Type"]:
+        assert answer.json()["echo"] == {"authorization": f"Bearer {TOKEN}", "token": TOKEN}
+    assert api.get(sandbox.url + "/api/v1/users/self", timeout=5).json()["id"] == 1  # used up
+
+
+def test_echo_authorization_needs_an_answer_of_the_fault_s_own() -> None:
+    assert parse_fault_spec("any:500:echo_authorization") == {"route": "any", "status": 500, "echo_authorization": True}
+    with pytest.raises(ValueError, match="echo_authorization"):
+        Fault(route="show", echo_authorization=True)
+    with pytest.raises(ValueError, match="echo_authorization"):
+        Fault(route="show", reset="after", echo_authorization=True)
+    with pytest.raises(ValueError, match="trickle"):
+        Fault(route="show", trickle=-1)

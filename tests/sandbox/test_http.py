@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import itertools
+import socket
 import threading
 import time
 import zipfile
@@ -423,3 +425,31 @@ def test_a_restore_progress_can_be_read_back(sandbox: Sandbox, api: requests.Ses
     assert progress["url"] == f"{sandbox.url}/api/v1/progress/{progress['id']}"
     assert sandbox.wait_for(created["id"], {"partially_restored"})["workflow_state"] == "partially_restored"
     assert api.get(progress["url"], timeout=5).json()["workflow_state"] == "completed"
+
+
+def test_an_upload_cut_off_mid_way_leaves_no_file_open_or_behind(sandbox: Sandbox) -> None:
+    boundary = "sandboxcutoff"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="attachment"; filename="users.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+    body = head + USERS + b"x" * 200_000  # the rest of the part and the closing boundary never come
+    with socket.create_connection(("127.0.0.1", sandbox.port)) as sock:
+        sock.sendall(
+            (
+                f"POST {IMPORTS} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body) + 1_000_000}\r\n"
+                "\r\n"
+            ).encode()
+            + body
+        )
+        deadline = time.monotonic() + 10
+        while not any(path.name.startswith("upload_") for path in sandbox.app.upload_dir.iterdir()):
+            assert time.monotonic() < deadline, "the sandbox never started writing the upload"
+            time.sleep(0.02)
+    deadline = time.monotonic() + 10
+    while any(path.name.startswith("upload_") for path in sandbox.app.upload_dir.iterdir()):
+        assert time.monotonic() < deadline, "the half upload was left behind"
+        time.sleep(0.02)
+    assert sandbox.imports() == []
+    gc.collect()  # an upload file left open would be reported here (ResourceWarning is an error in this suite)
