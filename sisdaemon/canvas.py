@@ -61,7 +61,7 @@ REDACTED = "[redacted]"
 # rotation. The one piece of global state here, written under its lock.
 _secrets: frozenset[str] = frozenset()
 _secrets_lock = threading.Lock()
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[^\s\"'<>,;)\]}]+")
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)(?!\[redacted\])[^\s\"'<>,;)\]}]+")
 
 
 def remember_secret(secret: str) -> None:
@@ -86,6 +86,17 @@ def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):  # longest first: a variant may contain another
         text = text.replace(secret, REDACTED)
     return _BEARER.sub(rf"\1\2{REDACTED}", text)
+
+
+#: How many bytes of a download are kept from one chunk to the next, so that a secret split between two is found.
+_LONGEST_SECRET_BYTES = 4096
+
+
+def _holds_secret(data: bytes) -> bool:
+    """Whether ``data`` holds a remembered secret (:func:`remember_secret`). Not the ``Bearer`` pattern: a CSV may
+    hold that word in its data."""
+    text = data.decode("utf-8", "replace")
+    return any(secret in text for secret in _secrets)
 
 
 def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -609,11 +620,23 @@ class CanvasClient:
                         # reading the import again gives a fresh one. Not a fault of our token.
                         kind, message = FaultKind.TRANSIENT, f"{message} from the file store"
                     raise CanvasError(kind, f"errors CSV download: {message}", status=response.status_code)
+                content_type = response.headers.get("Content-Type", "")
+                if "html" in content_type.lower():
+                    # A login page or a proxy's answer, not Canvas's CSV: never saved (it may echo the request).
+                    raise CanvasError(FaultKind.TRANSIENT, f"errors CSV download: got {content_type}, not a CSV file")
                 temp = target.with_name(f".{target.name}.part")
                 try:
                     with open(temp, "wb") as handle:
+                        tail = b""
                         for chunk in answer.chunks():
+                            # What is saved must hold no credential, even split across two chunks.
+                            if _holds_secret(tail + chunk):
+                                raise CanvasError(
+                                    FaultKind.TRANSIENT,
+                                    "errors CSV download: the answer echoes a credential; not saved",
+                                )
                             handle.write(chunk)
+                            tail = (tail + chunk)[-_LONGEST_SECRET_BYTES:]
                         handle.flush()
                         os.fsync(handle.fileno())
                     os.replace(temp, target)

@@ -206,11 +206,6 @@ def test_a_hostile_canvas_never_gets_a_token_written_anywhere_and_every_file_end
     assert [leaks(text, TOKEN, OTHER_TOKEN) for text in versions.seen] == [[]] * len(versions.seen)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: CanvasClient.download saves any 200 answer verbatim as done/<name>.errors.csv: an HTML page "
-    "from Canvas's host that echoes the Authorization header puts the token on disk (no redaction, no content check)",
-)
 def test_an_errors_csv_download_answered_by_a_page_that_echoes_the_token_writes_no_token(
     spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
 ) -> None:
@@ -229,12 +224,6 @@ def test_an_errors_csv_download_answered_by_a_page_that_echoes_the_token_writes_
     assert {path: pieces for path, pieces in found.items() if pieces} == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (cosmetic, no leak): sisdaemon.canvas.redact turns 'Bearer <token>' into 'Bearer [redacted]]' and "
-    "adds one ']' each time a text is redacted again (the log shows 'Bearer [redacted]]]]]'): the Bearer pattern "
-    "takes '[redacted' as a credential",
-)
 def test_redaction_gives_one_clean_marker_however_often_a_text_is_redacted() -> None:
     remember_secret(TOKEN)
     once = redact(f"Authorization: Bearer {TOKEN}; token={TOKEN}")
