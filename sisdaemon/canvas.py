@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import re
+import secrets
 import threading
 import time
 import urllib.parse
@@ -538,6 +539,7 @@ class CanvasClient:
             encoder = MultipartEncoder(
                 fields=[("import_type", "instructure_csv"), *fields, ("attachment", (filename, handle, content_type))]
             )
+            payload = _SentReport(encoder)
             headers = {**self._headers(), "Content-Type": encoder.content_type}
             url = self._url(f"accounts/{self.account}/sis_imports")
             with (
@@ -549,11 +551,10 @@ class CanvasClient:
                     label=f"POST {_path_of(url)}",
                     seconds=self.upload_timeout,
                     read_timeout=self.upload_timeout,
-                    data=encoder,
+                    data=payload,
                     headers=headers,
                 ) as answer,
             ):
-                effects.happened("canvas.post_sent")  # Canvas has the request: from here an import may exist
                 response = answer.read_whole()
         effects.happened("canvas.post_answered")
         self._note(response)
@@ -582,8 +583,9 @@ class CanvasClient:
             reason_code="too_large" if kind is FaultKind.FILE else None,
         )
 
-    def download(self, url: str, target: Path, *, max_redirects: int = 3) -> None:
-        """Save a file Canvas serves (the errors CSV) to ``target`` via a temp file in its folder.
+    def download(self, url: str, target: Path, *, max_redirects: int = 3, temp_dir: Path | None = None) -> None:
+        """Save a file Canvas serves (the errors CSV) to ``target`` via a temp file in ``temp_dir`` (default: its
+        folder; the daemon gives the work folder, on the same mount).
 
         Follows up to ``max_redirects`` redirects, https only (http only to loopback), sending the token only to
         Canvas's own host. The whole download, redirects included, ends by ``timeout`` (errors CSVs are small; one
@@ -624,7 +626,9 @@ class CanvasClient:
                 if "html" in content_type.lower():
                     # A login page or a proxy's answer, not Canvas's CSV: never saved (it may echo the request).
                     raise CanvasError(FaultKind.TRANSIENT, f"errors CSV download: got {content_type}, not a CSV file")
-                temp = target.with_name(f".{target.name}.part")
+                # The temp file is named as state.write_atomic names its own, in ``temp_dir`` (the work folder) when
+                # given, so that a kill mid-download leaves it where start-up cleans up, never in done/.
+                temp = (temp_dir or target.parent) / f".{target.name}.{secrets.token_hex(4)}.tmp"
                 try:
                     with open(temp, "wb") as handle:
                         tail = b""
@@ -647,6 +651,28 @@ class CanvasClient:
                 effects.happened("errors_csv.saved")
                 return
         raise CanvasError(FaultKind.CONFIGURATION, f"errors CSV download: more than {max_redirects} redirects")
+
+
+class _SentReport:
+    """A multipart body (requests_toolbelt's encoder) that reports ``canvas.post_sent`` to the side-effect seam once
+    its last byte was handed to the connection: from then on Canvas may have the whole request, and an import may
+    exist whether or not its answer arrives."""
+
+    def __init__(self, encoder: MultipartEncoder) -> None:
+        self.encoder = encoder
+        self.len = encoder.len  # requests sets Content-Length from it
+        self._reported = False
+
+    def __len__(self) -> int:
+        return int(self.len)
+
+    def read(self, size: int = -1) -> bytes:
+        """The next ``size`` bytes of the body (all when -1); b"" at its end, reported once."""
+        data: bytes = self.encoder.read(size)
+        if not data and not self._reported:
+            self._reported = True
+            effects.happened("canvas.post_sent")
+        return data
 
 
 class _Answer:

@@ -346,7 +346,22 @@ class Flight:
             # An earlier attempt was given up on (answer lost, or stuck initializing): Canvas may still run it. Keep
             # looking while this one is in flight, and abort it while it is queued (never a second import).
             self._abort_late(job, lost.late_originals(job, self._own_unknown_imports(job, now)), now)
-        sis_import = self.gate.call(now, self.client.get_sis_import, job.import_id)
+        key = ("import_not_found", job.job_id)
+        try:
+            sis_import = self.gate.call(now, self.client.get_sis_import, job.import_id)
+        except CanvasError as error:
+            if error.kind is FaultKind.NOT_FOUND:
+                # Canvas does not know this job's import (a Canvas reset or restored, another instance): said once
+                # while it lasts; the file waits in work/ and status shows why.
+                self.conditions.start(
+                    key,
+                    "import_not_found",
+                    level="error",
+                    error=str(error),
+                    hint="the file waits in work/; check canvas.base_url and the import in Canvas",
+                )
+            raise
+        self.conditions.end(key, "import_found_again")
         previous = job.workflow_state
         sis_import = spool.strip_verifiers(sis_import)  # what is kept in the state carries no download capability
         job, decision = polling.on_poll(
@@ -366,6 +381,10 @@ class Flight:
             self.ledger.put(job)
             self._finish(job, now)
             return
+        if decision.action == "hold":
+            self.conditions.start(
+                ("import_not_this_file", job.job_id), "import_not_this_file", level="error", reason=job.last_error
+            )
         if decision.action == "abort":
             job = dataclasses.replace(job, next_action_at=now)
             log.warning("import_timed_out", reason=decision.reason)
@@ -419,11 +438,23 @@ class Flight:
                 self.ledger.put(job)
         folder = feed.done_dir if job.folder == "done" else feed.failed_dir
         target = folder / job.work_name
+        if os.path.lexists(source) and job.sha256 is None and job.import_id is not None:
+            # Hashed by the upload worker, but a kill before its result was applied lost it: hash the file again.
+            try:
+                fd = spool.open_for_reading(source)
+            except OSError:
+                pass
+            else:
+                try:
+                    job = dataclasses.replace(job, sha256=spool.sha256_of_fd(fd))
+                finally:
+                    os.close(fd)
+                self.ledger.put(job)
         if os.path.lexists(source):
             sidecar = spool.build_sidecar(
                 job, base_url=self.base_url, account_id=self.ledger.account_id, to_wall=self.to_wall
             )
-            spool.write_sidecar(folder, job.work_name, sidecar)
+            spool.write_sidecar(folder, job.work_name, sidecar, temp_dir=feed.work_dir)
             spool.move_durably(source, target)
         elif not os.path.lexists(target):
             log.error("finished_file_missing", path=str(source))
@@ -458,7 +489,8 @@ class Flight:
             url = (fresh.get("errors_attachment") or {}).get("url")
             if url:
                 name = spool.errors_csv_name(job.work_name)
-                self.gate.call(now, self.client.download, url, folder / name)
+                target = folder / name
+                self.gate.call(now, lambda: self.client.download(url, target, temp_dir=self.feeds[job.feed].work_dir))
                 self.ledger.put(dataclasses.replace(job, errors_csv=name, sis_import=spool.strip_verifiers(fresh)))
                 log.info("errors_csv_saved", name=name)
                 return True

@@ -19,7 +19,8 @@ from sisdaemon.lost import PROVISIONAL_WAIT_SECONDS, attachments_match
 @dataclass(frozen=True)
 class PollDecision:
     """After a poll: ``action`` is "wait", "abort" (ask Canvas to abort, ``abort_reason`` says why), "finish",
-    "resend" (the import will never apply; back to claimed) or "release" (a provisional adoption was wrong)."""
+    "resend" (the import will never apply; back to claimed), "release" (a provisional adoption was wrong) or "hold"
+    (the import Canvas shows under this id is another file's: keep the file in work/ and say so)."""
 
     action: str
     reason: str = ""
@@ -63,6 +64,15 @@ def on_poll(
             return dataclasses.replace(
                 job, last_error="adopted import not confirmed yet; holding the file"
             ), PollDecision("wait", "unconfirmed")
+    if state in jobs.TERMINAL_STATES and attachments_match(sis_import, job) is False:
+        # Canvas filled the import's attachments and none is this file (a Canvas reset or restored, a config pointed
+        # at another instance, an import id reused): never file it by another file's verdict, and never guess.
+        return dataclasses.replace(
+            job,
+            last_error=f"import {job.import_id} is not this file's (its attachments name another job); holding the "
+            "file in work/: check Canvas, then send it again",
+            next_action_at=now + policy.max_interval_seconds,
+        ), PollDecision("hold", "the import's attachments are another file's")
     if state in jobs.TERMINAL_STATES:
         if state == "aborted" and job.abort_reason in (
             jobs.AbortReason.FILE_CHANGED,

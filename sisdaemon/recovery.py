@@ -18,7 +18,7 @@ from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.jobs import JobState
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import bound
-from sisdaemon.state import State
+from sisdaemon.state import State, remove_stale_temp_files
 
 log = structlog.get_logger("sisdaemon")
 
@@ -60,6 +60,9 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
             if job.import_id is not None:
                 ledger.note_import(job.feed, job.import_id, save=False)
     ledger.try_save()  # a full disk at start is a fault the loop reports and waits out, not a reason to exit
+    for feed in feeds.values():  # a kill while a sidecar or errors CSV was written leaves a temp file in work/
+        for leftover in remove_stale_temp_files(feed.work_dir, owned=_sidecar_or_errors_csv):
+            log.info("stale_temp_file_removed", path=str(leftover), reason="a sidecar's write or a download was cut")
     for orphan in orphans_in_work(settings, ledger.state):
         log.warning(
             "orphan_in_work",
@@ -68,6 +71,11 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
             hint="a file in work/ that no job records (a state file moved aside?): check Canvas for its import "
             "before moving it back to drop/ or to done/",
         )
+
+
+def _sidecar_or_errors_csv(name: str) -> bool:
+    """Whether ``name`` is a sidecar's or an errors CSV's (whose temp files are made in work/)."""
+    return name.endswith((".result.json", ".errors.csv"))
 
 
 def orphans_in_work(settings: Settings, state: State | None) -> list[dict[str, str]]:

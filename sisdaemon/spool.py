@@ -220,8 +220,9 @@ def errors_csv_name(work_name: str) -> str:
     return f"{work_name}.errors.csv"
 
 
-def write_sidecar(folder: Path, work_name: str, sidecar: Mapping[str, Any]) -> Path:
-    """Write ``<folder>/<work name>.result.json`` atomically; returns its path. Raises OSError."""
+def write_sidecar(folder: Path, work_name: str, sidecar: Mapping[str, Any], *, temp_dir: Path | None = None) -> Path:
+    """Write ``<folder>/<work name>.result.json`` atomically; returns its path. ``temp_dir``: where its temp file is
+    made (the work folder: a kill then leaves it where start-up cleans up, never in done/). Raises OSError."""
     path = folder / sidecar_name(work_name)
-    write_json_atomic(path, sidecar, effect="sidecar")
+    write_json_atomic(path, sidecar, effect="sidecar", temp_dir=temp_dir)
     return path

@@ -66,17 +66,21 @@ def fsync_dir(path: Path) -> None:
 TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{8}\.tmp", re.DOTALL)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o640, *, effect: str = "file") -> None:
+def write_atomic(
+    path: Path, data: bytes, mode: int = 0o640, *, effect: str = "file", temp_dir: Path | None = None
+) -> None:
     """Replace ``path`` with ``data`` atomically: temp file in the same folder (named as :data:`TEMP_NAME`
     says), fsync, rename, fsync the folder. A kill before the rename leaves the temp file behind; see
     :func:`remove_stale_temp_files`.
 
     ``effect`` names the write for the side-effect seam (effects.py): ``<effect>.temp_written`` once the temp file
-    is whole on disk, ``<effect>.replaced`` once it has replaced ``path``.
+    is whole on disk, ``<effect>.replaced`` once it has replaced ``path``. ``temp_dir``: where the temp file is made
+    (default: ``path``'s folder; another folder must be on the same mount), so that a kill leaves it where it is
+    cleaned up (a sidecar's temp file in work/, not in done/).
 
     Raises OSError (the old file is then untouched).
     """
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    temp = (temp_dir or path.parent) / f".{path.name}.{secrets.token_hex(4)}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -144,9 +148,10 @@ def remove_stale_temp_files(
     return removed
 
 
-def write_json_atomic(path: Path, value: Any, *, effect: str = "file") -> None:
+def write_json_atomic(path: Path, value: Any, *, effect: str = "file", temp_dir: Path | None = None) -> None:
     """:func:`write_atomic` of ``value`` as indented, key-sorted JSON with a final newline."""
-    write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(), effect=effect)
+    data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+    write_atomic(path, data, effect=effect, temp_dir=temp_dir)
 
 
 def read_json(path: Path) -> Any:

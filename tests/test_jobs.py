@@ -320,3 +320,12 @@ def test_a_job_from_an_earlier_run_is_due_by_now_whatever_that_runs_clock_said()
     due = jobs.due_by(future, NOW)
     assert due.next_action_at == NOW and due.stable_since == NOW
     assert jobs.due_by(claimed(), NOW + 1) == claimed()
+
+
+def test_a_finished_import_whose_attachments_are_another_file_s_is_held_never_filed() -> None:
+    theirs = sis_import(9, "imported", csv_attachments=[{"filename": "0123456789_small.csv"}])
+    job, decision = polling.on_poll(submitted(), theirs, now=NOW, server_now=NOW, policy=POLICY)
+    assert decision.action == "hold" and "not this file's" in (job.last_error or "")
+    ours = sis_import(9, "imported", csv_attachments=[{"filename": f"{submitted().job_id}_users.csv"}])
+    _job, decision = polling.on_poll(submitted(), ours, now=NOW, server_now=NOW, policy=POLICY)
+    assert decision.action == "finish"

@@ -48,6 +48,9 @@ def check_runtime(
     if settings.state_file.is_dir():
         problems.append(f"state_file: {settings.state_file} is a folder")
     elif problem := _folder_problem(settings.state_file.parent, os.W_OK | os.X_OK):
+        if "does not exist" in problem and settings.state_file.parent.parent.is_dir():
+            # Under the template unit, systemd makes the instance's StateDirectory= at its first start.
+            problem += " (the unit's StateDirectory= makes it at the first start; before that, make it by hand)"
         problems.append(f"state_file: the folder {problem}")
     existing = settings.lock_dir  # created with its parents when the lock is taken: check the nearest that exists
     while not os.path.lexists(existing) and existing != existing.parent:

@@ -232,3 +232,25 @@ def test_an_upload_given_up_in_initializing_that_canvas_runs_later_is_aborted_no
     imported = [item for item in sandbox.imports() if item["workflow_state"].startswith("imported")]
     assert [item["id"] for item in imported] == [resend]
     daemon.stop()
+
+
+def test_an_import_id_that_canvas_gave_to_another_file_never_files_this_one(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    # Found by a new sysadmin: the sandbox restarted (forgetting its imports) while a file was in flight, then gave
+    # the same import id to the next file; the first was filed in done/ as "imported" by the second's verdict.
+    sandbox.stick_next("created")
+    daemon = daemon_process()
+    spool.drop_file("big.csv", USERS)
+    wait_for(lambda: "import_submitted" in daemon.output(), what="the first file's import")
+    port = int(sandbox.url.rsplit(":", 1)[1])
+    sandbox.stop()
+    with Sandbox(token=TOKEN, account_id=1, fast=True, port=port) as reset:
+        wait_for(lambda: "import_not_found" in daemon.output(), what="the missing import said in the journal")
+        spool.drop_file("small.csv", USERS.replace(b"u1", b"u2"))
+        wait_for(lambda: "import_not_this_file" in daemon.output(), what="the reused import id refused")
+        wait_for(lambda: [p.name for p in spool.filed("done") if p.name.endswith("small.csv")], what="small.csv filed")
+        assert not [p for p in spool.filed("done") if p.name.endswith("big.csv")]
+        assert [p for p in spool.work.iterdir() if p.name.endswith("big.csv")]  # it waits in work/
+        assert len(reset.imports()) == 1
+    assert daemon.terminate() == 0

@@ -37,8 +37,8 @@ PATHS: dict[str, list[dict[str, Any]]] = {
     "whole_path": [],
     "lost_answer": [{"route": "create", "reset": "after", "count": 1}],  # created, then the connection resets
 }
-#: Problems that have their own xfail test below (remove one here when its defect is fixed).
-KNOWN_DEFECTS = (NO_HASH, STALE_FILED)
+#: Problems that have their own test below (all fixed: none is tolerated by the whole-path tests any more).
+KNOWN_DEFECTS: tuple[str, ...] = ()
 #: Runs at once (each k has its own sandbox and spool); 2 suits a 2-core machine.
 WORKERS = int(os.environ.get("SISDAEMON_PROOF_WORKERS", "2"))
 ONCE = ("--once", "--max-wait", "60")
@@ -197,13 +197,6 @@ def test_a_kill_after_any_side_effect_keeps_every_promise(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the file's sha256 is computed by the upload worker before the POST but kept in the job only "
-    "when the POST's result is applied (flight._apply_upload); a kill between the POST and that (effects "
-    "canvas.post_sent, canvas.post_answered, the next state write) leaves job.sha256 None, so the sidecar's "
-    "file.sha256 and the history record's sha256 are null",
-)
 def test_a_kill_once_the_post_is_answered_still_gives_the_sidecar_the_file_s_hash(tmp_path: Path) -> None:
     names = reference(tmp_path / "reference", "whole_path")
     k = names.index("canvas.post_answered") + 1
@@ -212,24 +205,12 @@ def test_a_kill_once_the_post_is_answered_still_gives_the_sidecar_the_file_s_has
     assert NO_HASH not in point.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (seam gap): canvas.post_sent is reported only once Canvas's answer headers are read "
-    "(canvas.create_sis_import), so a POST whose answer is lost (reset, timeout) reports no side effect at all, "
-    "though the request reached Canvas and the import exists",
-)
 def test_a_post_whose_answer_is_lost_is_still_reported_as_sent(tmp_path: Path) -> None:
     names = reference(tmp_path / "reference", "lost_answer")
     assert "canvas.post_sent" in names
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a kill between the sidecar's temp file and its rename (effect sidecar.temp_written) leaves "
-    "'.<name>.result.json.<hex>.tmp' in done/ for good: the restart writes the sidecar under a new temp name and "
-    "only the state folder's stale temp files are removed at start",
-)
 def test_a_kill_while_the_sidecar_is_written_leaves_no_temp_file_in_done(tmp_path: Path) -> None:
     names = reference(tmp_path / "reference", "whole_path")
     k = names.index("sidecar.temp_written") + 1

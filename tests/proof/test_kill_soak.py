@@ -389,7 +389,7 @@ def check(spool: Spool, sandbox: Sandbox, arrivals: list[Arrival]) -> dict[str, 
             if sidecar["job_id"] != job or sidecar["file"]["size"] != len(data):
                 problems.append(f"{path.name}: sidecar job_id/size {sidecar['job_id']}/{sidecar['file']['size']}")
             if sidecar["file"]["sha256"] is None:
-                known.append(f"{path.name}: sidecar sha256 is null")
+                problems.append(f"{path.name}: sidecar sha256 is null")
             elif sidecar["file"]["sha256"] != sha256(data):
                 problems.append(f"{path.name}: sidecar sha256 differs from the file's")
             number = (sidecar.get("canvas") or {}).get("import_id")
@@ -412,9 +412,9 @@ def check(spool: Spool, sandbox: Sandbox, arrivals: list[Arrival]) -> dict[str, 
     stale = stale_temp_files(spool.state_file.parent)
     if stale:
         problems.append(f"stale temp files beside the state: {stale}")
-    known.extend(
+    problems.extend(
         f"stale temp file in done/ or failed/: {name}"
-        for name in stale_temp_files(spool.done) + stale_temp_files(spool.failed)
+        for name in stale_temp_files(spool.done) + stale_temp_files(spool.failed) + stale_temp_files(spool.work)
     )
     return {
         "files": len(arrivals),
