@@ -1,4 +1,7 @@
-"""Canvas's SIS Import API client: streaming upload, status, listing, abort, errors CSV, throttling, fault classes.
+"""Canvas's SIS Import API client: streaming upload, status, listing, abort, errors CSV, throttling.
+
+What answers mean (fault kinds, CanvasError, classification) is in answers.py and the secrets' redaction in
+redaction.py; both are re-exported here for the callers.
 
 Facts come from docs/canvas-api.md (sis_imports_api_controller.rb, sis_batch.rb, request_throttle.rb) and docs/design.md
 "Talking to Canvas". Every call has a deadline for the whole call (connect, send, the full answer; deadline.py) and
@@ -10,16 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import ipaddress
-import json
 import os
-import re
 import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from enum import StrEnum
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,49 @@ import urllib3.exceptions
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from sisdaemon import deadline, effects
+from sisdaemon.answers import (
+    ECHO,
+    CanvasError,
+    FaultKind,
+    canvas_message,
+    classify,
+    is_loopback,
+    parse_link_next,
+    post_outcome_known,
+    unapplied_options,
+)
+from sisdaemon.redaction import (
+    LONGEST_SECRET_BYTES,
+    MESSAGE_LIMIT,
+    REDACTED,
+    bounded,
+    holds_secret,
+    redact,
+    remember_secret,
+)
+
+# Re-exported for the callers: what answers mean (answers.py) and the secrets' redaction (redaction.py).
+__all__ = [
+    "ANSWER_LIMIT",
+    "API",
+    "ECHO",
+    "MESSAGE_LIMIT",
+    "RATE_LIMIT_LOW",
+    "RATE_LIMIT_OUTFLOW",
+    "REDACTED",
+    "CanvasClient",
+    "CanvasError",
+    "FaultKind",
+    "bounded",
+    "canvas_message",
+    "classify",
+    "is_loopback",
+    "parse_link_next",
+    "post_outcome_known",
+    "redact",
+    "remember_secret",
+    "unapplied_options",
+]
 
 API = "/api/v1"
 #: Rate-limit headroom below which calls slow down (Canvas's high-water mark is 600; request_throttle.rb).
@@ -39,234 +81,6 @@ ANSWER_LIMIT = 32 * 1024 * 1024
 _CHUNK = 64 * 1024
 # What a failing exchange raises, from requests or from the urllib3 and socket layers below it.
 _NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
-
-
-class FaultKind(StrEnum):
-    """What a failed call means for the daemon (docs/design.md "Errors")."""
-
-    TRANSIENT = "transient"  # connection refused/reset, timeout, 5xx: back off and retry
-    THROTTLED = "throttled"  # 429, or 403 "Rate Limit Exceeded": back off and retry
-    CREDENTIAL = "credential"  # 401, 403 not authorized / SIS imports not enabled: re-read the token, retry slowly
-    CONFIGURATION = "configuration"  # redirect, HTML, 400 bad option, 404 account/term: hold the feed
-    NOT_FOUND = "not_found"  # 404 for one import (e.g. abort of a finished import): the caller decides
-    FILE = "file"  # 413 from the create route: this file is too large for Canvas; failed/, the feed goes on
-
-
-#: The longest error text kept (characters): messages are stored in the state file and shown by ``status``.
-MESSAGE_LIMIT = 500
-#: Secrets shorter than this are not redacted (a toy token such as "x" would mangle every message).
-SECRET_MIN_LENGTH = 8
-REDACTED = "[redacted]"
-
-# Every token this process has read, kept for the process's life: an answer may echo a token read before a
-# rotation. The one piece of global state here, written under its lock.
-_secrets: frozenset[str] = frozenset()
-_secrets_lock = threading.Lock()
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)(?!\[redacted\])[^\s\"'<>,;)\]}]+")
-
-
-def remember_secret(secret: str) -> None:
-    """Redact ``secret`` from every error text for the rest of the process (see :func:`redact`).
-
-    Called with each token the token provider returns, including after a rotation. Secrets shorter than
-    :data:`SECRET_MIN_LENGTH` characters are ignored.
-    """
-    global _secrets
-    secret = secret.strip()
-    if len(secret) < SECRET_MIN_LENGTH:
-        return
-    variants = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
-    with _secrets_lock:
-        _secrets = _secrets | variants
-
-
-def redact(text: str) -> str:
-    """``text`` with every remembered secret (:func:`remember_secret`, also percent-encoded) and any
-    ``Bearer <credential>`` replaced by ``[redacted]``. Redact before cutting a text short, so that no start of a
-    secret survives the cut."""
-    for secret in sorted(_secrets, key=len, reverse=True):  # longest first: a variant may contain another
-        text = text.replace(secret, REDACTED)
-    return _BEARER.sub(rf"\1\2{REDACTED}", text)
-
-
-#: How many bytes of a download are kept from one chunk to the next, so that a secret split between two is found.
-_LONGEST_SECRET_BYTES = 4096
-
-
-def _holds_secret(data: bytes) -> bool:
-    """Whether ``data`` holds a remembered secret (:func:`remember_secret`). Not the ``Bearer`` pattern: a CSV may
-    hold that word in its data."""
-    text = data.decode("utf-8", "replace")
-    return any(secret in text for secret in _secrets)
-
-
-def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``text`` cut to at most ``limit`` characters, the cut marked with "…"."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class CanvasError(Exception):
-    """A call to Canvas that did not succeed.
-
-    ``kind``: a :class:`FaultKind`; ``status``: the HTTP status or None; ``created_nothing``: for a POST, True when
-    Canvas certainly created no import (docs/design.md "A POST's outcome is known"). ``reason_code``: for a fault of
-    the file (:attr:`FaultKind.FILE`), the sidecar's machine word (``"too_large"`` for a 413), else None.
-
-    This is the one place where a failed call becomes text: the message is passed through :func:`redact` (every
-    token the process has read, any ``Bearer`` credential) and cut to :data:`MESSAGE_LIMIT` characters, so its
-    ``str``, ``repr`` and ``args`` never hold a token, whatever the answer echoed.
-    """
-
-    def __init__(
-        self,
-        kind: FaultKind,
-        message: str,
-        *,
-        status: int | None = None,
-        created_nothing: bool = True,
-        reason_code: str | None = None,
-    ) -> None:
-        super().__init__(bounded(redact(message)))
-        self.kind = kind
-        self.status = status
-        self.created_nothing = created_nothing
-        self.reason_code = reason_code
-
-
-def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` is localhost or a loopback address (127.0.0.0/8, ::1)."""
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def canvas_message(body: str) -> str:
-    """The human message in one of Canvas's error bodies (``errors`` list of dicts or strings, ``message``,
-    ``error_message``, ``error``), or the start of the body; secrets redacted before any cut (:func:`redact`)."""
-    body = redact(body)
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return " ".join(body.split())[:200]
-    if isinstance(data, dict):
-        errors = data.get("errors")
-        if isinstance(errors, list) and errors:
-            first = errors[0]
-            return str(first.get("message", first) if isinstance(first, dict) else first)
-        for key in ("message", "error_message", "error"):
-            if isinstance(data.get(key), str):
-                return str(data[key])
-    return " ".join(str(data).split())[:200]
-
-
-def classify(status: int, content_type: str, body: str) -> tuple[FaultKind, str]:
-    """The fault kind and a message for a non-success HTTP answer (pure; docs/canvas-api.md §4).
-
-    403 is throttling only with "Rate Limit Exceeded" in its body; otherwise it is a permission refusal ("user not
-    authorized", "SIS imports are not enabled"). 401 is always a credential fault. 404 is left to the caller.
-    413 is a fault of the file sent (Canvas, or a proxy in front of it, refuses a body that large): FaultKind.FILE;
-    it only comes from the create route, where it creates nothing (:func:`post_outcome_known`).
-    """
-    message = canvas_message(body)
-    if status == 413:
-        return FaultKind.FILE, f"HTTP 413: the file is too large for Canvas ({message or 'no body'})"
-    if 300 <= status < 400:
-        return FaultKind.CONFIGURATION, f"HTTP {status} redirect: check canvas.base_url ({message or 'no body'})"
-    if status == 429 or (status == 403 and "Rate Limit Exceeded" in body):
-        return FaultKind.THROTTLED, f"HTTP {status}: throttled by Canvas"
-    if status in (401, 403):
-        return FaultKind.CREDENTIAL, f"HTTP {status}: {message}"
-    if status == 404:
-        return FaultKind.NOT_FOUND, f"HTTP 404: {message}"
-    if status >= 500:
-        return FaultKind.TRANSIENT, f"HTTP {status}: {message}"
-    if status == 200 and "json" not in content_type:
-        return FaultKind.CONFIGURATION, f"HTTP 200 with {content_type or 'no content type'} instead of JSON"
-    return FaultKind.CONFIGURATION, f"HTTP {status}: {message}"
-
-
-def post_outcome_known(status: int, content_type: str, body: str) -> bool:
-    """Whether a POST answer that is not a success means Canvas created nothing (docs/design.md crash protocol).
-
-    Known: 400, 401, 403, 404 with Canvas's JSON body, 413, 429, a redirect, and a throttling 403. Anything else
-    (5xx, a non-JSON answer, any other status) is unknown: the import may exist.
-    """
-    if 300 <= status < 400 or status in (413, 429):
-        return True
-    if status == 403 and "Rate Limit Exceeded" in body:
-        return True
-    if status in (400, 401, 403, 404):
-        try:
-            json.loads(body)
-        except ValueError:
-            return False
-        return "json" in content_type
-    return False
-
-
-# Canvas echoes each option its own way (sis_batch.rb as_json; docs/canvas-api.md §2): the answer's key, and how a sent
-# value compares with the echoed one. None as key: not echoed, cannot be checked.
-def _bool_echo(sent: Any, echoed: Any) -> bool:
-    return bool(sent) == bool(echoed)
-
-
-def _same(sent: Any, echoed: Any) -> bool:
-    return bool(sent == echoed or str(sent) == str(echoed))
-
-
-def _term_echo(sent: Any, echoed: Any) -> bool:
-    # A `sis_term_id:X` comes back as Canvas's numeric term id, which the daemon cannot know beforehand.
-    text = str(sent)
-    return echoed is not None if not text.isdigit() else str(echoed) == text
-
-
-ECHO: Mapping[str, tuple[str | None, Callable[[Any, Any], bool]]] = {
-    "batch_mode": ("batch_mode", _bool_echo),
-    "batch_mode_term_id": ("batch_mode_term_id", _term_echo),
-    "multi_term_batch_mode": ("multi_term_batch_mode", _bool_echo),
-    "override_sis_stickiness": ("override_sis_stickiness", _bool_echo),
-    "add_sis_stickiness": ("add_sis_stickiness", _bool_echo),
-    "clear_sis_stickiness": ("clear_sis_stickiness", _bool_echo),
-    "update_sis_id_if_login_claimed": ("update_sis_id_if_login_claimed", _bool_echo),
-    "skip_deletes": ("skip_deletes", _bool_echo),
-    "diffing_data_set_identifier": ("diffing_data_set_identifier", _same),
-    "diffing_remaster_data_set": ("diffing_remaster", _bool_echo),
-    "diffing_drop_status": ("diffing_drop_status", _same),
-    "diffing_user_remove_status": ("diffing_user_remove_status", _same),
-    "batch_mode_enrollment_drop_status": (None, _same),
-    "change_threshold": ("change_threshold", _same),
-    "diff_row_count_threshold": ("diff_row_count_threshold", _same),
-}
-
-
-def unapplied_options(options: Mapping[str, Any], sis_import: Mapping[str, Any]) -> list[str]:
-    """Names of the sent ``options`` that Canvas's answer shows it did not apply (pure).
-
-    An option whose key is missing from the answer (an older Canvas) cannot be checked and is not reported.
-    """
-    missing = []
-    for name, sent in options.items():
-        key, same = ECHO.get(name, (name, _same))
-        if key is None or key not in sis_import:
-            continue
-        if not same(sent, sis_import[key]):
-            missing.append(name)
-    return missing
-
-
-def parse_link_next(header: str | None) -> str | None:
-    """The ``rel="next"`` URL of a Link header (Canvas joins links with "," and no space; docs/canvas-api.md §4)."""
-    if not header:
-        return None
-    for link in requests.utils.parse_header_links(header):
-        if link.get("rel") == "next":
-            return link.get("url")
-    return None
 
 
 class CanvasClient:
@@ -634,13 +448,13 @@ class CanvasClient:
                         tail = b""
                         for chunk in answer.chunks():
                             # What is saved must hold no credential, even split across two chunks.
-                            if _holds_secret(tail + chunk):
+                            if holds_secret(tail + chunk):
                                 raise CanvasError(
                                     FaultKind.TRANSIENT,
                                     "errors CSV download: the answer echoes a credential; not saved",
                                 )
                             handle.write(chunk)
-                            tail = (tail + chunk)[-_LONGEST_SECRET_BYTES:]
+                            tail = (tail + chunk)[-LONGEST_SECRET_BYTES:]
                         handle.flush()
                         os.fsync(handle.fileno())
                     os.replace(temp, target)

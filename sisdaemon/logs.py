@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import canvas, jobs
+from sisdaemon import jobs, redaction
 from sisdaemon.jobs import Job
 
 log = structlog.get_logger("sisdaemon")
@@ -32,16 +32,16 @@ ConditionKey = tuple[str, ...]
 
 def remember_secret(secret: str) -> None:
     """Add ``secret`` (a token just read) to what no log line and no error text ever shows (one list for both:
-    :func:`sisdaemon.canvas.remember_secret`)."""
-    canvas.remember_secret(secret)
+    :func:`sisdaemon.redaction.remember_secret`)."""
+    redaction.remember_secret(secret)
 
 
 def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: redact every remembered secret and any ``Bearer`` credential from every text value
-    (:func:`sisdaemon.canvas.redact`), as a last guard: the token must never be logged."""
+    (:func:`sisdaemon.redaction.redact`), as a last guard: the token must never be logged."""
     for key, value in event.items():
         if isinstance(value, str):
-            event[key] = canvas.redact(value)
+            event[key] = redaction.redact(value)
     return event
 
 

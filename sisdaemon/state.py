@@ -1,4 +1,5 @@
-"""The state file, the per-feed history files and the single-instance locks.
+"""The state file and the per-feed history files, their shapes checked on load (the atomic writes are in atomic.py,
+the single-instance locks in locks.py).
 
 State (docs/design.md "Crash protocol"): only claimed and in-flight jobs, JSON with a ``version``, written by atomic
 replace (temp file in the same folder, fsync, rename, fsync of the folder) before every externally visible step.
@@ -9,28 +10,66 @@ Locks: an exclusive ``flock`` on ``<state_file>.lock`` (never replaced) and one 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
-import errno
-import fcntl
 import json
-import os
 import re
-import secrets
-import stat
-import time
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from sisdaemon import effects
+from sisdaemon.atomic import (
+    TEMP_NAME,
+    fsync_dir,
+    owned_by_state,
+    remove_stale_temp_files,
+    write_atomic,
+    write_json_atomic,
+)
 from sisdaemon.jobs import Job
+from sisdaemon.locks import (
+    Lock,
+    LockHeld,
+    account_lock_path,
+    account_uuid_lock_path,
+    is_locked,
+    locks,
+    read_lock_pid,
+    state_lock_path,
+)
+
+# Re-exported for the callers: the atomic writes (atomic.py) and the locks (locks.py) the state relies on.
+__all__ = [
+    "HISTORY_LIMIT",
+    "HISTORY_VERSION",
+    "STATE_VERSION",
+    "TEMP_NAME",
+    "History",
+    "Lock",
+    "LockHeld",
+    "State",
+    "StateError",
+    "StateStore",
+    "account_lock_path",
+    "account_uuid_lock_path",
+    "fsync_dir",
+    "history_path",
+    "is_locked",
+    "known_import_ids",
+    "locks",
+    "owned_by_state",
+    "read_json",
+    "read_lock_pid",
+    "remove_stale_temp_files",
+    "state_lock_path",
+    "write_atomic",
+    "write_json_atomic",
+]
 
 STATE_VERSION = 1
 HISTORY_VERSION = 1
@@ -40,118 +79,6 @@ HISTORY_LIMIT = 1000
 
 class StateError(Exception):
     """The state or history file cannot be read (damaged JSON, wrong version); the message names the file."""
-
-
-class LockHeld(Exception):
-    """Another process holds a lock. ``pid`` is the holder's pid as it wrote it (None if unknown)."""
-
-    def __init__(self, path: Path, pid: int | None) -> None:
-        self.path = path
-        self.pid = pid
-        holder = f"pid {pid}" if pid else "another process"
-        super().__init__(f"{path} is locked by {holder}: another sisdaemon is running with this state or account")
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a folder, so a rename or a new name in it survives a power loss."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    effects.happened("dir.fsynced")
-
-
-#: The temp names :func:`write_atomic` uses: ``.<target name>.<8 lower-case hex digits>.tmp``.
-TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{8}\.tmp", re.DOTALL)
-
-
-def write_atomic(
-    path: Path, data: bytes, mode: int = 0o640, *, effect: str = "file", temp_dir: Path | None = None
-) -> None:
-    """Replace ``path`` with ``data`` atomically: temp file in the same folder (named as :data:`TEMP_NAME`
-    says), fsync, rename, fsync the folder. A kill before the rename leaves the temp file behind; see
-    :func:`remove_stale_temp_files`.
-
-    ``effect`` names the write for the side-effect seam (effects.py): ``<effect>.temp_written`` once the temp file
-    is whole on disk, ``<effect>.replaced`` once it has replaced ``path``. ``temp_dir``: where the temp file is made
-    (default: ``path``'s folder; another folder must be on the same mount), so that a kill leaves it where it is
-    cleaned up (a sidecar's temp file in work/, not in done/).
-
-    Raises OSError (the old file is then untouched).
-    """
-    temp = (temp_dir or path.parent) / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        effects.happened(f"{effect}.temp_written")
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    effects.happened(f"{effect}.replaced")
-    fsync_dir(path.parent)
-
-
-def owned_by_state(state_file: Path) -> Callable[[str], bool]:
-    """A test of a file name: whether it is ``state_file``'s own name or one of its history files' names (what
-    :func:`remove_stale_temp_files` may clean up for the daemon that holds ``state_file``'s lock)."""
-    history = re.compile(re.escape(state_file.stem) + r"\.history\..+\.json", re.DOTALL)
-
-    def owned(name: str) -> bool:
-        return name == state_file.name or history.fullmatch(name) is not None
-
-    return owned
-
-
-def remove_stale_temp_files(
-    folder: Path,
-    *,
-    owned: Callable[[str], bool] | None = None,
-    min_age_seconds: float = 0.0,
-    clock: Callable[[], float] = time.time,
-) -> list[Path]:
-    """Remove the temp files that writes by :func:`write_atomic` killed before their rename left in ``folder``.
-
-    Only regular files whose whole name matches :data:`TEMP_NAME` are candidates, and only those whose target name
-    passes ``owned`` (default: any; :func:`owned_by_state` for the state folder, which other instances may share).
-    ``min_age_seconds``: keep temp files modified less than this many seconds ago (by ``clock``, seconds since
-    the epoch, compared with their mtime). Call it with the default 0 only while holding the lock of whatever
-    writes them (the state lock, at start-up): a temp file is then never one being written. Scans the folder
-    once (keep it for small folders, such as the state folder).
-
-    Returns the paths removed. Raises OSError when the folder cannot be listed or a file cannot be removed
-    (a file already gone is not an error); a missing folder has nothing to remove.
-    """
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return removed
-    oldest = clock() - min_age_seconds
-    for entry in entries:
-        match = TEMP_NAME.fullmatch(entry.name)
-        if match is None or (owned is not None and not owned(match["target"])):
-            continue
-        try:
-            info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode) or (min_age_seconds > 0 and info.st_mtime > oldest):
-                continue
-            os.unlink(entry.path)
-        except FileNotFoundError:
-            continue
-        removed.append(Path(entry.path))
-    return removed
-
-
-def write_json_atomic(path: Path, value: Any, *, effect: str = "file", temp_dir: Path | None = None) -> None:
-    """:func:`write_atomic` of ``value`` as indented, key-sorted JSON with a final newline."""
-    data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
-    write_atomic(path, data, effect=effect, temp_dir=temp_dir)
 
 
 def read_json(path: Path) -> Any:
@@ -502,93 +429,3 @@ def known_import_ids(histories: Iterable[History], state: State) -> set[int]:
             ids.add(job.import_id)
         ids.update(job.dead_import_ids)
     return ids
-
-
-class Lock:
-    """An exclusive, non-blocking ``flock`` on a file that is never replaced; the holder's pid is written in it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock. Raises LockHeld (with the holder's pid) if another process has it; OSError otherwise."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            os.close(fd)
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LockHeld(self.path, read_lock_pid(self.path)) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)  # no stale pid for the next reader; we still hold the lock here
-            os.close(self._fd)  # closing drops the flock; the file stays (never replaced, never removed)
-            self._fd = None
-
-    def __enter__(self) -> Lock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def read_lock_pid(path: Path) -> int | None:
-    """The pid written in a lock file, or None."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def is_locked(path: Path) -> bool:
-    """Whether some process holds ``path``'s flock (tested without keeping it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def state_lock_path(state_file: Path) -> Path:
-    return state_file.with_name(state_file.name + ".lock")
-
-
-def account_lock_path(lock_dir: Path, host: str, account_id: int) -> Path:
-    """``<lock_dir>/<host>_<account id>.lock`` with the host made safe for a file name."""
-    safe_host = re.sub(r"[^A-Za-z0-9.-]", "_", host)
-    return lock_dir / f"{safe_host}_{account_id}.lock"
-
-
-def account_uuid_lock_path(lock_dir: Path, uuid: str) -> Path:
-    """``<lock_dir>/account-<uuid>.lock``: the same for every host name that reaches one Canvas account."""
-    return lock_dir / f"account-{re.sub(r'[^A-Za-z0-9.-]', '_', uuid)}.lock"
-
-
-@contextlib.contextmanager
-def locks(*paths: Path) -> Iterator[None]:
-    """Hold every lock in ``paths`` (in order) for the ``with`` body. Raises LockHeld."""
-    held: list[Lock] = []
-    try:
-        for path in paths:
-            lock = Lock(path)
-            lock.acquire()
-            held.append(lock)
-        yield
-    finally:
-        for lock in reversed(held):
-            lock.release()
