@@ -398,7 +398,7 @@ class Daemon:
         for name in self.feeds:
             self.intake.update_feed(self.feeds[name])
         if "polling" in plan.changed:
-            self.gate.policy = self.flight.policy = settings.polling
+            self.gate.policy = self.flight.policy = self.flight.filer.policy = settings.polling
         if "log" in plan.changed and self.reconfigure_logging is not None:
             self.reconfigure_logging(settings.log)
         self.settings = self.settings.model_copy(update={"polling": settings.polling, "log": settings.log})
