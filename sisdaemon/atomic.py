@@ -4,6 +4,7 @@ side-effect seam, and the removal of temp files a kill left behind."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -45,6 +46,8 @@ def write_atomic(
 
     Raises OSError (the old file is then untouched).
     """
+    if temp_dir is not None and not path.parent.is_dir():  # say which folder is missing, not the temp file's name
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
     temp = (temp_dir or path.parent) / f".{path.name}.{secrets.token_hex(4)}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

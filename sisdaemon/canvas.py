@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import os
 import secrets
 import threading
@@ -442,6 +443,8 @@ class CanvasClient:
                     raise CanvasError(FaultKind.TRANSIENT, f"errors CSV download: got {content_type}, not a CSV file")
                 # The temp file is named as state.write_atomic names its own, in ``temp_dir`` (the work folder) when
                 # given, so that a kill mid-download leaves it where start-up cleans up, never in done/.
+                if temp_dir is not None and not target.parent.is_dir():  # name the missing folder, not the temp
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(target.parent))
                 temp = (temp_dir or target.parent) / f".{target.name}.{secrets.token_hex(4)}.tmp"
                 try:
                     with open(temp, "wb") as handle:

@@ -48,7 +48,7 @@ def check_runtime(
     if settings.state_file.is_dir():
         problems.append(f"state_file: {settings.state_file} is a folder")
     elif problem := _folder_problem(settings.state_file.parent, os.W_OK | os.X_OK):
-        if "does not exist" in problem and settings.state_file.parent.parent.is_dir():
+        if "does not exist" in problem and settings.state_file.parent.is_relative_to("/var/lib"):
             # Under the template unit, systemd makes the instance's StateDirectory= at its first start.
             problem += " (the unit's StateDirectory= makes it at the first start; before that, make it by hand)"
         problems.append(f"state_file: the folder {problem}")
