@@ -246,7 +246,8 @@ def claim(job_id: str, feed: str, name: str, fingerprint: Fingerprint, *, seen_a
 
 
 def reject(job: Job, reason_code: str, reason: str, *, now: float) -> Job:
-    """Refuse a claimed file before any upload (outcome ``rejected``): it goes to failed/."""
+    """Refuse a claimed file (outcome ``rejected``): it goes to failed/. Raises TransitionError from a state the
+    table does not allow."""
     return move(
         job,
         JobState.FINISHING,
@@ -261,20 +262,9 @@ def reject(job: Job, reason_code: str, reason: str, *, now: float) -> Job:
 
 def refused_as_file(job: Job, reason_code: str, reason: str, *, now: float) -> Job:
     """submitting -> finishing: Canvas refused the file itself and created nothing (a 413: too large). The file goes
-    to failed/ (outcome ``rejected``) and its feed goes on with the next file."""
-    return move(
-        job,
-        JobState.FINISHING,
-        outcome=Outcome.REJECTED,
-        reason_code=reason_code,
-        reason=reason,
-        folder="failed",
-        finished_at=now,
-        errors_csv_deadline=None,
-        tag=None,
-        old_tags=retired_tags(job),
-        last_error=None,
-    )
+    to failed/ (outcome ``rejected``, as :func:`reject`) with its attempt's tag retired; its feed goes on."""
+    retired = dataclasses.replace(job, tag=None, old_tags=retired_tags(job), last_error=None)
+    return reject(retired, reason_code, reason, now=now)
 
 
 def may_submit(job: Job, now: float) -> bool:
