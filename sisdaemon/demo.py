@@ -261,8 +261,9 @@ def run_demo(root: Path, *, fresh: bool = True) -> int:
     token = secrets.token_urlsafe(24)
     token_env = "SISDAEMON_DEMO_TOKEN"
     os.environ[token_env] = token  # never on a command line: `ps` shows those
-    # The daemon's log goes to stderr, the table to stdout: `sisdaemon demo > result.txt` keeps the table alone.
-    configure_logging("console" if sys.stderr.isatty() else "json", "info", sys.stderr)
+    # The daemon's log goes to stderr, the table to stdout: `sisdaemon demo > result.txt` keeps the table alone. The
+    # demo is read by a person even through a pipe (`| less`): lines for people, coloured on a terminal only.
+    configure_logging("console", "info", sys.stderr)
     with Sandbox(token=token, account_id=1, fast=True) as sandbox:
         config = _write_config(root, sandbox.url, token_env)
         for index, (name, data) in enumerate(demo_files().items()):

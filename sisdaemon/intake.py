@@ -42,6 +42,9 @@ class FeedScan:
     # name -> (its fingerprint, when to try again): files whose rename out of drop/ failed (immutable, EPERM)
     unmovable: dict[str, tuple[Fingerprint, float]] = field(default_factory=dict)
     next_settle: float | None = None  # when the next tracked file settles
+    # name -> why it is not taken (dot_name, temp_name, no_pattern_matches, folder), as the last scan found; each is
+    # logged at debug once, when first skipped
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 class Intake:
@@ -163,12 +166,17 @@ class Intake:
             )
             return
         conditions.end(("drop_dir_missing", feed.name), "drop_dir_back", feed=feed.name, path=str(feed.drop_dir))
+        skipped: dict[str, str] = {}
         try:
-            observations = scan(feed.drop_dir, feed.patterns)
+            observations = scan(feed.drop_dir, feed.patterns, skipped=skipped)
         except OSError as error:
             conditions.start(("scan_failed", feed.name), "scan_failed", level="error", feed=feed.name, error=str(error))
             return
         conditions.end(("scan_failed", feed.name), "scan_recovered", feed=feed.name)
+        for name, reason in skipped.items():
+            if feed_scan.skipped.get(name) != reason:
+                log.debug("file_skipped", feed=feed.name, file=jobs.display_name(name), reason=reason)
+        feed_scan.skipped = skipped
         for key in conditions.active():  # a file held open or unreadable left the folder: its condition ended
             gone = key[0] in ("open_writer", "unreadable", "unmovable") and key[1] == feed.name
             if gone and key[2] not in observations:

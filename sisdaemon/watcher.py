@@ -27,12 +27,23 @@ from sisdaemon.jobs import Fingerprint
 IGNORED_SUFFIXES = (".part", ".filepart", ".tmp", "~")
 
 
+def skip_reason(name: str, patterns: Iterable[str]) -> str | None:
+    """Why a drop-folder entry's name is never taken, or None when it may be: ``"dot_name"`` (hidden, as SFTP
+    clients' and rsync's temp names are), ``"temp_name"`` (an upload temp suffix of :data:`IGNORED_SUFFIXES`) or
+    ``"no_pattern_matches"`` (none of the feed's ``patterns`` matches, case-insensitive)."""
+    lowered = name.lower()
+    if name.startswith("."):
+        return "dot_name"
+    if lowered.endswith(IGNORED_SUFFIXES):
+        return "temp_name"
+    if not any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns):
+        return "no_pattern_matches"
+    return None
+
+
 def is_candidate_name(name: str, patterns: Iterable[str]) -> bool:
     """Whether a drop-folder entry's name may be taken: matches a pattern (case-insensitive) and is no temp name."""
-    lowered = name.lower()
-    if name.startswith(".") or lowered.endswith(IGNORED_SUFFIXES):
-        return False
-    return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
+    return skip_reason(name, patterns) is None
 
 
 @dataclass(frozen=True)
@@ -71,17 +82,25 @@ def _kind(mode: int) -> str:
 
 
 def scan(
-    drop_dir: Path, patterns: Iterable[str], lstat: Callable[[str], os.stat_result] = os.lstat
+    drop_dir: Path,
+    patterns: Iterable[str],
+    lstat: Callable[[str], os.stat_result] = os.lstat,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, Observation]:
     """The candidates now in ``drop_dir`` by name (sub-folders and ignored names left out; symlinks not followed).
 
-    Raises FileNotFoundError if the folder is gone. A name that vanishes mid-scan is skipped.
+    ``skipped``, when given, is filled with the names left out and why (:func:`skip_reason`'s reasons, or
+    ``"folder"`` for a sub-folder). Raises FileNotFoundError if the folder is gone. A name that vanishes mid-scan is
+    skipped.
     """
     found: dict[str, Observation] = {}
     patterns = tuple(patterns)
     with os.scandir(drop_dir) as entries:
         for entry in entries:
-            if not is_candidate_name(entry.name, patterns):
+            reason = skip_reason(entry.name, patterns)
+            if reason is not None:
+                if skipped is not None:
+                    skipped[entry.name] = reason
                 continue
             try:
                 result = lstat(entry.path)
@@ -89,6 +108,8 @@ def scan(
                 continue
             kind = _kind(result.st_mode)
             if kind == "directory":
+                if skipped is not None:
+                    skipped[entry.name] = "folder"
                 continue
             found[entry.name] = Observation(
                 entry.name,

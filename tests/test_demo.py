@@ -96,6 +96,11 @@ def test_the_demo_runs_the_daemon_on_the_sandbox_and_files_every_drop(tmp_path: 
         "users_late_adds.csv",
     ]
     assert len(errors_csvs) == 2
+    # Its log, on stderr, is written for the person watching even through a pipe: no JSON, no colour codes.
+    log_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert any("file_filed" in line for line in log_lines)
+    assert not any(line.lstrip().startswith("{") for line in log_lines), log_lines[:3]
+    assert "\x1b[" not in result.stderr
 
 
 def test_the_demo_s_table_fits_80_and_120_columns_lists_files_in_import_order_and_prints_paths_that_exist(

@@ -100,3 +100,24 @@ def test_a_configuration_error_under_the_journal_is_logged_at_priority_err(spool
     assert code == 78
     lines = output.decode().splitlines()
     assert lines and all(line.startswith(f"<3>{spool.config}: ") for line in lines), lines
+
+
+def test_at_debug_every_name_left_in_drop_is_logged_once_with_why(spool: Spool, sandbox: Sandbox) -> None:
+    spool.drop_file("users.csv", USERS)
+    spool.drop_file(".users.csv.Xy12ab", USERS)  # rsync's temp name
+    spool.drop_file("users.csv.filepart", USERS)  # WinSCP's
+    spool.drop_file("notes.txt", b"not a feed file\n")
+    (spool.drop / "archive.zip").mkdir()  # a folder with a name the patterns match
+
+    code, output = run_logged(spool, "run", "--once", journal=None)
+    assert code == 0, output.decode(errors="replace")[-3000:]
+    events = [parse(line) for line in output.decode("utf-8").splitlines()]
+    skipped = [(event["file"], event["reason"]) for event in events if event["event"] == "file_skipped"]
+    assert sorted(skipped) == [
+        (".users.csv.Xy12ab", "dot_name"),
+        ("archive.zip", "folder"),
+        ("notes.txt", "no_pattern_matches"),
+        ("users.csv.filepart", "temp_name"),
+    ], "each skipped name once, with its reason"
+    assert all(event["level"] == "debug" for event in events if event["event"] == "file_skipped")
+    assert any(event["event"] == "file_filed" and event.get("file") == "users.csv" for event in events)

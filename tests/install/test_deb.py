@@ -284,18 +284,35 @@ def test_check_config_accepts_the_example_on_the_packaged_folders_as_the_service
     tmp_path.chmod(0o755)
     credentials.chmod(0o755)
     (credentials / "canvas-token").chmod(0o644)
+    # As the README says: the example copied to the instance's name, so that its state_file's %i is "nightly".
+    nightly = tmp_path / "nightly.yaml"
+    shutil.copyfile(EXAMPLE, nightly)
+    nightly.chmod(0o644)
+    result = run(
+        "sisdaemon",
+        "check-config",
+        "-c",
+        str(nightly),
+        user="sisdaemon",
+        env={"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(credentials)},
+    )
+    assert result.stdout.strip() == f"{nightly}: OK (1 feed(s): nightly)"
+    assert "test-token" not in result.stdout + result.stderr
+    # The example as it is names an instance "example" whose state folder systemd has not made: said, not made.
     result = run(
         "sisdaemon",
         "check-config",
         "-c",
         str(EXAMPLE),
         user="sisdaemon",
+        check=False,
         env={"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(credentials)},
     )
-    assert result.stdout.strip() == f"{EXAMPLE}: OK (1 feed(s): nightly)"
-    assert "test-token" not in result.stdout + result.stderr
+    assert result.returncode == 78 and "/var/lib/sisdaemon/example" in result.stdout + result.stderr
+    assert not Path("/var/lib/sisdaemon/example").exists()
     # The token from an environment variable instead (canvas.token_env) works the same.
-    config = tmp_path / "env.yaml"
+    config = tmp_path / "env" / "nightly.yaml"
+    config.parent.mkdir(mode=0o755)
     config.write_text(EXAMPLE.read_text().replace("token_file: canvas-token", "token_env: CANVAS_TOKEN"))
     config.chmod(0o644)
     result = run(
