@@ -164,8 +164,8 @@ class Flight:
         if job.stable_since is not None:
             self.check_in_work(job, now)
             return
-        if not jobs.may_submit(job, now) or not self.gate.may_upload() or self.ledger.held(job.feed) is not None:
-            return
+        if not jobs.may_submit(job, now) or not self.gate.may_upload() or self.ledger.blocked(job.feed):
+            return  # a held or paused feed sends nothing new; imports already sent go on
         if not self.gate.ready(now):  # a cheap GET: a refused token never costs a large upload
             return
         feed = self.feeds[job.feed]
@@ -425,7 +425,7 @@ class Flight:
                 if job.stable_since is not None:
                     times.append(now + min(self.feeds[job.feed].settle_seconds / 4, 1.0))
                     continue
-                if sending or self.ledger.held(job.feed) is not None:
+                if sending or self.ledger.blocked(job.feed):
                     continue
             when = job.next_action_at
             if health.kind is not None and job.state is not JobState.FINISHING:

@@ -106,10 +106,13 @@ class Intake:
 
     def idle(self) -> bool:
         """Nothing left to take: every drop folder is empty of candidates (for ``submit``: every named file
-        taken)."""
+        taken). A paused feed's files are not for taking (``run --once`` leaves them and finishes)."""
         if self.only is not None:
             return not any(self.only.values())
-        return all(len(feed_scan.tracker) == 0 for feed_scan in self.scans.values())
+        return all(
+            len(feed_scan.tracker) == 0 or self.ledger.paused(name) is not None
+            for name, feed_scan in self.scans.items()
+        )
 
     def due_times(self) -> list[float]:
         """When each feed next needs a scan (seconds since the epoch), for the loop's sleep."""
@@ -143,10 +146,10 @@ class Intake:
             self._scan(feed, feed_scan, now)
 
     def may_claim(self, feed: FeedSettings, now: float) -> bool:
-        """Whether ``feed`` has room for another job, is not held, and Canvas may be called."""
+        """Whether ``feed`` has room for another job, is neither held nor paused, and Canvas may be called."""
         return (
             self.ledger.jobs_of(feed.name) < feed.max_in_flight
-            and self.ledger.held(feed.name) is None
+            and not self.ledger.blocked(feed.name)
             and self.ledger.write_fault is None  # a claim is recorded before its rename: no claim without a disk
             and self.gate.is_open(now)
         )

@@ -58,7 +58,8 @@ def collect(settings: Settings) -> dict[str, Any]:
     """The status report: ``{"daemon": {...}, "feeds": [...], "jobs": [...]}`` (the shape issue 2 fixes, plus each
     feed's ``waiting``: files in drop/ not yet claimed).
 
-    Feed ``state``: "held" (a configuration fault holds it), "fault" (Canvas calls are failing), "busy" (jobs in
+    Feed ``state``: "held" (a configuration fault holds it), "paused" (an operator paused it; ``paused`` says who,
+    when and why), "fault" (Canvas calls are failing), "busy" (jobs in
     flight) or "idle". Times are ISO 8601 UTC.
     """
     lock = state_lock_path(settings.state_file)
@@ -70,10 +71,11 @@ def collect(settings: Settings) -> dict[str, Any]:
         state_data = state.to_dict()
     except StateError as error:
         problems.append(str(error))
-        state_data = {"jobs": [], "held": {}, "fault": None}
+        state_data = {"jobs": [], "held": {}, "fault": None, "paused": {}}
         state = None
     fault = state_data.get("fault")
     held = state_data.get("held") or {}
+    paused = state_data.get("paused") or {}
     feeds = []
     jobs = state_data.get("jobs", [])
     for feed in settings.feeds:
@@ -85,6 +87,8 @@ def collect(settings: Settings) -> dict[str, Any]:
         feed_jobs = [job for job in jobs if job["feed"] == feed.name]
         if feed.name in held:
             feed_state = "held"
+        elif feed.name in paused:
+            feed_state = "paused"
         elif fault:
             feed_state = "fault"
         elif feed_jobs:
@@ -98,6 +102,7 @@ def collect(settings: Settings) -> dict[str, Any]:
                 "name": feed.name,
                 "state": feed_state,
                 "held": feed.name in held,
+                "paused": paused.get(feed.name),
                 "last_error": last_error,
                 "last_file_at": iso(history.last_file_at) if history else None,
                 "last_success_at": iso(history.last_success_at) if history else None,
@@ -141,6 +146,10 @@ def render_text(report: dict[str, Any]) -> str:
         line = f"feed {feed['name']}: {feed['state']}, {feed['waiting']} waiting in drop/"
         if feed["last_error"]:
             line += f" ({feed['last_error']})"
+        if feed["paused"]:
+            pause = feed["paused"]
+            line += f" (paused by {pause['by']} at {pause['at']}" + (f": {pause['reason']}" if pause["reason"] else "")
+            line += f"; `sisdaemon resume {feed['name']}` takes files again)"
         line += f"; last file {feed['last_file_at'] or '-'}, last success {feed['last_success_at'] or '-'}"
         lines.append(line)
     if not report["jobs"]:

@@ -1,0 +1,118 @@
+"""The operator's commands against a real daemon process and real folders: pause, resume, retry, abort."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sisdaemon.sandbox import Sandbox
+from tests.daemon.conftest import DEADLINE, TOKEN, TOKEN_ENV, DaemonProcess, Spool, creates, wait_for
+
+USERS = b"user_id,login_id,first_name,last_name,email,status\nu1,user1,Ada,One,a@example.edu,active\n"
+BAD = b"course_id,randomness\nx,y\n"
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+
+def sisdaemon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sisdaemon", *args],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 2,
+        env={**os.environ, TOKEN_ENV: TOKEN, **(env or {})},
+    )
+
+
+def state(spool: Spool) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(spool.state_file.read_text())
+    return data
+
+
+def started(daemon: DaemonProcess) -> DaemonProcess:
+    wait_for(lambda: any(e.get("event") == "daemon_started" for e in daemon.events()), what="the daemon to start")
+    return daemon
+
+
+def event(daemon: DaemonProcess, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = wait_for(
+        lambda: next((e for e in daemon.events() if e.get("event") == name), None), what=f"the journal's {name}"
+    )
+    return found
+
+
+# --- pause and resume ----------------------------------------------------------------------------------------------
+
+
+def test_a_paused_feed_takes_no_file_even_after_a_restart_and_resume_lets_it_go(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    daemon = started(daemon_process())
+    paused = sisdaemon("pause", "-c", str(spool.config), "nightly", "--reason", "term change")
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    assert "feed nightly paused" in paused.stdout
+    line = event(daemon, "feed_paused")  # the running daemon applied it and journaled who did it
+    assert line["by"] == ME and line["reason"] == "term change" and line["feed"] == "nightly"
+    spool.drop_file("users.csv", USERS)
+    status = json.loads(sisdaemon("status", "-c", str(spool.config), "--json").stdout)
+    [feed] = status["feeds"]
+    assert feed["state"] == "paused" and feed["paused"]["by"] == ME and feed["paused"]["reason"] == "term change"
+    assert state(spool)["paused"]["nightly"]["by"] == ME
+    assert daemon.terminate() == 0
+    assert (spool.drop / "users.csv").exists() and creates(sandbox) == []
+
+    again = started(daemon_process())
+    assert event(again, "feed_still_paused")["by"] == ME  # the pause outlived the restart, and says so
+    text = sisdaemon("status", "-c", str(spool.config)).stdout
+    assert "paused by " + ME in text and "term change" in text
+    assert (spool.drop / "users.csv").exists() and creates(sandbox) == []
+
+    resumed = sisdaemon("resume", "-c", str(spool.config), "nightly")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert event(again, "feed_resumed")["paused_by"] == ME
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file imported once resumed")
+    assert "nightly" not in state(spool)["paused"]
+    assert again.terminate() == 0
+
+
+def test_pause_and_resume_without_a_daemon_write_the_state_and_run_once_leaves_a_paused_feed_alone(
+    spool: Spool, sandbox: Sandbox
+) -> None:
+    paused = sisdaemon("pause", "-c", str(spool.config), "nightly")
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    assert "feed_paused" in paused.stderr and ME in paused.stderr  # journaled by the command itself
+    pause = state(spool)["paused"]["nightly"]
+    assert pause["by"] == ME and pause["reason"] is None and pause["at"].endswith("Z")
+    spool.drop_file("users.csv", USERS)
+    once = sisdaemon("run", "--once", "-c", str(spool.config), "--max-wait", "30")
+    assert once.returncode == 0, once.stdout + once.stderr  # it does not wait on files it may not take
+    assert (spool.drop / "users.csv").exists() and creates(sandbox) == []
+    assert sisdaemon("resume", "-c", str(spool.config), "nightly").returncode == 0
+    assert state(spool)["paused"] == {}
+    assert sisdaemon("run", "--once", "-c", str(spool.config)).returncode == 0
+    assert len(spool.filed("done")) == 1
+
+
+def test_pause_of_an_unknown_feed_is_refused_with_exit_2_naming_the_feeds(spool: Spool) -> None:
+    result = sisdaemon("pause", "-c", str(spool.config), "nope")
+    assert result.returncode == 2
+    assert "no feed named 'nope'" in result.stdout and "nightly" in result.stdout
+
+
+def test_imports_in_flight_go_on_while_their_feed_is_paused(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    sandbox.stick_next("created")
+    daemon = started(daemon_process())
+    spool.drop_file("users.csv", USERS)
+    wait_for(lambda: sandbox.imports(), what="the import to be created")
+    assert sisdaemon("pause", "-c", str(spool.config), "nightly").returncode == 0
+    spool.drop_file("more.csv", USERS)
+    sandbox.unstick(sandbox.imports()[0]["id"])
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the import in flight to finish")
+    assert (spool.drop / "more.csv").exists() and len(creates(sandbox)) == 1
+    assert daemon.terminate() == 0
