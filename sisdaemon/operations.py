@@ -156,13 +156,16 @@ class Operations:
         return _answer(not refused, "; ".join(parts), claimed=claimed, refused=refused, left=left)
 
     def _feed_of(self, path: Path, feeds: list[FeedSettings]) -> FeedSettings | None:
-        """The feed whose failed folder holds ``path`` (a bare name is looked for in each)."""
+        """The feed whose failed folder holds ``path`` (a bare name is looked for in each, with its old sidecar
+        once sent again; with one feed, it is that feed's)."""
         for feed in feeds:
-            if path.parent == Path() and os.path.lexists(feed.failed_dir / path.name):
-                return feed
             if path.parent != Path() and os.path.abspath(path.parent) == os.path.abspath(feed.failed_dir):
                 return feed
-        return None
+            if path.parent == Path() and any(
+                os.path.lexists(feed.failed_dir / name) for name in (path.name, spool.retried_sidecar_name(path.name))
+            ):
+                return feed
+        return feeds[0] if len(feeds) == 1 and path.parent == Path() else None
 
     def _retry_one(self, feed: FeedSettings, path: Path, who: dict[str, str], now: float) -> tuple[str, Job | None]:
         """Claim one failed file into work/ as a new job: the job recorded first, then the file renamed, then its old

@@ -116,3 +116,81 @@ def test_imports_in_flight_go_on_while_their_feed_is_paused(
     wait_for(lambda: len(spool.filed("done")) == 1, what="the import in flight to finish")
     assert (spool.drop / "more.csv").exists() and len(creates(sandbox)) == 1
     assert daemon.terminate() == 0
+
+
+# --- retry ---------------------------------------------------------------------------------------------------------
+
+
+def failed_once(spool: Spool, sandbox: Sandbox) -> str:
+    """A file that Canvas failed, filed in failed/ by `run --once`; returns its name there."""
+    sandbox.finish_next_as("failed")
+    spool.drop_file("users.csv", USERS)
+    assert sisdaemon("run", "--once", "-c", str(spool.config)).returncode == 1
+    [filed] = spool.filed("failed")
+    return filed.name
+
+
+def test_retry_sends_a_failed_file_again_through_the_running_daemon_and_keeps_the_old_sidecar(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    name = failed_once(spool, sandbox)
+    daemon = started(daemon_process())
+    result = sisdaemon("retry", "-c", str(spool.config), str(spool.failed / name), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 file(s) claimed to be sent again" in result.stdout and "imported -> done/" in result.stdout
+    line = event(daemon, "file_retried")
+    assert line["by"] == ME and line["retry_of"] == name and line["old_outcome"] == "failed"
+    [done] = spool.filed("done")
+    assert done.name.endswith("_users.csv") and done.name != name
+    [sidecar] = spool.sidecars("done")
+    assert sidecar["retry_of"]["file"] == name and sidecar["retry_of"]["by"] == ME
+    assert sidecar["retry_of"]["sidecar"] == f"{name}.result.retried.json"
+    old = json.loads((spool.failed / f"{name}.result.retried.json").read_text())
+    assert old["outcome"] == "failed"  # the earlier attempt's sidecar, kept beside its errors CSV, renamed
+    assert spool.filed("failed") == [] and not (spool.failed / f"{name}.result.json").exists()
+    assert len(creates(sandbox)) == 2
+
+    again = sisdaemon("retry", "-c", str(spool.config), name)
+    assert again.returncode == 2 and "sent again already" in again.stdout  # nothing twice
+    assert len(creates(sandbox)) == 2
+    assert daemon.terminate() == 0
+
+
+def test_retry_all_failed_without_a_daemon_runs_the_jobs_itself(spool: Spool, sandbox: Sandbox) -> None:
+    name = failed_once(spool, sandbox)
+    (spool.failed / "notes.txt").write_text("an operator's note, not a file that was sent")
+    result = sisdaemon("retry", "-c", str(spool.config), "--all-failed")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "file_retried" in result.stderr and ME in result.stderr  # journaled by the command itself
+    assert len(spool.filed("done")) == 1 and (spool.failed / "notes.txt").exists()
+    assert (spool.failed / f"{name}.result.retried.json").exists()
+    assert state(spool)["jobs"] == []
+
+
+def test_retry_refuses_a_file_that_is_not_in_failed_with_exit_2(spool: Spool, sandbox: Sandbox) -> None:
+    spool.drop_file("users.csv", USERS)
+    result = sisdaemon("retry", "-c", str(spool.config), str(spool.drop / "users.csv"))
+    assert result.returncode == 2 and "refused" in result.stdout
+    assert (spool.drop / "users.csv").exists() and creates(sandbox) == []
+
+
+def test_a_retry_killed_between_its_record_and_its_renames_is_finished_at_start(spool: Spool, sandbox: Sandbox) -> None:
+    from sisdaemon.config import load_config
+    from sisdaemon.ledger import Ledger
+    from sisdaemon.operations import Operations
+
+    name = failed_once(spool, sandbox)
+    settings = load_config(spool.config)
+    ledger = Ledger(settings.state_file)
+    ledger.load(["nightly"])
+    answer = Operations({"nightly": settings.feeds[0]}, ledger).apply(
+        {"action": "retry", "files": [name], "by": ME, "at": "2026-01-01T00:00:00Z"}, 1e9
+    )
+    [claimed] = answer["claimed"]
+    # Put both renames back: what a kill right after the state was written leaves behind.
+    os.rename(spool.work / claimed["work_name"], spool.failed / name)
+    os.rename(spool.failed / f"{name}.result.retried.json", spool.failed / f"{name}.result.json")
+    assert sisdaemon("run", "--once", "-c", str(spool.config)).returncode == 0
+    assert len(spool.filed("done")) == 1 and spool.filed("failed") == []
+    assert (spool.failed / f"{name}.result.retried.json").exists()
+    assert not (spool.failed / f"{name}.result.json").exists()
