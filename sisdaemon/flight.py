@@ -378,7 +378,7 @@ class Flight:
                 )
             raise
         self.conditions.end(key, "import_found_again")
-        previous = job.workflow_state
+        previous, before = job.workflow_state, job.abort_reason
         sis_import = spool.strip_verifiers(sis_import)  # what is kept in the state carries no download capability
         job, decision = polling.on_poll(
             job, sis_import, now=now, server_now=self.client.server_now(), policy=self.policy
@@ -403,7 +403,8 @@ class Flight:
             )
         if decision.action == "abort":
             job = dataclasses.replace(job, next_action_at=now)
-            log.warning("import_timed_out", reason=decision.reason)
+            if job.abort_reason is AbortReason.TIMED_OUT and job.abort_reason is not before:
+                log.warning("import_timed_out", reason=decision.reason)
         elif decision.action in ("resend", "release"):
             settle = job.abort_reason is AbortReason.FILE_CHANGED
             log.warning("import_will_not_apply", reason=decision.reason)

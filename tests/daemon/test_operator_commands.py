@@ -194,3 +194,47 @@ def test_a_retry_killed_between_its_record_and_its_renames_is_finished_at_start(
     assert len(spool.filed("done")) == 1 and spool.filed("failed") == []
     assert (spool.failed / f"{name}.result.retried.json").exists()
     assert not (spool.failed / f"{name}.result.json").exists()
+
+
+# --- abort ---------------------------------------------------------------------------------------------------------
+
+
+def test_abort_of_a_queued_import_files_it_in_failed_as_aborted_by_operator_naming_who(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    sandbox.stick_next("created")
+    daemon = started(daemon_process())
+    spool.drop_file("users.csv", USERS)
+    [created] = wait_for(lambda: sandbox.imports(), what="the import to be created")
+    wait_for(lambda: any(job.get("import_id") for job in state(spool)["jobs"]), what="the import id recorded")
+    result = sisdaemon("abort", "-c", str(spool.config), str(created["id"]), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "aborted_by_operator" in result.stdout
+    assert event(daemon, "import_abort_requested_by_operator")["by"] == ME
+    [sidecar] = spool.sidecars("failed")
+    assert sidecar["outcome"] == "aborted" and sidecar["reason_code"] == "aborted_by_operator"
+    assert sidecar["aborted_by"]["by"] == ME and sidecar["aborted_by"]["at"].endswith("Z")
+    assert ME in sidecar["reason"]
+    assert sandbox.get_import(created["id"])["workflow_state"] == "aborted"
+    assert daemon.terminate() == 0
+
+
+def test_abort_by_job_id_without_a_daemon_runs_the_abort_and_files_it(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    sandbox.stick_next("created")
+    daemon = started(daemon_process())
+    spool.drop_file("users.csv", USERS)
+    wait_for(lambda: any(job.get("import_id") for job in state(spool)["jobs"]), what="the import id recorded")
+    assert daemon.terminate() == 0
+    [job] = state(spool)["jobs"]
+    result = sisdaemon("abort", "-c", str(spool.config), job["job_id"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    [sidecar] = spool.sidecars("failed")
+    assert sidecar["reason_code"] == "aborted_by_operator" and sidecar["job_id"] == job["job_id"]
+    assert state(spool)["jobs"] == []
+
+
+def test_abort_of_something_not_in_flight_is_refused_with_exit_2(spool: Spool) -> None:
+    result = sisdaemon("abort", "-c", str(spool.config), "4711")
+    assert result.returncode == 2 and "no job and no import 4711 in flight" in result.stdout
