@@ -238,3 +238,37 @@ def test_abort_by_job_id_without_a_daemon_runs_the_abort_and_files_it(
 def test_abort_of_something_not_in_flight_is_refused_with_exit_2(spool: Spool) -> None:
     result = sisdaemon("abort", "-c", str(spool.config), "4711")
     assert result.returncode == 2 and "no job and no import 4711 in flight" in result.stdout
+
+
+# --- status --------------------------------------------------------------------------------------------------------
+
+
+def test_status_names_a_missing_drop_folder_as_a_fault_and_exits_3(spool: Spool) -> None:
+    spool.drop.rmdir()
+    result = sisdaemon("status", "-c", str(spool.config))
+    assert result.returncode == 3
+    assert f"the drop folder {spool.drop} is missing" in result.stdout and "None waiting" not in result.stdout
+    [feed] = json.loads(sisdaemon("status", "-c", str(spool.config), "--json").stdout)["feeds"]
+    assert feed["state"] == "fault" and feed["waiting"] is None
+
+
+def test_status_shows_the_last_finished_files_and_why_each_job_and_feed_waits(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    spool.feed["max_in_flight"] = 1
+    failed_once(spool, sandbox)
+    sandbox.stick_next("created")
+    daemon = started(daemon_process())
+    spool.drop_file("first.csv", USERS)
+    wait_for(lambda: sandbox.imports()[-1]["workflow_state"] == "created" and len(sandbox.imports()) == 2)
+    wait_for(lambda: any(job.get("import_id") for job in state(spool)["jobs"]), what="the import id recorded")
+    spool.drop_file("second.csv", USERS)
+    report = json.loads(sisdaemon("status", "-c", str(spool.config), "--json").stdout)
+    [feed] = report["feeds"]
+    assert feed["last_finished"][0]["outcome"] == "failed" and feed["last_finished"][0]["folder"] == "failed"
+    assert feed["waits_for"]["reason"] == "feed_full"
+    [job] = report["jobs"]
+    assert job["waits_for"]["reason"] == "queued_in_canvas"
+    text = sisdaemon("status", "-c", str(spool.config)).stdout
+    assert "waits: " in text and "finished " in text
+    assert daemon.terminate() == 0
