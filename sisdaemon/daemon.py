@@ -297,7 +297,7 @@ class Daemon:
             self._guarded(self.intake.scan_due, now, woke)
             self._ping_watchdog()
             if self.once and self._idle():
-                return EXIT_FAILED_FILES if self.flight.failed_files else EXIT_OK
+                return self._once_result()
             if self.once and self.clock() - started > self.max_wait:
                 log.error(
                     "gave_up",
@@ -311,6 +311,15 @@ class Daemon:
             self.wake.clear()
         log.info("daemon_stopping", reason="stop requested (SIGTERM or SIGINT)", jobs_in_flight=len(self.ledger.jobs()))
         return EXIT_FAILED_FILES if self.once and self.flight.failed_files else EXIT_OK
+
+    def _once_result(self) -> int:
+        """``run --once``'s exit code once idle: 1 when a file went to failed/, 3 when a file it cannot read was left in
+        drop/ (named in the journal; it never waits on one), else 0."""
+        left = self.intake.unreadable()
+        if left:
+            log.error("files_left_unreadable", files=[f"{feed}/{name}" for feed, name in left], hint="fix their mode")
+            return EXIT_GAVE_UP
+        return EXIT_FAILED_FILES if self.flight.failed_files else EXIT_OK
 
     def _guarded(self, step: Callable[..., None], *args: Any) -> None:
         """Run one of the loop's steps so that no error takes the daemon down: a file-system error (a full or

@@ -236,7 +236,9 @@ class Flight:
                 "post_outcome_unknown",
                 error=str(error),
                 status=error.status,
-                hint="looking for the import before sending again",
+                hint="looking for the import before sending again; no other upload of this account meanwhile",
+                # the wait's end is journaled as lost_import_found or post_resend
+                resend_no_earlier_than=jobs.iso(self.to_wall(result.ended_at + self.policy.resend_after_seconds)),
             )
         self.ledger.put(job)
 

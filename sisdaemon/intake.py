@@ -106,13 +106,21 @@ class Intake:
 
     def idle(self) -> bool:
         """Nothing left to take: every drop folder is empty of candidates (for ``submit``: every named file
-        taken). A paused feed's files are not for taking (``run --once`` leaves them and finishes)."""
+        taken). A paused feed's files are not for taking, nor files the daemon cannot read (``run --once`` leaves
+        them and finishes)."""
         if self.only is not None:
             return not any(self.only.values())
+        unreadable = {(feed, name) for feed, name in self.unreadable()}
         return all(
-            len(feed_scan.tracker) == 0 or self.ledger.paused(name) is not None
-            for name, feed_scan in self.scans.items()
+            self.ledger.paused(feed) is not None
+            or all((feed, name) in unreadable for name in feed_scan.tracker.names())
+            for feed, feed_scan in self.scans.items()
         )
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        """(feed, name) of the dropped files the daemon cannot read (said once in the journal; ``run --once``
+        reports them and finishes the rest instead of waiting on them)."""
+        return [(key[1], key[2]) for key in self.conditions.active() if key[0] == "unreadable"]
 
     def due_times(self) -> list[float]:
         """When each feed next needs a scan (seconds since the epoch), for the loop's sleep."""

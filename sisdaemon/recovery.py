@@ -57,7 +57,12 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
             job = jobs.due_by(job, now)
             if job.state is JobState.SUBMITTING and not job.outcome_unknown:
                 job = jobs.post_unknown(job, "stopped while the POST was in the air", now=now)
-                log.warning("post_outcome_unknown", reason="recovery")
+                log.warning(
+                    "post_outcome_unknown",
+                    reason="recovery",
+                    hint="looking for the import before sending again; no other upload of this account meanwhile",
+                    resend_no_earlier_than=jobs.iso(now + settings.polling.resend_after_seconds),
+                )
             if job.retry_of:  # killed between the retry's two renames: its old sidecar is renamed now
                 spool.complete_retry_rename(feed.failed_dir, job.retry_of)
             ledger.keep(job)

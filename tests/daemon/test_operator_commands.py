@@ -12,6 +12,8 @@ from typing import Any
 
 from sisdaemon.sandbox import Sandbox
 from tests.daemon.conftest import DEADLINE, TOKEN, TOKEN_ENV, DaemonProcess, Spool, creates, wait_for
+from tests.daemon.test_owner import as_root, shared, throwaway_user, write_config  # noqa: F401 (fixtures)
+from tests.daemon.test_owner import sisdaemon as sisdaemon_as
 
 USERS = b"user_id,login_id,first_name,last_name,email,status\nu1,user1,Ada,One,a@example.edu,active\n"
 BAD = b"course_id,randomness\nx,y\n"
@@ -272,3 +274,25 @@ def test_status_shows_the_last_finished_files_and_why_each_job_and_feed_waits(
     text = sisdaemon("status", "-c", str(spool.config)).stdout
     assert "waits: " in text and "finished " in text
     assert daemon.terminate() == 0
+
+
+# --- explained waits ---------------------------------------------------------------------------------------------
+
+
+@as_root
+def test_run_once_reports_a_file_it_cannot_read_and_finishes_the_rest_without_waiting(
+    throwaway_user: str,  # noqa: F811 (the fixture)
+    shared: Any,  # noqa: F811 (the fixture)
+    sandbox: Sandbox,
+) -> None:
+    config = write_config(shared, sandbox.url)
+    subprocess.run(["chown", "-R", f"{throwaway_user}:", str(shared)], check=True)
+    (shared / "drop" / "users.csv").write_bytes(USERS)
+    os.chown(shared / "drop" / "users.csv", pwd.getpwnam(throwaway_user).pw_uid, -1)
+    secret = shared / "drop" / "secret.csv"
+    secret.write_bytes(USERS)
+    secret.chmod(0o600)  # root's, unreadable to the service's user
+    result = sisdaemon_as("run", "--once", "-c", str(config), "--max-wait", "600", user=throwaway_user)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "file_unreadable" in result.stdout and "files_left_unreadable" in result.stdout
+    assert secret.exists() and len(list((shared / "done").glob("*_users.csv"))) == 1
