@@ -16,6 +16,7 @@ import email.utils
 import errno
 import os
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -576,11 +577,49 @@ def _describe(error: BaseException) -> str:
         return "read timeout (no answer)"
     if isinstance(error, requests.exceptions.SSLError):
         return "TLS handshake failed"
+    plain = _plain_connect_failure(error)
+    if plain is not None:
+        return plain
     if not isinstance(error, requests.RequestException | urllib3.exceptions.HTTPError):
         return type(error).__name__  # a socket error: its name says it (ConnectionResetError, ...)
     reason = error.args[0] if error.args else error
     reason = getattr(reason, "reason", reason)
     return f"{type(error).__name__}: {type(reason).__name__}"
+
+
+#: What an operator reads for the OS errors a connection can fail with (errno names from errno(3)).
+_CONNECT_ERRORS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.ECONNRESET: "connection reset",
+}
+
+
+def _plain_connect_failure(error: BaseException) -> str | None:
+    """``"connection refused to canvas.example.edu:443"`` (or ``"cannot resolve host ..."``, ``"no route to host
+    ..."``) when a connection failed for one of those OS reasons, else None. The host and port come from the
+    request's URL (never its query or headers)."""
+    where = ""
+    request = getattr(error, "request", None)
+    url = getattr(request, "url", None)
+    if isinstance(url, str):
+        split = urllib.parse.urlsplit(url)
+        where = f" to {split.hostname}:{split.port or (443 if split.scheme == 'https' else 80)}"
+    seen: list[BaseException] = []
+    pending: list[Any] = [error]
+    while pending and len(seen) < 12:
+        item = pending.pop(0)
+        if not isinstance(item, BaseException) or any(item is known for known in seen):
+            continue
+        seen.append(item)
+        if isinstance(item, socket.gaierror):
+            return f"cannot resolve host{where.replace(' to ', ' ', 1)}"
+        if isinstance(item, OSError) and item.errno in _CONNECT_ERRORS:
+            return _CONNECT_ERRORS[item.errno] + where
+        pending += [getattr(item, "reason", None), item.__cause__, item.__context__, *item.args[:1]]
+    return None
 
 
 def _connection_never_made(error: requests.RequestException) -> bool:

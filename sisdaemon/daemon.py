@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from sisdaemon import control
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
 from sisdaemon.clock import DaemonClock
 from sisdaemon.config import (
@@ -38,6 +39,7 @@ from sisdaemon.jobs import Job
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, remember_secret
 from sisdaemon.notify import sd_notify
+from sisdaemon.operations import Operations
 from sisdaemon.recovery import recover
 from sisdaemon.reload import plan_reload
 from sisdaemon.state import (
@@ -49,6 +51,7 @@ from sisdaemon.state import (
     state_lock_path,
 )
 from sisdaemon.upload import Uploader
+from sisdaemon.watcher import DropWatcher
 from sisdaemon.worker import FlightWorker
 from sisdaemon.writers import WriterCheck
 
@@ -160,6 +163,15 @@ class Daemon:
         self.worker = FlightWorker(
             self.flight, self.ledger, self.gate, wake=self.flight_wake, loop_wake=self.wake, clock=clock
         )
+        # Operator commands (pause, resume, retry, abort) reach the running daemon as requests in the control folder
+        # (control.py), applied in the loop's thread; a request written there wakes the loop, as a dropped file does.
+        self.operations = Operations(self.feeds, self.ledger, on_claimed=self._claimed, on_changed=self._wake_all)
+        self.control_watch = DropWatcher(control.control_dir(settings.state_file), self.wake)
+
+    def _wake_all(self) -> None:
+        """An operator changed something both threads should see now (a resume, an abort)."""
+        self.flight_wake.set()
+        self.wake.set()
 
     def _claimed(self, job: Job, now: float) -> None:
         """A file was claimed (the loop's thread): check it in work/, and wake the flight worker for it."""
@@ -213,6 +225,10 @@ class Daemon:
             released = self.ledger.release_holds()
             if released:  # a restart is a sysadmin's way to say "try again"
                 log.info("feeds_released", feeds=released, reason="daemon started")
+            for name, pause in sorted(self.ledger.state.paused.items()):  # a pause outlasts a restart: say so
+                log.warning("feed_still_paused", feed=name, **pause, hint=f"sisdaemon resume {name} to take files")
+            control.control_dir(state_file).mkdir(mode=0o700, exist_ok=True)
+            control.remove_old_answers(state_file)
             # Ready as a service from here: looking the account up waits for Canvas if it is down at boot.
             self.ready.set()
             sd_notify("READY=1\nSTATUS=looking up the Canvas account")
@@ -245,6 +261,7 @@ class Daemon:
                     if not self.worker.stop():
                         log.error("flight_worker_did_not_stop", hint="a Canvas call did not end when cancelled")
                     self.intake.stop()
+                    self.control_watch.stop()
                     self.client.close()
                     log.info("daemon_stopped", jobs_in_flight=len(self.ledger.jobs()))
 
@@ -276,10 +293,11 @@ class Daemon:
             now = self.clock()
             self._guarded(self._check_config, now)
             self._guarded(self._check_state_disk)
+            self._guarded(self._take_requests, now)
             self._guarded(self.intake.scan_due, now, woke)
             self._ping_watchdog()
             if self.once and self._idle():
-                return EXIT_FAILED_FILES if self.flight.failed_files else EXIT_OK
+                return self._once_result()
             if self.once and self.clock() - started > self.max_wait:
                 log.error(
                     "gave_up",
@@ -294,6 +312,15 @@ class Daemon:
         log.info("daemon_stopping", reason="stop requested (SIGTERM or SIGINT)", jobs_in_flight=len(self.ledger.jobs()))
         return EXIT_FAILED_FILES if self.once and self.flight.failed_files else EXIT_OK
 
+    def _once_result(self) -> int:
+        """``run --once``'s exit code once idle: 1 when a file went to failed/, 3 when a file it cannot read was left in
+        drop/ (named in the journal; it never waits on one), else 0."""
+        left = self.intake.unreadable()
+        if left:
+            log.error("files_left_unreadable", files=[f"{feed}/{name}" for feed, name in left], hint="fix their mode")
+            return EXIT_GAVE_UP
+        return EXIT_FAILED_FILES if self.flight.failed_files else EXIT_OK
+
     def _guarded(self, step: Callable[..., None], *args: Any) -> None:
         """Run one of the loop's steps so that no error takes the daemon down: a file-system error (a full or
         failing disk) is logged once while it lasts, a bug with its traceback; the loop goes on either way."""
@@ -306,6 +333,16 @@ class Daemon:
             log.exception("loop_step_failed", step=step.__name__, error=f"{type(error).__name__}: {error}")
         else:
             self.conditions.end(("loop_step_failed", step.__name__), "filesystem_recovered", step=step.__name__)
+
+    def _take_requests(self, now: float) -> None:
+        """Apply the operators' requests waiting in the control folder (control.py), oldest first, and answer each."""
+        self.control_watch.ensure_watching()
+        for path, request in control.pending(self.settings.state_file):
+            if request is None:
+                result = {"ok": False, "message": f"{path.name}: not a request this sisdaemon understands"}
+            else:
+                result = self.operations.apply(request, now)
+            control.answer(path, result)
 
     def _check_state_disk(self) -> None:
         """While the state or a history cannot be written (a full or failing disk), no file is claimed: try the

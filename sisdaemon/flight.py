@@ -164,8 +164,8 @@ class Flight:
         if job.stable_since is not None:
             self.check_in_work(job, now)
             return
-        if not jobs.may_submit(job, now) or not self.gate.may_upload() or self.ledger.held(job.feed) is not None:
-            return
+        if not jobs.may_submit(job, now) or not self.gate.may_upload() or self.ledger.blocked(job.feed):
+            return  # a held or paused feed sends nothing new; imports already sent go on
         if not self.gate.ready(now):  # a cheap GET: a refused token never costs a large upload
             return
         feed = self.feeds[job.feed]
@@ -236,7 +236,9 @@ class Flight:
                 "post_outcome_unknown",
                 error=str(error),
                 status=error.status,
-                hint="looking for the import before sending again",
+                hint="looking for the import before sending again; no other upload of this account meanwhile",
+                # the wait's end is journaled as lost_import_found or post_resend
+                resend_no_earlier_than=jobs.iso(self.to_wall(result.ended_at + self.policy.resend_after_seconds)),
             )
         self.ledger.put(job)
 
@@ -378,7 +380,7 @@ class Flight:
                 )
             raise
         self.conditions.end(key, "import_found_again")
-        previous = job.workflow_state
+        previous, before = job.workflow_state, job.abort_reason
         sis_import = spool.strip_verifiers(sis_import)  # what is kept in the state carries no download capability
         job, decision = polling.on_poll(
             job, sis_import, now=now, server_now=self.client.server_now(), policy=self.policy
@@ -403,7 +405,8 @@ class Flight:
             )
         if decision.action == "abort":
             job = dataclasses.replace(job, next_action_at=now)
-            log.warning("import_timed_out", reason=decision.reason)
+            if job.abort_reason is AbortReason.TIMED_OUT and job.abort_reason is not before:
+                log.warning("import_timed_out", reason=decision.reason)
         elif decision.action in ("resend", "release"):
             settle = job.abort_reason is AbortReason.FILE_CHANGED
             log.warning("import_will_not_apply", reason=decision.reason)
@@ -425,7 +428,7 @@ class Flight:
                 if job.stable_since is not None:
                     times.append(now + min(self.feeds[job.feed].settle_seconds / 4, 1.0))
                     continue
-                if sending or self.ledger.held(job.feed) is not None:
+                if sending or self.ledger.blocked(job.feed):
                     continue
             when = job.next_action_at
             if health.kind is not None and job.state is not JobState.FINISHING:

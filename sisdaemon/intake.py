@@ -109,10 +109,21 @@ class Intake:
 
     def idle(self) -> bool:
         """Nothing left to take: every drop folder is empty of candidates (for ``submit``: every named file
-        taken)."""
+        taken). A paused feed's files are not for taking, nor files the daemon cannot read (``run --once`` leaves
+        them and finishes)."""
         if self.only is not None:
             return not any(self.only.values())
-        return all(len(feed_scan.tracker) == 0 for feed_scan in self.scans.values())
+        unreadable = {(feed, name) for feed, name in self.unreadable()}
+        return all(
+            self.ledger.paused(feed) is not None
+            or all((feed, name) in unreadable for name in feed_scan.tracker.names())
+            for feed, feed_scan in self.scans.items()
+        )
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        """(feed, name) of the dropped files the daemon cannot read (said once in the journal; ``run --once``
+        reports them and finishes the rest instead of waiting on them)."""
+        return [(key[1], key[2]) for key in self.conditions.active() if key[0] == "unreadable"]
 
     def due_times(self) -> list[float]:
         """When each feed next needs a scan (seconds since the epoch), for the loop's sleep."""
@@ -146,10 +157,10 @@ class Intake:
             self._scan(feed, feed_scan, now)
 
     def may_claim(self, feed: FeedSettings, now: float) -> bool:
-        """Whether ``feed`` has room for another job, is not held, and Canvas may be called."""
+        """Whether ``feed`` has room for another job, is neither held nor paused, and Canvas may be called."""
         return (
             self.ledger.jobs_of(feed.name) < feed.max_in_flight
-            and self.ledger.held(feed.name) is None
+            and not self.ledger.blocked(feed.name)
             and self.ledger.write_fault is None  # a claim is recorded before its rename: no claim without a disk
             and self.gate.is_open(now)
         )

@@ -63,6 +63,7 @@ class AbortReason(StrEnum):
     TIMED_OUT = "timed_out"  # queued or running too long: file it in failed/
     FILE_CHANGED = "file_changed"  # the upload was of a partial file: settle again and resend
     OPTION_NOT_APPLIED = "option_not_applied"  # Canvas ignored an option: hold the feed, resend later
+    OPERATOR = "operator"  # `sisdaemon abort`: file it in failed/ as aborted_by_operator
 
 
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
@@ -136,6 +137,10 @@ class Job:
     errors_csv_deadline: float | None = None
     errors_csv: str | None = None  # local file name once saved
     zip_members: tuple[str, ...] = ()  # base names of a zip's .csv members, to recognise its import untagged
+    # `sisdaemon retry`: the failed file this job sends again ({"file": its name in failed/, "job_id", "outcome",
+    # "reason_code", "sidecar": the old sidecar's new name in failed/, "by": login name, "at": ISO 8601 UTC})
+    retry_of: Mapping[str, Any] | None = None
+    aborted_by: Mapping[str, Any] | None = None  # `sisdaemon abort`: {"by": login name, "at": ISO 8601 UTC}
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -375,6 +380,14 @@ def request_abort(job: Job, reason: AbortReason, *, now: float) -> Job:
     return dataclasses.replace(job, abort_reason=reason, next_action_at=now)
 
 
+def abort_by_operator(job: Job, *, by: str, at: str, now: float) -> Job:
+    """``sisdaemon abort``: mark a submitted job's import for abort at an operator's request (``by``: login name;
+    ``at``: ISO 8601 UTC); once Canvas shows it ``aborted``, it is filed in failed/ as ``aborted_by_operator``.
+    Raises TransitionError unless the job is submitted."""
+    marked = move(job, JobState.SUBMITTED, aborted_by={"by": by, "at": at})
+    return request_abort(marked, AbortReason.OPERATOR, now=now)
+
+
 def back_to_claimed(job: Job, reason: str, *, now: float, settle_again: bool) -> Job:
     """submitted -> claimed: the import will not apply (aborted by us, dead, or not ours); send again later."""
     dead = (*job.dead_import_ids, job.import_id) if job.import_id is not None else job.dead_import_ids
@@ -417,6 +430,8 @@ def outcome_for(workflow_state: str, abort_reason: AbortReason | None) -> tuple[
     if workflow_state == "imported_with_messages":
         return Outcome.IMPORTED_WITH_MESSAGES, "done", None, None
     if workflow_state == "aborted":
+        if abort_reason is AbortReason.OPERATOR:
+            return Outcome.ABORTED, "failed", "aborted_by_operator", "aborted at an operator's request"
         if abort_reason is AbortReason.TIMED_OUT:
             return Outcome.ABORTED, "failed", "timed_out", "sisdaemon aborted the import: it did not finish in time"
         return Outcome.ABORTED, "failed", "aborted", "the import was aborted in Canvas"
@@ -453,9 +468,16 @@ def finish(job: Job, *, now: float, errors_csv_wait: float) -> Job:
     state = str(job.workflow_state)
     outcome, folder, reason_code, reason = outcome_for(state, job.abort_reason)
     sis_import = job.sis_import or {}
-    message = canvas_message(sis_import) if reason_code not in (None, "timed_out") else None
+    message = canvas_message(sis_import) if reason_code not in (None, "timed_out", "aborted_by_operator") else None
     if message:
         reason = f"{reason}: {message}"
+    notes = job.notes
+    if job.abort_reason is AbortReason.OPERATOR and job.aborted_by:
+        who = f"{job.aborted_by.get('by')} at {job.aborted_by.get('at')}"
+        if reason_code == "aborted_by_operator":
+            reason = f"{reason} ({who}, `sisdaemon abort`)"
+        else:  # Canvas had ended it before the abort landed: its verdict stands
+            notes = (*notes, f"an abort was asked for by {who}, but Canvas had already ended the import ({state})")
     wants_errors_csv = bool(sis_import.get("processing_errors") or sis_import.get("processing_warnings")) or bool(
         sis_import.get("errors_attachment")
     )
@@ -469,4 +491,5 @@ def finish(job: Job, *, now: float, errors_csv_wait: float) -> Job:
         finished_at=now,
         errors_csv_deadline=now + errors_csv_wait if wants_errors_csv else None,
         next_action_at=now,
+        notes=notes,
     )

@@ -99,6 +99,17 @@ class Ledger:
         return self.state.held.get(feed)
 
     @_locked
+    def paused(self, feed: str) -> dict[str, str | None] | None:
+        """Who paused feed ``feed``, when and why (``{"reason", "by", "at"}``), or None when it is not paused."""
+        pause = self.state.paused.get(feed)
+        return dict(pause) if pause is not None else None
+
+    @_locked
+    def blocked(self, feed: str) -> bool:
+        """Whether feed ``feed`` may send no new file: held by a configuration fault, or paused by an operator."""
+        return feed in self.state.held or feed in self.state.paused
+
+    @_locked
     def history(self, feed: str) -> History:
         """Feed ``feed``'s history (read-only for callers: change it through the ledger)."""
         return self.histories[feed]
@@ -183,6 +194,24 @@ class Ledger:
         self.state.held[feed] = reason
         self.save()
         return True
+
+    @_locked
+    def pause(self, feed: str, *, reason: str | None, by: str, at: str) -> dict[str, str | None] | None:
+        """Pause feed ``feed`` (``by``: a login name; ``at``: ISO 8601 UTC) and persist it. Returns the pause it
+        replaces (None when the feed was not paused). Raises OSError."""
+        before = self.state.paused.get(feed)
+        self.state.paused[feed] = {"reason": reason, "by": by, "at": at}
+        self.save()
+        return before
+
+    @_locked
+    def resume(self, feed: str) -> dict[str, str | None] | None:
+        """Resume feed ``feed`` and persist it; returns the pause it ended (None when it was not paused, and then
+        nothing is written). Raises OSError."""
+        before = self.state.paused.pop(feed, None)
+        if before is not None:
+            self.save()
+        return before
 
     @_locked
     def release_holds(self) -> list[str]:

@@ -1,7 +1,8 @@
 """Start-up recovery: reconcile the state file with the folders after a stop or a crash (a named code path, as rq's
 ``StartedJobRegistry.cleanup`` is).
 
-claimed: finish an interrupted rename out of drop/. submitting: the POST's answer is unknown; the flight looks for the
+claimed: finish an interrupted rename out of drop/ (or, for ``sisdaemon retry``, out of failed/, and the rename of
+the retried file's old sidecar). submitting: the POST's answer is unknown; the flight looks for the
 import. finishing: the flight finishes writing the sidecar and the move. Files in work/ that no job records are
 reported, never moved (only a person can tell whether Canvas has them).
 """
@@ -38,7 +39,8 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
                 continue
             work = feed.work_dir / job.work_name
             if job.state is JobState.CLAIMED and not os.path.lexists(work):
-                source = feed.drop_dir / job.name
+                # A file sent again by `sisdaemon retry` is claimed from failed/, never from drop/.
+                source = feed.failed_dir / job.retry_of["file"] if job.retry_of else feed.drop_dir / job.name
                 try:
                     same = os.lstat(source).st_ino == job.fingerprint.ino
                 except FileNotFoundError:
@@ -55,7 +57,14 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
             job = jobs.due_by(job, now)
             if job.state is JobState.SUBMITTING and not job.outcome_unknown:
                 job = jobs.post_unknown(job, "stopped while the POST was in the air", now=now)
-                log.warning("post_outcome_unknown", reason="recovery")
+                log.warning(
+                    "post_outcome_unknown",
+                    reason="recovery",
+                    hint="looking for the import before sending again; no other upload of this account meanwhile",
+                    resend_no_earlier_than=jobs.iso(now + settings.polling.resend_after_seconds),
+                )
+            if job.retry_of:  # killed between the retry's two renames: its old sidecar is renamed now
+                spool.complete_retry_rename(feed.failed_dir, job.retry_of)
             ledger.keep(job)
             if job.import_id is not None:
                 ledger.note_import(job.feed, job.import_id, save=False)

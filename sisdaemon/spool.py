@@ -209,6 +209,10 @@ def build_sidecar(
         }
     if job.notes:
         sidecar["notes"] = list(job.notes)
+    if job.retry_of:
+        sidecar["retry_of"] = dict(job.retry_of)  # `sisdaemon retry`: the earlier attempt and its sidecar
+    if job.aborted_by:
+        sidecar["aborted_by"] = dict(job.aborted_by)  # `sisdaemon abort`: who asked, and when
     return sidecar
 
 
@@ -218,6 +222,34 @@ def sidecar_name(work_name: str) -> str:
 
 def errors_csv_name(work_name: str) -> str:
     return f"{work_name}.errors.csv"
+
+
+def retried_sidecar_name(work_name: str) -> str:
+    """``<work name>.result.retried.json``: the sidecar of a file in failed/ once ``sisdaemon retry`` took the file
+    (kept beside its errors CSV; no longer matched by ``*.result.json``, which lists the files waiting in failed/)."""
+    return f"{work_name}.result.retried.json"
+
+
+_WORK_NAME = re.compile(r"\d{8}T\d{6}Z_[A-Za-z0-9]+_(.+)", re.DOTALL)
+
+
+def dropped_name(work_name: str) -> str:
+    """The name a file was dropped under, from its name in work/, done/ or failed/ (``<stamp>_<job id>_<name>``;
+    a name shortened to fit stays shortened); any other name unchanged."""
+    match = _WORK_NAME.fullmatch(work_name)
+    return match.group(1) if match else work_name
+
+
+def complete_retry_rename(failed_dir: Path, retry_of: Mapping[str, Any]) -> bool:
+    """Rename a retried file's old sidecar in ``failed_dir`` to its ``retry_of["sidecar"]`` name, unless that was done
+    already (idempotent: start-up recovery calls it again after a crash). Returns whether it renamed. Raises
+    OSError."""
+    old = failed_dir / sidecar_name(str(retry_of["file"]))
+    new = failed_dir / str(retry_of["sidecar"])
+    if not os.path.lexists(old) or os.path.lexists(new):
+        return False
+    move_durably(old, new)
+    return True
 
 
 def write_sidecar(folder: Path, work_name: str, sidecar: Mapping[str, Any], *, temp_dir: Path | None = None) -> Path:

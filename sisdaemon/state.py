@@ -161,6 +161,15 @@ class _StateShape(BaseModel):
     account_id: int | None = None
     fault: _FaultShape | None = None
     warnings: dict[str, str] = {}
+    paused: dict[str, _PauseShape] = {}
+
+
+class _PauseShape(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    reason: str | None = None
+    by: str
+    at: str
 
 
 class _FaultShape(BaseModel):
@@ -267,6 +276,8 @@ class State:
     ``fault``: the current fault of talking to Canvas (kind, message, since, count), or None.
     ``warnings``: lasting conditions an operator should know of (name -> sentence), e.g. ``writer_check`` while the
     daemon cannot tell whether uploaders still write; shown by ``status``.
+    ``paused``: feed name -> ``{"reason": str | None, "by": login name, "at": ISO 8601 UTC}`` for feeds an operator
+    paused (``sisdaemon pause``): no new file is taken from them until ``sisdaemon resume``; kept across restarts.
     """
 
     jobs: dict[str, Job] = field(default_factory=dict)
@@ -275,6 +286,7 @@ class State:
     account_id: int | None = None
     fault: dict[str, Any] | None = None  # the current fault of talking to Canvas, for `status`
     warnings: dict[str, str] = field(default_factory=dict)
+    paused: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -285,6 +297,7 @@ class State:
             "held": dict(self.held),
             "account_id": self.account_id,
             "fault": self.fault,
+            "paused": {feed: dict(pause) for feed, pause in self.paused.items()},
         }
 
     @classmethod
@@ -313,6 +326,7 @@ class State:
             account_id=data.get("account_id"),
             fault=data.get("fault"),
             warnings=dict(data.get("warnings", {})),
+            paused={feed: dict(pause) for feed, pause in data.get("paused", {}).items()},
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,41 @@ from sisdaemon.state import (
     read_lock_pid,
     state_lock_path,
 )
+from sisdaemon.waits import feed_wait, job_wait
 from sisdaemon.watcher import is_candidate_name
+
+#: How many of each feed's last finished files ``status`` shows (newest first).
+LAST_FINISHED_SHOWN = 5
+
+
+def drop_problem(feed: FeedSettings) -> str | None:
+    """A sentence when the feed's drop folder is missing or cannot be read (a fault: nothing arrives), else None."""
+    try:
+        os.scandir(feed.drop_dir).close()
+    except FileNotFoundError:
+        return f"feed {feed.name}: the drop folder {feed.drop_dir} is missing: no file can arrive"
+    except OSError as error:
+        return f"feed {feed.name}: the drop folder {feed.drop_dir} cannot be read ({error.strerror})"
+    return None
+
+
+def last_finished(history: History | None, count: int = LAST_FINISHED_SHOWN) -> list[dict[str, Any]]:
+    """The feed's last ``count`` finished files from its history, newest first: ``[{"file", "outcome",
+    "reason_code", "folder", "work_name", "import_id", "finished_at"}]`` (times ISO 8601 UTC)."""
+    if history is None:
+        return []
+    return [
+        {
+            "file": display_name(str(record.get("file"))),
+            "outcome": record.get("outcome"),
+            "reason_code": record.get("reason_code"),
+            "folder": record.get("folder"),
+            "work_name": display_name(str(record.get("work_name"))),
+            "import_id": record.get("import_id"),
+            "finished_at": iso(record.get("finished_at")),
+        }
+        for record in reversed(history.records[-count:])
+    ]
 
 
 def waiting_in_drop(feed: FeedSettings) -> int | None:
@@ -58,7 +93,8 @@ def collect(settings: Settings) -> dict[str, Any]:
     """The status report: ``{"daemon": {...}, "feeds": [...], "jobs": [...]}`` (the shape issue 2 fixes, plus each
     feed's ``waiting``: files in drop/ not yet claimed).
 
-    Feed ``state``: "held" (a configuration fault holds it), "fault" (Canvas calls are failing), "busy" (jobs in
+    Feed ``state``: "held" (a configuration fault holds it), "paused" (an operator paused it; ``paused`` says who,
+    when and why), "fault" (Canvas calls are failing), "busy" (jobs in
     flight) or "idle". Times are ISO 8601 UTC.
     """
     lock = state_lock_path(settings.state_file)
@@ -70,13 +106,17 @@ def collect(settings: Settings) -> dict[str, Any]:
         state_data = state.to_dict()
     except StateError as error:
         problems.append(str(error))
-        state_data = {"jobs": [], "held": {}, "fault": None}
+        state_data = {"jobs": [], "held": {}, "fault": None, "paused": {}}
         state = None
     fault = state_data.get("fault")
     held = state_data.get("held") or {}
+    paused = state_data.get("paused") or {}
     feeds = []
     jobs = state_data.get("jobs", [])
+    now = time.time()
     for feed in settings.feeds:
+        if (missing := drop_problem(feed)) is not None:
+            problems.append(missing)
         try:
             history = History(history_path(settings.state_file, feed.name))
         except StateError as error:
@@ -85,24 +125,41 @@ def collect(settings: Settings) -> dict[str, Any]:
         feed_jobs = [job for job in jobs if job["feed"] == feed.name]
         if feed.name in held:
             feed_state = "held"
-        elif fault:
+        elif feed.name in paused:
+            feed_state = "paused"
+        elif fault or missing:
             feed_state = "fault"
         elif feed_jobs:
             feed_state = "busy"
         else:
             feed_state = "idle"
-        last_error = held.get(feed.name) or (fault or {}).get("message")
+        last_error = held.get(feed.name) or (fault or {}).get("message") or missing
+        waiting = waiting_in_drop(feed)
+        wait = feed_wait(
+            waiting=waiting,
+            paused=paused.get(feed.name),
+            held=held.get(feed.name),
+            fault=fault,
+            in_flight=len(feed_jobs),
+            max_in_flight=feed.max_in_flight,
+        )
         feeds.append(
             {
-                "waiting": waiting_in_drop(feed),
+                "waiting": waiting,
+                "drop_dir_problem": missing,
+                "waits_for": _shown(wait),
+                "last_finished": last_finished(history),
                 "name": feed.name,
                 "state": feed_state,
                 "held": feed.name in held,
+                "paused": paused.get(feed.name),
                 "last_error": last_error,
                 "last_file_at": iso(history.last_file_at) if history else None,
                 "last_success_at": iso(history.last_success_at) if history else None,
             }
         )
+    first_in_line = next((job for job in jobs if job["state"] == "submitting"), None)
+    feed_settings = {feed.name: feed for feed in settings.feeds}
     report_jobs = [
         {
             "job_id": job["job_id"],
@@ -113,6 +170,18 @@ def collect(settings: Settings) -> dict[str, Any]:
             "workflow_state": job.get("workflow_state"),
             "progress": job.get("progress"),
             "last_error": job.get("last_error"),
+            "waits_for": _shown(
+                job_wait(
+                    job,
+                    paused=paused.get(job["feed"]),
+                    held=held.get(job["feed"]),
+                    fault=fault,
+                    first_in_line=first_in_line if first_in_line is not job else None,
+                    resend_after_seconds=settings.polling.resend_after_seconds,
+                    settle_seconds=feed_settings[job["feed"]].settle_seconds if job["feed"] in feed_settings else 0,
+                    now=now,
+                )
+            ),
         }
         for job in jobs
     ]
@@ -130,6 +199,17 @@ def collect(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _shown(wait: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A wait as ``status`` shows it: ``until`` as ISO 8601 UTC."""
+    return None if wait is None else {**wait, "until": iso(wait["until"])}
+
+
+def _wait_text(wait: dict[str, Any] | None) -> str:
+    if wait is None:
+        return ""
+    return f" — waits: {wait['text']}" + (f" (until {wait['until']})" if wait["until"] else "")
+
+
 def render_text(report: dict[str, Any]) -> str:
     """A short human-readable form of :func:`collect`'s report."""
     daemon = report["daemon"]
@@ -141,8 +221,18 @@ def render_text(report: dict[str, Any]) -> str:
         line = f"feed {feed['name']}: {feed['state']}, {feed['waiting']} waiting in drop/"
         if feed["last_error"]:
             line += f" ({feed['last_error']})"
+        if feed["paused"]:
+            pause = feed["paused"]
+            line += f" (paused by {pause['by']} at {pause['at']}" + (f": {pause['reason']}" if pause["reason"] else "")
+            line += f"; `sisdaemon resume {feed['name']}` takes files again)"
+        if feed["drop_dir_problem"]:
+            line = f"feed {feed['name']}: {feed['state']}, FAULT: {feed['drop_dir_problem']}"
         line += f"; last file {feed['last_file_at'] or '-'}, last success {feed['last_success_at'] or '-'}"
-        lines.append(line)
+        lines.append(line + _wait_text(feed["waits_for"]))
+        for item in feed["last_finished"]:
+            reason = f" ({item['reason_code']})" if item["reason_code"] else ""
+            where = f"{item['outcome']}{reason} -> {item['folder']}/"
+            lines.append(f"  finished {item['finished_at']}: {item['file']} {where}")
     if not report["jobs"]:
         lines.append("no jobs in flight")
     for job in report["jobs"]:
@@ -151,5 +241,5 @@ def render_text(report: dict[str, Any]) -> str:
             line += f", import {job['import_id']} {job['workflow_state']} {job['progress']}"
         if job["last_error"]:
             line += f" [{job['last_error']}]"
-        lines.append(line)
+        lines.append(line + _wait_text(job["waits_for"]))
     return "\n".join(lines)

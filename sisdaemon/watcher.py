@@ -155,6 +155,10 @@ class SettleTracker:
         ready.sort(key=lambda item: (item.fingerprint.mtime_ns, item.name))
         return ready
 
+    def names(self) -> list[str]:
+        """The names tracked now (seen, not yet taken)."""
+        return list(self._since)
+
     def next_due(self, now: float) -> float | None:
         """The earliest time after ``now`` (seconds since the epoch) a tracked candidate becomes ready, or None.
 

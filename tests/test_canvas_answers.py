@@ -92,3 +92,24 @@ def test_a_file_store_refusing_a_redirected_download_is_not_a_fault_of_the_token
 
     assert caught.value.kind is FaultKind.TRANSIENT
     assert "authorization" not in store.requests[0].headers  # the token stays with Canvas's host
+
+
+def test_a_refused_connection_is_named_plainly_with_its_host_and_port() -> None:
+    import socket
+
+    from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: the kernel refuses the connection
+    client = CanvasClient(f"http://127.0.0.1:{port}", "1", lambda: "t", timeout=5, upload_timeout=5, verify=True)
+    try:
+        client.check_access()
+    except CanvasError as error:
+        assert str(error) == f"GET /api/v1/users/self: connection refused to 127.0.0.1:{port}"
+        assert error.kind is FaultKind.TRANSIENT and error.created_nothing
+    else:
+        raise AssertionError("a closed port answered")
+    finally:
+        client.close()

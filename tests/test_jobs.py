@@ -220,6 +220,21 @@ def test_an_import_aborted_for_a_changed_file_is_sent_again_after_settling() -> 
     assert again.state is JobState.CLAIMED and again.stable_since == NOW and again.dead_import_ids == (9,)
 
 
+def test_an_operators_abort_is_filed_as_aborted_by_operator_naming_who_and_never_overrules_canvas() -> None:
+    job = jobs.abort_by_operator(submitted(), by="alice", at="2026-11-30T02:00:00Z", now=NOW)
+    assert job.abort_reason is AbortReason.OPERATOR and job.next_action_at == NOW
+    aborted, decision = polling.on_poll(job, sis_import(9, "aborted"), now=NOW, server_now=NOW, policy=POLICY)
+    assert decision.action == "finish"
+    filed = jobs.finish(aborted, now=NOW, errors_csv_wait=0)
+    assert (filed.outcome, filed.reason_code, filed.folder) == (Outcome.ABORTED, "aborted_by_operator", "failed")
+    assert "alice at 2026-11-30T02:00:00Z" in str(filed.reason)
+    imported, _ = polling.on_poll(job, sis_import(9, "imported"), now=NOW, server_now=NOW, policy=POLICY)
+    late = jobs.finish(imported, now=NOW, errors_csv_wait=0)
+    assert late.folder == "done" and "alice" in late.notes[-1]
+    with pytest.raises(TransitionError):
+        jobs.abort_by_operator(claimed(), by="alice", at="2026-11-30T02:00:00Z", now=NOW)
+
+
 def test_an_import_stuck_initializing_is_dead() -> None:
     stuck = sis_import(9, "initializing")
     _, decision = polling.on_poll(submitted(), stuck, now=NOW, server_now=NOW + 601, policy=POLICY)

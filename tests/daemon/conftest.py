@@ -124,8 +124,9 @@ class Spool:
         return sorted(
             path
             for path in (self.root / folder).iterdir()
-            # not sidecars, errors CSVs, nor the dot-temp files of their atomic writes
-            if not path.name.endswith((".result.json", ".errors.csv")) and not path.name.startswith(".")
+            # not sidecars (nor those of files sent again), errors CSVs, nor the dot-temp files of atomic writes
+            if not path.name.endswith((".result.json", ".result.retried.json", ".errors.csv"))
+            and not path.name.startswith(".")
         )
 
     def sidecars(self, folder: str = "done") -> list[dict[str, Any]]:

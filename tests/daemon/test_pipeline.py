@@ -119,13 +119,27 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
         "last_file_at",  # type: ignore[index]
         "last_success_at",
         "waiting",
+        "paused",
+        "drop_dir_problem",
+        "waits_for",
+        "last_finished",
     }
     sandbox.stick_next("created")  # the import waits in Canvas's queue until unstuck
     daemon = run_daemon()
     spool.drop_file("users.csv", USERS)
     busy = wait_for(lambda: (report := status())["jobs"] and report, what="a job in status")
     [job] = busy["jobs"]
-    assert set(job) == {"job_id", "feed", "file", "state", "import_id", "workflow_state", "progress", "last_error"}
+    assert set(job) == {
+        "job_id",
+        "feed",
+        "file",
+        "state",
+        "import_id",
+        "workflow_state",
+        "progress",
+        "last_error",
+        "waits_for",
+    }
     assert job["file"] == "users.csv"
     assert job["state"] == "submitted" or job["state"] == "claimed" or job["state"] == "submitting"
     wait_for(lambda: sandbox.imports(), what="the import")
