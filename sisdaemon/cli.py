@@ -1,4 +1,4 @@
-"""The ``sisdaemon`` command: run, submit, status, check-config, sandbox, demo.
+"""The ``sisdaemon`` command: run, submit, status, check-config, validate, sandbox, demo.
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
 2 usage error (a missing ``-c`` among them), 3 a fault that did not clear (or ``status`` cannot read the state),
@@ -207,6 +207,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAULT if report["daemon"]["problems"] else EXIT_OK
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check files as Canvas would read them (sisdaemon.sis_csv); exit 1 when one would fail, 0 otherwise."""
+    from sisdaemon.validate import run_validate
+
+    return run_validate([Path(name) for name in args.files], as_json=args.json)
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sisdaemon.sandbox import cli as sandbox_cli
 
@@ -270,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check SIS CSV or zip files as Canvas would read them; exit 1 if Canvas would fail one (no config needed)",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="a CSV or zip file")
+    validate.add_argument("--json", action="store_true", help="print JSON: one report per file")
+    validate.set_defaults(func=cmd_validate)
 
     sandbox = commands.add_parser("sandbox", help="run the local Canvas SIS Import API emulator")
     from sisdaemon.sandbox import cli as sandbox_cli

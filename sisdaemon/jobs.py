@@ -4,7 +4,8 @@ A job is one dropped file from the moment it is claimed until it is filed in don
 in-flight jobs exist (the drop folder is the queue; see docs/design.md "A dropped file's life").
 
     claimed --begin_attempt--> submitting --post_created / adopt--> submitted --poll: terminal--> finishing
-    claimed --reject--> finishing                     (refused before upload: empty file, not a regular file)
+    claimed --reject--> finishing                     (refused before upload: empty file, not a regular file,
+                                                       pre-flight: Canvas would fail it)
     submitting --refused_as_file--> finishing         (Canvas refused the file itself: too large)
     submitting --post_refused--> claimed              (Canvas created nothing; try again later)
     submitting --resend--> claimed                    (answer lost, no import found for long enough)
@@ -136,6 +137,7 @@ class Job:
     errors_csv_deadline: float | None = None
     errors_csv: str | None = None  # local file name once saved
     zip_members: tuple[str, ...] = ()  # base names of a zip's .csv members, to recognise its import untagged
+    preflight: Mapping[str, Any] | None = None  # the pre-flight check's findings (flight.preflight_summary)
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
