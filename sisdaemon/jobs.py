@@ -29,7 +29,11 @@ from typing import Any
 # Canvas's workflow_state values (app/models/sis_batch.rb; docs/canvas-api.md §2).
 DONE_STATES = frozenset({"imported", "imported_with_messages"})
 FAILED_STATES = frozenset({"failed", "failed_with_messages", "aborted"})
-TERMINAL_STATES = DONE_STATES | FAILED_STATES
+#: An import whose changes were undone afterwards (PUT .../restore_states: restoring -> restored, or
+#: partially_restored when a flag narrowed it; docs/canvas-api.md §1, §2). Terminal: filed in failed/, since what the
+#: file set is no longer (all) in Canvas.
+RESTORED_STATES = frozenset({"restored", "partially_restored"})
+TERMINAL_STATES = DONE_STATES | FAILED_STATES | RESTORED_STATES
 QUEUED_STATES = frozenset({"created"})
 RUNNING_STATES = frozenset({"importing", "cleanup_batch", "restoring"})
 
@@ -56,6 +60,8 @@ class Outcome(StrEnum):
     FAILED_WITH_MESSAGES = "failed_with_messages"
     ABORTED = "aborted"
     REJECTED = "rejected"
+    RESTORED = "restored"
+    PARTIALLY_RESTORED = "partially_restored"
 
 
 class AbortReason(StrEnum):
@@ -422,6 +428,15 @@ def outcome_for(workflow_state: str, abort_reason: AbortReason | None) -> tuple[
         if abort_reason is AbortReason.TIMED_OUT:
             return Outcome.ABORTED, "failed", "timed_out", "sisdaemon aborted the import: it did not finish in time"
         return Outcome.ABORTED, "failed", "aborted", "the import was aborted in Canvas"
+    if workflow_state in RESTORED_STATES:
+        how = "all" if workflow_state == "restored" else "some"
+        return (
+            Outcome(workflow_state),
+            "failed",
+            "restored",
+            f"the import ran, then {how} of its changes were undone in Canvas (restore_states): what this file set "
+            "is not in Canvas",
+        )
     if workflow_state == "failed_with_messages":
         return Outcome.FAILED_WITH_MESSAGES, "failed", "canvas_errors", "Canvas reported errors for this file"
     return Outcome.FAILED, "failed", "canvas_failed", "Canvas could not run the import"

@@ -269,10 +269,18 @@ class Processor:
     def restore_later(
         self, sis_import: SisImport, progress_id: int, *, undelete_only: bool, unconclude_only: bool, batch_mode: bool
     ) -> None:
-        """restore_states: `restoring` now, the changes undone a moment later on the scheduler thread."""
+        """restore_states: a queued Progress now; a moment later the job runs (`restoring`: sis_batch.rb
+        restore_states_for_batch sets it when it starts), and a moment after that the changes are undone."""
         progress = self.store.progresses[progress_id]
+
+        def begin() -> None:
+            sis_import.workflow_state = "restoring"
+            sis_import.touch()
+            progress.workflow_state = "running"
+
+        self.later(self.speed.errors_delay, begin)
         self.later(
-            self.speed.errors_delay,
+            2 * self.speed.errors_delay,
             lambda: restore_states(
                 self.world,
                 sis_import,
