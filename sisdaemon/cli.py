@@ -1,4 +1,5 @@
-"""The ``sisdaemon`` command: run, submit, status, check-config, pause, resume, retry, abort, sandbox, demo.
+"""The ``sisdaemon`` command: run, submit, status, check-config, pause, resume, retry, abort, validate, sandbox,
+demo.
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
 2 usage error (a missing ``-c`` among them), 3 a fault that did not clear (or ``status`` cannot read the state),
@@ -266,6 +267,13 @@ def cmd_abort(args: argparse.Namespace) -> int:
     return retry_or_abort(settings, Path(args.config), request, wait=args.wait, max_wait=args.max_wait)
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check files as Canvas would read them (sisdaemon.sis_csv); exit 1 when one would fail, 0 otherwise."""
+    from sisdaemon.validate import run_validate
+
+    return run_validate([Path(name) for name in args.files], as_json=args.json)
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sisdaemon.sandbox import cli as sandbox_cli
 
@@ -331,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     add_operator_commands(commands, with_config)
+    validate = commands.add_parser(
+        "validate",
+        help="check SIS CSV or zip files as Canvas would read them; exit 1 if Canvas would fail one (no config needed)",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="a CSV or zip file")
+    validate.add_argument("--json", action="store_true", help="print JSON: one report per file")
+    validate.set_defaults(func=cmd_validate)
 
     sandbox = commands.add_parser("sandbox", help="run the local Canvas SIS Import API emulator")
     from sisdaemon.sandbox import cli as sandbox_cli

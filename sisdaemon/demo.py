@@ -126,6 +126,9 @@ def _write_config(root: Path, url: str, token_env: str) -> Path:
                 "failed_dir": str(root / "failed"),
                 "settle_seconds": 0.5,
                 "rescan_seconds": 2,
+                # The demo shows what Canvas says of each file, the bad one included: pre-flight only notes its
+                # findings in the sidecars (a real feed keeps the default, reject).
+                "preflight": "warn",
             }
         ],
     }

@@ -4,7 +4,8 @@ A job is one dropped file from the moment it is claimed until it is filed in don
 in-flight jobs exist (the drop folder is the queue; see docs/design.md "A dropped file's life").
 
     claimed --begin_attempt--> submitting --post_created / adopt--> submitted --poll: terminal--> finishing
-    claimed --reject--> finishing                     (refused before upload: empty file, not a regular file)
+    claimed --reject--> finishing                     (refused before upload: empty file, not a regular file,
+                                                       pre-flight: Canvas would fail it)
     submitting --refused_as_file--> finishing         (Canvas refused the file itself: too large)
     submitting --post_refused--> claimed              (Canvas created nothing; try again later)
     submitting --resend--> claimed                    (answer lost, no import found for long enough)
@@ -28,7 +29,11 @@ from typing import Any
 # Canvas's workflow_state values (app/models/sis_batch.rb; docs/canvas-api.md §2).
 DONE_STATES = frozenset({"imported", "imported_with_messages"})
 FAILED_STATES = frozenset({"failed", "failed_with_messages", "aborted"})
-TERMINAL_STATES = DONE_STATES | FAILED_STATES
+#: An import whose changes were undone afterwards (PUT .../restore_states: restoring -> restored, or
+#: partially_restored when a flag narrowed it; docs/canvas-api.md §1, §2). Terminal: filed in failed/, since what the
+#: file set is no longer (all) in Canvas.
+RESTORED_STATES = frozenset({"restored", "partially_restored"})
+TERMINAL_STATES = DONE_STATES | FAILED_STATES | RESTORED_STATES
 QUEUED_STATES = frozenset({"created"})
 RUNNING_STATES = frozenset({"importing", "cleanup_batch", "restoring"})
 
@@ -55,6 +60,8 @@ class Outcome(StrEnum):
     FAILED_WITH_MESSAGES = "failed_with_messages"
     ABORTED = "aborted"
     REJECTED = "rejected"
+    RESTORED = "restored"
+    PARTIALLY_RESTORED = "partially_restored"
 
 
 class AbortReason(StrEnum):
@@ -141,6 +148,7 @@ class Job:
     # "reason_code", "sidecar": the old sidecar's new name in failed/, "by": login name, "at": ISO 8601 UTC})
     retry_of: Mapping[str, Any] | None = None
     aborted_by: Mapping[str, Any] | None = None  # `sisdaemon abort`: {"by": login name, "at": ISO 8601 UTC}
+    preflight: Mapping[str, Any] | None = None  # the pre-flight check's findings (flight.preflight_summary)
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -435,6 +443,15 @@ def outcome_for(workflow_state: str, abort_reason: AbortReason | None) -> tuple[
         if abort_reason is AbortReason.TIMED_OUT:
             return Outcome.ABORTED, "failed", "timed_out", "sisdaemon aborted the import: it did not finish in time"
         return Outcome.ABORTED, "failed", "aborted", "the import was aborted in Canvas"
+    if workflow_state in RESTORED_STATES:
+        how = "all" if workflow_state == "restored" else "some"
+        return (
+            Outcome(workflow_state),
+            "failed",
+            "restored",
+            f"the import ran, then {how} of its changes were undone in Canvas (restore_states): what this file set "
+            "is not in Canvas",
+        )
     if workflow_state == "failed_with_messages":
         return Outcome.FAILED_WITH_MESSAGES, "failed", "canvas_errors", "Canvas reported errors for this file"
     return Outcome.FAILED, "failed", "canvas_failed", "Canvas could not run the import"

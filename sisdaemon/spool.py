@@ -207,6 +207,8 @@ def build_sidecar(
             "errors_csv": job.errors_csv,
             "sis_import": strip_verifiers(sis_import),
         }
+    if job.preflight is not None:
+        sidecar["preflight"] = job.preflight
     if job.notes:
         sidecar["notes"] = list(job.notes)
     if job.retry_of:

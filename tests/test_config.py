@@ -272,6 +272,7 @@ def test_a_bare_yaml_yes_is_a_string_and_not_a_boolean(tmp_path: Path) -> None:
         (config(log={"format": "text"}), "log.format: must be one of 'json' or 'console'"),
         (config(log={"level": "INFO"}), "log.level: must be one of 'debug', 'info', 'warning' or 'error'"),
         (config(feed={"watch": "inotify"}), "feeds[0].watch: must be one of 'events' or 'poll'"),
+        (config(feed={"preflight": "strict"}), "feeds[0].preflight: must be one of 'off', 'warn' or 'reject'"),
         (
             config(import_={"diffing_identifier": "x", "diffing_drop_status": "gone"}),
             "feeds[0].import.diffing_drop_status: must be one of 'deleted', 'completed', 'inactive' or "
@@ -375,7 +376,7 @@ def test_every_problem_is_reported_at_once_each_with_its_dotted_key(tmp_path: Pa
         f"{path}: feeds[0].import.change_threshold: required when batch_mode is true",
         f"{path}: feeds[1].failed_dir: must be a path, not a number",
         f"{path}: feeds[1].x: unknown key; known: name, drop_dir, done_dir, failed_dir, work_dir, patterns, "
-        "settle_seconds, empty_grace_seconds, rescan_seconds, watch, max_in_flight, import",
+        "settle_seconds, empty_grace_seconds, rescan_seconds, watch, max_in_flight, preflight, import",
     ]
 
 

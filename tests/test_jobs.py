@@ -178,6 +178,8 @@ def test_polling_backs_off_up_to_the_cap() -> None:
         ("failed", Outcome.FAILED, "failed"),
         ("failed_with_messages", Outcome.FAILED_WITH_MESSAGES, "failed"),
         ("aborted", Outcome.ABORTED, "failed"),
+        ("restored", Outcome.RESTORED, "failed"),
+        ("partially_restored", Outcome.PARTIALLY_RESTORED, "failed"),
     ],
 )
 def test_a_terminal_workflow_state_decides_the_folder(state: str, outcome: Outcome, folder: str) -> None:
@@ -187,6 +189,16 @@ def test_a_terminal_workflow_state_decides_the_folder(state: str, outcome: Outco
     assert decision.action == "finish"
     finished = jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds)
     assert (finished.outcome, finished.folder, finished.state) == (outcome, folder, JobState.FINISHING)
+
+
+@pytest.mark.parametrize(("state", "how"), [("restored", "all"), ("partially_restored", "some")])
+def test_an_import_restored_in_canvas_ends_polling_and_says_its_changes_were_undone(state: str, how: str) -> None:
+    job, decision = polling.on_poll(submitted(), sis_import(9, "restoring"), now=NOW, server_now=NOW, policy=POLICY)
+    assert decision.action == "wait"  # restore_states runs: not over yet
+    job, decision = polling.on_poll(job, sis_import(9, state), now=NOW, server_now=NOW, policy=POLICY)
+    assert decision.action == "finish"
+    finished = jobs.finish(job, now=NOW, errors_csv_wait=POLICY.errors_csv_wait_seconds)
+    assert finished.reason_code == "restored" and f"then {how} of its changes were undone" in str(finished.reason)
 
 
 def test_progress_never_decides_success() -> None:

@@ -308,6 +308,10 @@ class FeedSettings(_Frozen):
     rescan_seconds: Seconds = 60
     watch: Literal["events", "poll"] = "events"
     max_in_flight: Annotated[int, Field(ge=1)] = 4
+    # What the pre-flight check (sisdaemon.sis_csv) does before a file is sent: "reject" files Canvas would fail
+    # (failed/, reason_code preflight, never sent), "warn" (send it all the same; the problems go in the sidecar),
+    # "off" (not checked).
+    preflight: Literal["off", "warn", "reject"] = "reject"
     import_: ImportOptions = Field(default_factory=ImportOptions, alias="import")
 
     @model_validator(mode="after")

@@ -112,7 +112,10 @@ def cleanup_batch(world: World, sis_import: SisImport, notify: Callable[[], None
             status = drop_status if kind == "enrollments" else "deleted"
             world.set_status(item, status, context)
             done += 1
-        counts[key] = len(scopes[kind])
+        if kind != "courses" or sis_import.options.get("multi_term_batch_mode"):
+            # sis_batch.rb records batch_courses_deleted only in multi-term batch mode (audit against Canvas's
+            # source); the sections and enrollments counts always.
+            counts[key] = len(scopes[kind])
         sis_import.progress = min(100, round(done * 100 / total))
         sis_import.touch()
 

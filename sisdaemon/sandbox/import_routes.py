@@ -119,8 +119,7 @@ class ImportRoutes:
             if undelete_only and unconclude_only:
                 return json_response(400, "cannot set both undelete_only and unconclude_only")
             progress = self.store.new_progress(sis_import.id, user_id)
-            sis_import.workflow_state = "restoring"
-            sis_import.touch()
+            # The batch stays as it is until the restore job runs (restore_states_for_batch sets `restoring`).
             self.processor.restore_later(
                 sis_import,
                 progress.id,

@@ -81,13 +81,22 @@ def apply_xlist(world: World, row: Row, ctx: ImportContext) -> str | None:
     return None
 
 
+def already_claimed(holder: str, user_id: str) -> str:
+    """The warning for a login another user holds, in today's wording (lib/sis/user_importer.rb; the older specs'
+    "user X has already claimed Y's requested login information, skipping" is gone; docs/canvas-api.md §3)."""
+    return (
+        f"An existing Canvas user with the SIS ID {holder} has already claimed {user_id}'s user_id requested login "
+        "information, skipping"
+    )
+
+
 def apply_user(world: World, row: Row, ctx: ImportContext) -> str | None:
     user_id, login_id = str(row["user_id"]), str(row["login_id"])
     holder = world.logins.get(login_id.lower())
     if holder is not None and holder != user_id:
         if not ctx.options.get("update_sis_id_if_login_claimed"):
             # user_importer_spec "should not allow a secondary user account with the same login id."
-            return f"user {holder} has already claimed {user_id}'s requested login information, skipping"
+            return already_claimed(holder, user_id)
         claimed = world.items["Pseudonym"].pop(holder)
         claimed.sis_id = user_id
         world.items["Pseudonym"][user_id] = claimed
@@ -114,7 +123,7 @@ def apply_login(world: World, row: Row, ctx: ImportContext) -> str | None:
     login_id = str(row["login_id"])
     holder = world.logins.get(login_id.lower())
     if holder is not None and holder != row.get("user_id"):
-        return f"user {holder} has already claimed {row.get('user_id')}'s requested login information, skipping"
+        return already_claimed(holder, str(row.get("user_id")))
     world.put("Pseudonym", str(row["user_id"]), "active", ctx, {"login_id": login_id})
     world.logins[login_id.lower()] = str(row["user_id"])
     return None

@@ -151,7 +151,7 @@ class Preparer:
             with self.store.lock:
                 sis_import.add_error(name, sis_csv.MSG_NO_HEADERS, failure=True)
             return
-        lowered = [cell.lower() for cell in header]
+        lowered = [cell.strip().lower() for cell in header]
         if importer == "user" and sis_csv.PASSWORD_HEADERS.intersection(lowered):
             attachment = self._filtered_copy(name, path, header, work_dir)
         if attachment is not None:
@@ -161,7 +161,7 @@ class Preparer:
     def _filtered_copy(self, name: str, path: Path, header: list[str], work_dir: Path) -> StoredFile:
         """A users CSV without its password columns, listed as `<name>_filtered.csv`
         (import_refactored.rb create_filtered_csv)."""
-        keep = [index for index, cell in enumerate(header) if cell.lower() not in sis_csv.PASSWORD_HEADERS]
+        keep = [index for index, cell in enumerate(header) if cell.strip().lower() not in sis_csv.PASSWORD_HEADERS]
         target = work_dir / f"filtered_{self.store.new_file_id()}.csv"
         with path.open("rb") as stream, target.open("w", newline="", encoding="utf-8") as sink:
             writer = csv.writer(sink, lineterminator="\n")

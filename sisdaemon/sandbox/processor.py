@@ -21,11 +21,13 @@ import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from sisdaemon import sis_csv
+from sisdaemon.sandbox import diffing
 from sisdaemon.sandbox.batch import cleanup_batch, restore_states
 from sisdaemon.sandbox.import_rows import RowImporter, aborted
-from sisdaemon.sandbox.prepare import Preparer, Stopped, ZipTooLarge
+from sisdaemon.sandbox.prepare import CsvFile, Preparer, Stopped, ZipTooLarge
 from sisdaemon.sandbox.records import SisImport, StoredFile, utc_now
 from sisdaemon.sandbox.store import Store
 from sisdaemon.sandbox.world import Statistics, World
@@ -182,11 +184,26 @@ class Processor:
             return
         if self._aborted(sis_import):
             return
+        csvs = self._diff(sis_import, csvs, work_dir)
         self._rows.import_rows(sis_import, csvs, self.speed.rows_per_second)
         if self._aborted(sis_import):
             return
         with self.store.lock:
             self._finish(sis_import)
+
+    def _diff(self, sis_import: SisImport, csvs: dict[str, list[CsvFile]], work_dir: Path) -> dict[str, list[CsvFile]]:
+        """Diffing mode (sandbox.diffing): the CSVs to apply instead of the upload's, where a diff was made."""
+        current = {importer: [item.path for item in items] for importer, items in csvs.items() if items}
+        with self.store.lock:
+            sis_import.prepared = current
+            base = diffing.base_import(self.store, sis_import)
+        if base is None:
+            return csvs
+        diffed = diffing.generate_diff(self.store, sis_import, base, current, work_dir)
+        for item in diffed or []:
+            [original] = csvs[item.importer]
+            csvs[item.importer] = [CsvFile(original.name, item.path, item.importer, item.rows)]
+        return csvs
 
     def _crash(self, sis_import: SisImport, filename: str | None, error: BaseException) -> None:
         """import_refactored.rb fail_with_error!: an "Error while importing CSV" failure, then finish."""
@@ -269,10 +286,18 @@ class Processor:
     def restore_later(
         self, sis_import: SisImport, progress_id: int, *, undelete_only: bool, unconclude_only: bool, batch_mode: bool
     ) -> None:
-        """restore_states: `restoring` now, the changes undone a moment later on the scheduler thread."""
+        """restore_states: a queued Progress now; a moment later the job runs (`restoring`: sis_batch.rb
+        restore_states_for_batch sets it when it starts), and a moment after that the changes are undone."""
         progress = self.store.progresses[progress_id]
+
+        def begin() -> None:
+            sis_import.workflow_state = "restoring"
+            sis_import.touch()
+            progress.workflow_state = "running"
+
+        self.later(self.speed.errors_delay, begin)
         self.later(
-            self.speed.errors_delay,
+            2 * self.speed.errors_delay,
             lambda: restore_states(
                 self.world,
                 sis_import,

@@ -196,6 +196,10 @@ class SisImport:
     stuck_in: str | None = None
     finish_as: str | None = None
     rollback: list[tuple[str, str, Any]] = field(default_factory=list)
+    # Diffing: the import's CSVs as uploaded, per importer (the base of the data set's next import), and the diffed
+    # CSVs that were applied instead (sandbox.diffing).
+    prepared: dict[str, list[Path]] = field(default_factory=dict)
+    diffed_csv_attachments: list[StoredFile] = field(default_factory=list)
 
     def touch(self, moment: datetime | None = None) -> None:
         """Set updated_at (Canvas updates it on every save)."""
@@ -293,6 +297,8 @@ class SisImport:
             json["user"] = user.as_json()
         if attachments:
             json["csv_attachments"] = [att.as_json(base_url) for att in attachments]
+        if self.diffed_csv_attachments and self.held is None:
+            json["diffed_csv_attachments"] = [att.as_json(base_url) for att in self.diffed_csv_attachments]
         return json
 
 

@@ -113,7 +113,7 @@ def csv_row_info(header: Sequence[str], fields: Sequence[str], lineno: int) -> s
     to the header's length, and `lineno` set (appended, or put in place of a `lineno` column)."""
     values: list[str | None] = [field.strip() or None for field in fields]
     values += [None] * (len(header) - len(values))
-    lowered = [name.lower() for name in header]
+    lowered = [name.strip().lower() for name in header]
     if "lineno" in lowered:
         values[lowered.index("lineno")] = str(lineno)
     else:

@@ -13,11 +13,16 @@ the spec assertions collected in ``canvas-lms-specs/expected_messages.json`` (th
 Where a message was not found in those sources it is marked *inferred* next to it.
 
 The parts: ``schema`` (importers, header predicates, columns, statuses, file names, file-level messages),
-``reading`` (the streaming reader) and ``rows`` (per-row checks). Every name is importable from here.
+``reading`` (the streaming reader), ``rows`` (per-row checks), and the pre-flight check the daemon and
+``sisdaemon validate`` run: ``problems`` (a problem and a file's report), ``preflight`` (one CSV) and ``archive``
+(a file: a CSV or a zip). Every name is importable from here.
 """
 
 from __future__ import annotations
 
+from sisdaemon.sis_csv.archive import check_file, is_zip, unsafe_member_name
+from sisdaemon.sis_csv.preflight import check_csv
+from sisdaemon.sis_csv.problems import Cancelled, Problem, Report
 from sisdaemon.sis_csv.reading import (
     CsvFileError,
     CsvRecord,
@@ -64,14 +69,20 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "STATUSES",
     "UTF8_BOM",
+    "Cancelled",
     "CsvFileError",
     "CsvRecord",
+    "Problem",
+    "Report",
+    "check_csv",
     "check_enrollment_role",
+    "check_file",
     "check_utf8",
     "detect_importer",
     "is_blank_row",
     "is_csv_name",
     "is_ignored_zip_entry",
+    "is_zip",
     "is_zip_name",
     "iter_chunks",
     "iter_records",
@@ -82,5 +93,6 @@ __all__ = [
     "row_dict",
     "row_problem",
     "row_warnings",
+    "unsafe_member_name",
     "valid_date",
 ]

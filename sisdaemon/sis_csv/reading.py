@@ -13,7 +13,7 @@ import io
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from sisdaemon.sis_csv.schema import MSG_INVALID_UTF8, MSG_MALFORMED
 
@@ -26,7 +26,7 @@ class CsvFileError(Exception):
         self.message = message
 
 
-def iter_chunks(stream: BinaryIO, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+def iter_chunks(stream: IO[bytes], chunk_size: int = 1 << 16) -> Iterator[bytes]:
     """Yield `stream`'s bytes in chunks of at most `chunk_size` bytes until EOF."""
     while True:
         chunk = stream.read(chunk_size)
@@ -133,13 +133,14 @@ def read_header(stream: BinaryIO) -> list[str] | None:
 
 
 def row_dict(header: Sequence[str], fields: Sequence[str]) -> dict[str, str | None]:
-    """Map a record onto the downcased header like Ruby's CSV::Row: values stripped, missing ones None.
+    """Map a record onto the header like Ruby's CSV::Row after Canvas's converters: names stripped and downcased,
+    values stripped, missing ones None.
 
     A duplicated header name keeps its first value (CSV::Row#[] returns the first match).
     """
     row: dict[str, str | None] = {}
     for index, name in enumerate(header):
-        key = name.lower()
+        key = name.strip().lower()
         if key in row:
             continue
         row[key] = fields[index].strip() if index < len(fields) else None

@@ -169,10 +169,11 @@ ENROLLMENT_ROLES: frozenset[str] = frozenset({"student", "teacher", "ta", "obser
 def detect_importer(header: Sequence[str | None]) -> str | None:
     """The importer a header row selects, or None ("Couldn't find Canvas CSV import headers").
 
-    `header` is the first CSV record as read; it is downcased here as Canvas does (not stripped). The first
-    importer in IMPORTERS whose predicate matches wins (import_refactored.rb `process_file`).
+    `header` is the first CSV record as read; each cell is stripped and downcased here as Canvas's header
+    converters do (csv_base_importer.rb PARSE_ARGS), so `" user_id "` is `user_id`. The first importer in
+    IMPORTERS whose predicate matches wins (import_refactored.rb `process_file`).
     """
-    row = [(cell or "").lower() for cell in header]
+    row = [(cell or "").strip().lower() for cell in header]
     for name in IMPORTERS:
         if _PREDICATES[name](row):
             return name

@@ -423,6 +423,7 @@ def test_a_restore_progress_can_be_read_back(sandbox: Sandbox, api: requests.Ses
     assert (both.status_code, both.json()) == (400, "cannot set both undelete_only and unconclude_only")
     progress = api.put(url, data={"undelete_only": "true"}, timeout=5).json()
     assert progress["url"] == f"{sandbox.url}/api/v1/progress/{progress['id']}"
+    assert progress["workflow_state"] == "queued"
     assert sandbox.wait_for(created["id"], {"partially_restored"})["workflow_state"] == "partially_restored"
     assert api.get(progress["url"], timeout=5).json()["workflow_state"] == "completed"
 

@@ -1,0 +1,111 @@
+"""The pre-flight worker: checks a claimed file as Canvas would read it (sisdaemon.sis_csv), in a thread of its own,
+reporting through a queue, so that a large file's check never holds up the flight worker's polls or the loop.
+
+It never touches the ledger: the flight applies its result. A check changes nothing outside this process, so a crash
+or a stop during one only means it runs again (docs/design.md "Crash protocol").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sisdaemon import jobs, sis_csv
+from sisdaemon.jobs import Job
+
+
+@dataclass
+class CheckResult:
+    """What a check found: ``report`` (None when the file could not be read: ``error`` says why)."""
+
+    job_id: str
+    report: sis_csv.Report | None = None
+    error: str | None = None
+
+
+class Checker:
+    """Runs one pre-flight check at a time in a daemon thread; ``wake`` is set when a result is ready."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+        self.running: str | None = None  # the job id whose file is being checked
+        self._results: queue.Queue[CheckResult] = queue.Queue()
+        self._stop = threading.Event()
+
+    def start(self, job_id: str, path: Path, name: str) -> bool:
+        """Check ``path`` (shown as ``name``) for job ``job_id`` unless a check runs; returns whether it started."""
+        if self.running is not None:
+            return False
+        self.running = job_id
+        thread = threading.Thread(target=self._run, args=(job_id, path, name), name=f"check-{job_id}", daemon=True)
+        thread.start()
+        return True
+
+    def stop(self) -> None:
+        """Ask a running check to stop (it looks every few thousand rows); its job is checked again later."""
+        self._stop.set()
+
+    def results(self) -> Iterator[CheckResult]:
+        """The results ready now (each is returned once)."""
+        while True:
+            try:
+                yield self._results.get_nowait()
+            except queue.Empty:
+                return
+
+    def _run(self, job_id: str, path: Path, name: str) -> None:
+        result = CheckResult(job_id)
+        try:
+            result.report = sis_csv.check_file(path, name=name, should_stop=self._stop.is_set)
+        except sis_csv.Cancelled:
+            result.error = "stopped"
+        except OSError as error:
+            result.error = f"{error.strerror or error}: {error.filename or path}"
+        except Exception as error:  # a bug in the check must not leave the job waiting for ever
+            result.error = f"{type(error).__name__}: {error}"
+        finally:
+            self.running = None
+            self._results.put(result)
+            self.wake.set()
+
+
+#: At most this many problems are kept in the state and the sidecar (the rest are counted).
+PREFLIGHT_KEPT = 50
+
+
+def preflight_summary(report: sis_csv.Report, mode: str) -> dict[str, Any]:
+    """The sidecar's ``preflight``: ``{"mode", "fatal", "problems": [...], "left_out": {code: n}, "rows": {type:
+    n}}`` with at most PREFLIGHT_KEPT problems (the fatal ones first)."""
+    ordered = sorted(report.problems, key=lambda problem: not problem.fatal)
+    left_out = dict(report.left_out)
+    for problem in ordered[PREFLIGHT_KEPT:]:
+        left_out[problem.code] = left_out.get(problem.code, 0) + 1
+    return {
+        "mode": mode,
+        "fatal": report.fatal,
+        "problems": [problem.as_dict() for problem in ordered[:PREFLIGHT_KEPT]],
+        "left_out": left_out,
+        "rows": dict(report.types),
+    }
+
+
+def after_check(job: Job, report: sis_csv.Report, mode: str, *, now: float) -> Job:
+    """The claimed ``job`` once its file was checked (pure): with ``mode`` "reject", a file Canvas would fail goes
+    to failed/ unsent (:func:`sisdaemon.jobs.reject`, ``reason_code: preflight``); otherwise it goes on to its
+    upload. Either way the findings are kept for its sidecar (``preflight``)."""
+    checked = dataclasses.replace(job, preflight=preflight_summary(report, mode), next_action_at=now)
+    if report.fatal and mode == "reject":
+        return jobs.reject(checked, "preflight", preflight_reason(report), now=now)
+    return checked
+
+
+def preflight_reason(report: sis_csv.Report) -> str:
+    """The sidecar's ``reason`` for a file pre-flight rejects: the first fatal problem, and how many more."""
+    fatal = [problem for problem in report.problems if problem.fatal]
+    more = f" (and {len(fatal) - 1} more fatal problem(s); see preflight)" if len(fatal) > 1 else ""
+    return f"pre-flight: Canvas would fail this file: {fatal[0].render()}{more}"
