@@ -2,7 +2,7 @@
 writes JSON.
 
     python -m benchmarks                                   # modest sizes: a few minutes on 2 cores
-    python -m benchmarks --sizes-mib 420,2048 --repeats 3  # the upload sizes (needs ~2.5 GiB in --work)
+    python -m benchmarks --sizes-mib 420,2048 --backlog 100,10000 --repeats 3   # the sizes (~2.5 GiB in --work)
     python -m benchmarks --only upload --json out.json
 
 docs/performance.md says what each figure measures and holds the table of the last full run.
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import upload
+from benchmarks import burst, replay, upload
 from benchmarks.common import REPO, sink
 
 #: The figures, in the order they run: name -> (run(args, base_url, work, say) -> result, table(result) -> lines).
@@ -33,7 +33,19 @@ def _upload(args: argparse.Namespace, base_url: str, work: Path, say: Callable[[
     return upload.run(base_url, args.sizes_mib, args.repeats, work, say)
 
 
-FIGURES: dict[str, Figure] = {"upload": (_upload, upload.table)}
+def _polling(args: argparse.Namespace, base_url: str, work: Path, say: Callable[[str], None]) -> Any:
+    return replay.run()
+
+
+def _burst(args: argparse.Namespace, base_url: str, work: Path, say: Callable[[str], None]) -> Any:
+    return burst.run(base_url, args.backlog, args.repeats, work, say)
+
+
+FIGURES: dict[str, Figure] = {
+    "upload": (_upload, upload.table),
+    "polling": (_polling, replay.table),
+    "backlog": (_burst, burst.table),
+}
 
 
 def _sizes(text: str) -> list[int]:
@@ -68,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("--only", default=",".join(FIGURES), help=f"figures to run, of: {', '.join(FIGURES)}")
     result.add_argument("--repeats", type=int, default=3, help="runs of each measurement (min and median shown)")
     result.add_argument("--sizes-mib", type=_sizes, default=[64, 256], help="upload sizes in MiB (default 64,256)")
+    result.add_argument(
+        "--backlog", type=_sizes, default=[100, 400], help="files waiting at start-up (default 100,400)"
+    )
     result.add_argument("--json", type=Path, default=Path("benchmark-results.json"), help="where the JSON goes")
     result.add_argument("--work", type=Path, default=None, help="folder for test files (default: a temp folder)")
     result.add_argument("--quiet", action="store_true", help="print only the table")
@@ -89,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": _machine(),
-        "settings": {"repeats": args.repeats, "sizes_mib": args.sizes_mib},
+        "settings": {"repeats": args.repeats, "sizes_mib": args.sizes_mib, "backlog": args.backlog},
         "figures": {},
     }
     with tempfile.TemporaryDirectory(dir=args.work, prefix="sisdaemon-bench-") as temp, sink() as base_url:

@@ -253,11 +253,15 @@ class Flight:
                 hint="fix the configuration; the feed resumes when the config file changes or on SIGHUP",
             )
 
+    def _expected_running(self, job: Job) -> float | None:
+        """How long Canvas will likely run ``job``'s import, from its feed's history (polling.py)."""
+        return polling.expected_running_seconds(self.ledger.history(job.feed).records, job.name, job.size)
+
     def _adopt(self, job: Job, sis_import: dict[str, Any], now: float, *, how: str, provisional: bool = False) -> Job:
         """The import is ours: record it (state and ledger), check Canvas applied every option. Returns the job as
         recorded."""
         kept = spool.strip_verifiers(sis_import)  # what the state keeps carries no download capability
-        interval = self.policy.interval_seconds
+        interval = polling.first_poll_delay(self._expected_running(job), self.policy)
         if provisional:
             job = jobs.adopt_provisionally(job, kept, now=now, interval=interval)
         else:
@@ -385,7 +389,12 @@ class Flight:
         previous = job.workflow_state
         sis_import = spool.strip_verifiers(sis_import)  # what is kept in the state carries no download capability
         job, decision = polling.on_poll(
-            job, sis_import, now=now, server_now=self.client.server_now(), policy=self.policy
+            job,
+            sis_import,
+            now=now,
+            server_now=self.client.server_now(),
+            policy=self.policy,
+            expected_running=self._expected_running(job),
         )
         if job.workflow_state != previous:
             log.info("import_progress", workflow_state=job.workflow_state, progress=job.progress)
