@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import errno
+import hashlib
 import os
 import secrets
 import socket
@@ -26,7 +27,8 @@ from typing import Any
 
 import requests
 import urllib3.exceptions
-from requests_toolbelt.multipart.encoder import MultipartEncoder
+import urllib3.fields
+import urllib3.filepost
 
 from sisdaemon import deadline, effects
 from sisdaemon.answers import (
@@ -59,6 +61,8 @@ __all__ = [
     "RATE_LIMIT_LOW",
     "RATE_LIMIT_OUTFLOW",
     "REDACTED",
+    "UPLOAD_BLOCK",
+    "BodyDigest",
     "CanvasClient",
     "CanvasError",
     "FaultKind",
@@ -335,43 +339,63 @@ class CanvasClient:
             raise
         return result
 
-    def create_sis_import(self, fd: int, filename: str, fields: Sequence[tuple[str, str]]) -> dict[str, Any]:
-        """``POST .../sis_imports``: a streamed multipart upload of the open file ``fd`` as part ``attachment``.
+    def create_sis_import(
+        self,
+        fd: int,
+        filename: str,
+        fields: Sequence[tuple[str, str]],
+        *,
+        raw: bool = False,
+        digest: BodyDigest | None = None,
+    ) -> dict[str, Any]:
+        """``POST .../sis_imports``: a streamed upload of the open file ``fd``, read once from its start in
+        :data:`UPLOAD_BLOCK` reads, with memory flat whatever its size.
 
-        ``filename``: the attachment's name (Canvas processes only .csv and .zip names); ``fields``: the options,
-        sent each as its own form field, plus ``import_type=instructure_csv``. A fresh connection is used, so a
-        stale keep-alive socket never hides a sent request. The whole call (connect, the upload, Canvas's answer)
-        ends by ``upload_timeout``. Returns the SisImport (HTTP 200).
+        ``raw``: the file is the whole body and every option goes in the query string, with ``extension=csv`` or
+        ``zip`` (the cheapest body Canvas takes: PreventNonMultipartParse; Canvas then names the file
+        ``sis_import.<extension>``, docs/canvas-api.md §1). Otherwise multipart: each option a form field and the
+        file the part ``attachment`` named ``filename`` (Canvas processes only .csv and .zip names; the name carries
+        the job id, which the untagged lost-answer rules need). ``fields``: the options; ``import_type`` is added.
+        ``digest``: fed every byte of the file as it is sent (the sha256 without a second pass). A fresh connection
+        is used, so a stale keep-alive socket never hides a sent request. The whole call (connect, the upload,
+        Canvas's answer) ends by ``upload_timeout``. Returns the SisImport (HTTP 200).
 
         Raises CanvasError: ``created_nothing`` says whether the import certainly does not exist. A 413 (the file
         is too large for Canvas or its proxy) is :attr:`FaultKind.FILE` with ``reason_code="too_large"`` and
         ``created_nothing=True``: a fault of this file only (it goes to failed/; the feed goes on). A call past
-        its deadline or cancelled is TRANSIENT, of unknown outcome once its connection was made.
+        its deadline or cancelled is TRANSIENT, of unknown outcome once its connection was made; so is a file that
+        ends before the size it had when the call began.
         """
         extension = filename.rsplit(".", 1)[-1]
         content_type = "application/zip" if extension == "zip" else "text/csv"
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            handle.seek(0)
-            encoder = MultipartEncoder(
-                fields=[("import_type", "instructure_csv"), *fields, ("attachment", (filename, handle, content_type))]
-            )
-            payload = _SentReport(encoder)
-            headers = {**self._headers(), "Content-Type": encoder.content_type}
-            url = self._url(f"accounts/{self.account}/sis_imports")
-            with (
-                deadline.new_session() as session,
-                self._exchange(
-                    session,
-                    "POST",
-                    url,
-                    label=f"POST {_path_of(url)}",
-                    seconds=self.upload_timeout,
-                    read_timeout=self.upload_timeout,
-                    data=payload,
-                    headers=headers,
-                ) as answer,
-            ):
-                response = answer.read_whole()
+        options = [("import_type", "instructure_csv"), *fields]
+        size = os.fstat(fd).st_size
+        params: list[tuple[str, str]] | None = None
+        if raw:
+            params = [*options, ("extension", extension)]
+            payload = _UploadBody(fd, size, digest=digest)
+        else:
+            boundary = urllib3.filepost.choose_boundary()
+            head, tail = _multipart_frame(boundary, options, filename, content_type)
+            payload = _UploadBody(fd, size, head=head, tail=tail, digest=digest)
+            content_type = f"multipart/form-data; boundary={boundary}"
+        headers = {**self._headers(), "Content-Type": content_type}
+        url = self._url(f"accounts/{self.account}/sis_imports")
+        with (
+            deadline.new_session() as session,
+            self._exchange(
+                session,
+                "POST",
+                url,
+                label=f"POST {_path_of(url)}",
+                seconds=self.upload_timeout,
+                read_timeout=self.upload_timeout,
+                params=params,
+                data=payload,
+                headers=headers,
+            ) as answer,
+        ):
+            response = answer.read_whole()
         effects.happened("canvas.post_answered")
         self._note(response)
         content = response.headers.get("Content-Type", "")
@@ -471,26 +495,86 @@ class CanvasClient:
         raise CanvasError(FaultKind.CONFIGURATION, f"errors CSV download: more than {max_redirects} redirects")
 
 
-class _SentReport:
-    """A multipart body (requests_toolbelt's encoder) that reports ``canvas.post_sent`` to the side-effect seam once
-    its last byte was handed to the connection: from then on Canvas may have the whole request, and an import may
-    exist whether or not its answer arrives."""
+#: Bytes of the file read at a time for an upload (and handed to the connection as one send).
+UPLOAD_BLOCK = 1 << 20
 
-    def __init__(self, encoder: MultipartEncoder) -> None:
-        self.encoder = encoder
-        self.len = encoder.len  # requests sets Content-Length from it
+
+class BodyDigest:
+    """The sha256 of the file bytes an upload sent, taken as they are read (``bytes``: how many)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.bytes = 0
+
+    def update(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.bytes += len(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _multipart_frame(
+    boundary: str, options: Sequence[tuple[str, str]], filename: str, content_type: str
+) -> tuple[bytes, bytes]:
+    """The bytes of a multipart/form-data body before and after the file's: each option a field, then the part
+    ``attachment`` (headers made by urllib3's RequestField, which escapes the file name as browsers do)."""
+    head = bytearray()
+    for name, value in options:
+        field = urllib3.fields.RequestField(name, value)
+        field.make_multipart()
+        head += f"--{boundary}\r\n{field.render_headers()}".encode() + value.encode() + b"\r\n"
+    attachment = urllib3.fields.RequestField("attachment", b"", filename=filename)
+    attachment.make_multipart(content_type=content_type)
+    head += f"--{boundary}\r\n{attachment.render_headers()}".encode()
+    return bytes(head), f"\r\n--{boundary}--\r\n".encode()
+
+
+class _UploadBody:
+    """An upload's body for requests: ``head``, then ``size`` bytes of the open file ``fd`` from its start, then
+    ``tail``; read once, :data:`UPLOAD_BLOCK` bytes at a time (whatever size the connection asks for), each block
+    fed to ``digest``. Its length is known up front, so requests sends a Content-Length, never chunks.
+
+    Reports ``canvas.post_sent`` to the side-effect seam once its last byte was handed to the connection: from then
+    on Canvas may have the whole request, and an import may exist whether or not its answer arrives. Raises OSError
+    when the file ends before ``size`` bytes (it shrank while being sent).
+    """
+
+    def __init__(
+        self, fd: int, size: int, *, head: bytes = b"", tail: bytes = b"", digest: BodyDigest | None = None
+    ) -> None:
+        self._fd = fd
+        self._size = size
+        self._offset = 0
+        self._head = head
+        self._tail = tail
+        self._digest = digest
         self._reported = False
+        self.len = len(head) + size + len(tail)  # requests sets Content-Length from it
 
     def __len__(self) -> int:
-        return int(self.len)
+        return self.len
 
     def read(self, size: int = -1) -> bytes:
-        """The next ``size`` bytes of the body (all when -1); b"" at its end, reported once."""
-        data: bytes = self.encoder.read(size)
-        if not data and not self._reported:
+        """The next block of the body; b"" at its end (reported once). ``size`` is not heeded: blocks are large."""
+        if self._head:
+            data, self._head = self._head, b""
+            return data
+        if self._offset < self._size:
+            data = os.pread(self._fd, min(UPLOAD_BLOCK, self._size - self._offset), self._offset)
+            if not data:
+                raise OSError(errno.EIO, f"the file ended at byte {self._offset} of {self._size} while being sent")
+            self._offset += len(data)
+            if self._digest is not None:
+                self._digest.update(data)
+            return data
+        if self._tail:
+            data, self._tail = self._tail, b""
+            return data
+        if not self._reported:
             self._reported = True
             effects.happened("canvas.post_sent")
-        return data
+        return b""
 
 
 class _Answer:

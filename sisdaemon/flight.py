@@ -183,14 +183,18 @@ class Flight:
             tag = jobs.TAG_BASE + secrets.randbits(30)
         if not job.zip_members:
             job = dataclasses.replace(job, zip_members=spool.zip_csv_members(self._work_path(job)))
-        job = jobs.begin_attempt(job, tag=tag, intent_at=self.client.server_now_iso(), now=now)
+        raw = tag is not None and self.ledger.tags_echoed is True
+        job = jobs.begin_attempt(job, tag=tag, intent_at=self.client.server_now_iso(), now=now, raw_upload=raw)
         self.ledger.put(job)  # the intent is recorded before the POST
         fields = list(feed.import_.form_fields())
         if tag is not None:
             fields.append(("diff_row_count_threshold", str(tag)))
+        # The raw body (cheapest) once Canvas is known to echo the attempt's tag, which then finds a lost import and
+        # confirms this file's; otherwise multipart, whose attachment name carries the job id for the untagged rules.
+        raw = job.raw_upload
         self.gate.uploading = job.job_id
-        log.info("upload_started", attempt=job.attempts, size=job.size)
-        self.uploader.start(job, self._work_path(job), fields)
+        log.info("upload_started", attempt=job.attempts, size=job.size, body="raw" if raw else "multipart")
+        self.uploader.start(job, self._work_path(job), fields, raw=raw)
 
     def collect_uploads(self, now: float) -> None:
         """Apply every finished pre-flight check's and upload's result to its job."""
@@ -282,11 +286,15 @@ class Flight:
                 hint="fix the configuration; the feed resumes when the config file changes or on SIGHUP",
             )
 
+    def _expected_running(self, job: Job) -> float | None:
+        """How long Canvas will likely run ``job``'s import, from its feed's history (polling.py)."""
+        return polling.expected_running_seconds(self.ledger.history(job.feed).records, job.name, job.size)
+
     def _adopt(self, job: Job, sis_import: dict[str, Any], now: float, *, how: str, provisional: bool = False) -> Job:
         """The import is ours: record it (state and ledger), check Canvas applied every option. Returns the job as
         recorded."""
         kept = spool.strip_verifiers(sis_import)  # what the state keeps carries no download capability
-        interval = self.policy.interval_seconds
+        interval = polling.first_poll_delay(self._expected_running(job), self.policy)
         if provisional:
             job = jobs.adopt_provisionally(job, kept, now=now, interval=interval)
         else:
@@ -414,7 +422,12 @@ class Flight:
         previous, before = job.workflow_state, job.abort_reason
         sis_import = spool.strip_verifiers(sis_import)  # what is kept in the state carries no download capability
         job, decision = polling.on_poll(
-            job, sis_import, now=now, server_now=self.client.server_now(), policy=self.policy
+            job,
+            sis_import,
+            now=now,
+            server_now=self.client.server_now(),
+            policy=self.policy,
+            expected_running=self._expected_running(job),
         )
         if job.workflow_state != previous:
             log.info("import_progress", workflow_state=job.workflow_state, progress=job.progress)

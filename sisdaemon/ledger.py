@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 
 import structlog
 
-from sisdaemon.jobs import Job, JobState
+from sisdaemon.jobs import Job, JobState, parse_time
 from sisdaemon.state import History, State, StateStore, history_path, known_import_ids
 
 log = structlog.get_logger("sisdaemon")
@@ -272,8 +272,8 @@ class Ledger:
     @_locked
     def record_finished(self, job: Job, counts: Mapping[str, int] | None) -> None:
         """A job is filed: append its record to the feed's history, then drop it from the state; each persisted
-        in that order (a crash between the two leaves the job, whose finishing step is idempotent). Raises
-        OSError."""
+        in that order (a crash between the two leaves the job, whose finishing step is idempotent). The history
+        write is one appended line (history.py). Raises OSError."""
         record = {
             "job_id": job.job_id,
             "file": job.name,
@@ -285,9 +285,21 @@ class Ledger:
             "sha256": job.sha256,
             "size": job.size,
             "reason_code": job.reason_code,
+            "running_seconds": running_seconds(job.sis_import),
         }
         history = self.histories[job.feed]
         history.add(record, counts, success=job.folder == "done")
         self._written(history.save)
         del self.state.jobs[job.job_id]
         self.save()
+
+
+def running_seconds(sis_import: Mapping[str, Any] | None) -> float | None:
+    """How long Canvas ran an import (``ended_at - started_at``, seconds), for the polling estimates of the next
+    imports (polling.py); None when either time is missing."""
+    if not sis_import:
+        return None
+    started, ended = parse_time(sis_import.get("started_at")), parse_time(sis_import.get("ended_at"))
+    if started is None or ended is None or ended < started:
+        return None
+    return round(ended - started, 3)

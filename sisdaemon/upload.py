@@ -2,7 +2,8 @@
 
 A long upload thus never holds up the loop (scans, polls of other imports, watchdog pings, signals). The worker checks
 the file against its claim fingerprint before sending and again after (docs/design.md "Settling is a promise, not a
-proof"), hashes it, and posts it with the client; it never touches the ledger: the flight applies its result.
+proof"), and posts it with the client, which reads it once and hashes it on the way (no second pass over a large
+file); it never touches the ledger: the flight applies its result.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sisdaemon import jobs, spool
-from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
+from sisdaemon.canvas import BodyDigest, CanvasClient, CanvasError, FaultKind
 from sisdaemon.jobs import Job
 
 
@@ -26,7 +27,8 @@ class UploadResult:
 
     ``kind``: "created" (``sis_import`` is Canvas's answer), "error" (``error`` says why; the POST may or may not
     have created an import, see ``error.created_nothing``) or "changed" (the file differs from its claim; nothing
-    was sent). ``changed_after``: the file changed while it was sent. ``ended_at``: the daemon's clock (seconds).
+    was sent). ``changed_after``: the file changed while it was sent. ``sha256``: of the bytes sent, when the whole
+    file was sent (else None: filing hashes the file). ``ended_at``: the daemon's clock (seconds).
     """
 
     job_id: str
@@ -49,9 +51,12 @@ class Uploader:
         self.clock = clock
         self._results: queue.Queue[UploadResult] = queue.Queue()
 
-    def start(self, job: Job, path: Path, fields: list[tuple[str, str]]) -> None:
-        """Send ``path`` (``job``'s file in work/) with the form ``fields`` in a new worker thread."""
-        worker = threading.Thread(target=self._run, args=(job, path, fields), name=f"upload-{job.job_id}", daemon=True)
+    def start(self, job: Job, path: Path, fields: list[tuple[str, str]], *, raw: bool = False) -> None:
+        """Send ``path`` (``job``'s file in work/) with the options ``fields`` in a new worker thread; ``raw``: as
+        the whole body (see :meth:`CanvasClient.create_sis_import`)."""
+        worker = threading.Thread(
+            target=self._run, args=(job, path, fields, raw), name=f"upload-{job.job_id}", daemon=True
+        )
         worker.start()
 
     def pending(self) -> bool:
@@ -66,7 +71,7 @@ class Uploader:
             except queue.Empty:
                 return
 
-    def _run(self, job: Job, path: Path, fields: list[tuple[str, str]]) -> None:
+    def _run(self, job: Job, path: Path, fields: list[tuple[str, str]], raw: bool) -> None:
         result = UploadResult(job.job_id, "error")
         try:
             fd = spool.open_for_reading(path)
@@ -79,15 +84,17 @@ class Uploader:
             if before != job.fingerprint:
                 result.kind, result.fingerprint = "changed", before
                 return
-            result.sha256 = spool.sha256_of_fd(fd)
             filename = spool.upload_filename(job.job_id, job.name, spool.sniff_extension(fd))
+            digest = BodyDigest()
             try:
-                result.sis_import = self.client.create_sis_import(fd, filename, fields)
+                result.sis_import = self.client.create_sis_import(fd, filename, fields, raw=raw, digest=digest)
                 result.kind = "created"
             except CanvasError as error:
                 result.error = error
             after = spool.fingerprint_of(os.fstat(fd)).without_ctime()
             result.changed_after = after != before
+            if digest.bytes == before.size and not result.changed_after:
+                result.sha256 = digest.hexdigest()
             result.fingerprint = after
         finally:
             os.close(fd)

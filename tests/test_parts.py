@@ -38,8 +38,8 @@ def test_the_ledger_persists_a_job_before_put_returns_and_forgets_it_once_filed(
     ledger.put(finished)
     ledger.record_finished(finished, counts=None)
     assert json.loads(state_file.read_text())["jobs"] == []
-    history = json.loads((tmp_path / "state.history.nightly.json").read_text())
-    assert [record["job_id"] for record in history["records"]] == [job.job_id]
+    lines = [json.loads(line) for line in (tmp_path / "state.history.nightly.json").read_text().splitlines()]
+    assert [line["record"]["job_id"] for line in lines if "record" in line] == [job.job_id]
 
     again = Ledger(state_file)
     again.load(["nightly"])

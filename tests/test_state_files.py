@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from sisdaemon import history as history_module
 from sisdaemon import jobs
 from sisdaemon.jobs import AbortReason, Fingerprint, JobState, Outcome
-from sisdaemon.state import History, State, StateError, StateStore, history_path
+from sisdaemon.state import HISTORY_LIMIT, History, State, StateError, StateStore, history_path
 
 NOW = 1_800_000_000.0
 
@@ -323,3 +324,84 @@ def test_duplicate_records_left_by_an_older_version_are_read_once(tmp_path: Path
     content = {"version": 1, "records": [a_record(), a_record("cd34"), a_record(finished_at=NOW + 5)]}
     history = History(write(tmp_path / "state.history.nightly.json", content))
     assert [(record["job_id"], record["finished_at"]) for record in history.records] == [("ab12", NOW), ("cd34", NOW)]
+
+
+# --- the history is appended to, a line per change ----------------------------------------------------------
+
+
+def test_a_finished_file_costs_one_appended_line_whatever_the_history_already_holds(tmp_path: Path) -> None:
+    path = history_path(tmp_path / "state.json", "nightly")
+    history = History(path)
+    history.add(a_record("first"), {"users": 1}, success=True)
+    history.save()
+    growth = []
+    for number in range(HISTORY_LIMIT - 10):
+        before = path.stat().st_size
+        history.add(a_record(f"job{number:05d}"), {"users": number}, success=True)
+        history.save()
+        growth.append(path.stat().st_size - before)
+    assert max(growth) - min(growth) <= 2  # the job ids' lengths are the same: each append is one line's bytes
+    assert max(growth) < 400
+    assert History(path).records == history.records
+
+
+def test_the_history_is_compacted_now_and_then_keeping_the_newest_records_and_the_summary(tmp_path: Path) -> None:
+    path = history_path(tmp_path / "state.json", "nightly")
+    history = History(path)
+    for number in range(HISTORY_LIMIT * 3):
+        history.note_import(number)
+        history.add(a_record(f"job{number:05d}", finished_at=NOW + number), {"users": number}, success=True)
+        history.save()
+    lines = path.read_text().splitlines()
+    assert len(lines) <= history_module.COMPACT_AFTER  # rewritten whole once it had that many lines
+    again = History(path)
+    assert len(again.records) == HISTORY_LIMIT
+    assert again.records[-1]["job_id"] == f"job{HISTORY_LIMIT * 3 - 1:05d}"
+    assert again.import_ids == list(range(HISTORY_LIMIT * 2, HISTORY_LIMIT * 3))
+    assert again.last_counts == {"users": HISTORY_LIMIT * 3 - 1}
+    assert again.last_success_at == NOW + HISTORY_LIMIT * 3 - 1
+    assert again.to_dict() == history.to_dict()
+
+
+def test_a_torn_last_line_left_by_a_kill_is_ignored_on_read_and_cut_off_by_the_next_append(tmp_path: Path) -> None:
+    path = history_path(tmp_path / "state.json", "nightly")
+    history = History(path)
+    history.add(a_record("ab12"), {"users": 3}, success=True)
+    history.save()
+    whole = path.read_bytes()
+    with path.open("ab") as handle:
+        handle.write(b'{"record":{"job_id":"cd34","fi')  # the kill came in the middle of an append
+
+    again = History(path)
+    assert [record["job_id"] for record in again.records] == ["ab12"]
+    again.add(a_record("cd34"), None, success=False)
+    again.save()
+
+    assert path.read_bytes().startswith(whole)
+    assert [record["job_id"] for record in History(path).records] == ["ab12", "cd34"]
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_a_damaged_line_that_is_not_the_last_is_damage_named_by_its_line(tmp_path: Path) -> None:
+    path = history_path(tmp_path / "state.json", "nightly")
+    history = History(path)
+    history.add(a_record("ab12"), None, success=False)
+    history.add(a_record("cd34"), None, success=False)
+    history.save()
+    lines = path.read_text().splitlines()
+    lines[1] = '{"record": {"job_id": 12}}'
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StateError, match=r"state.history.nightly.json: line 2.record.job_id: "):
+        History(path)
+
+
+def test_a_version_1_history_is_rewritten_in_lines_at_its_first_save(tmp_path: Path) -> None:
+    content = {"version": 1, "records": [a_record()], "import_ids": [7], "last_counts": {"users": 3}}
+    path = write(tmp_path / "state.history.nightly.json", content)
+    history = History(path)
+    history.add(a_record("cd34"), {"users": 4}, success=True)
+    history.save()
+    assert json.loads(path.read_text().splitlines()[0]) == {"version": 2}
+    again = History(path)
+    assert [record["job_id"] for record in again.records] == ["ab12", "cd34"]
+    assert (again.import_ids, again.last_counts) == ([7], {"users": 4})

@@ -110,9 +110,12 @@ def history_records(spool: Spool, feed: str = "nightly") -> list[dict[str, Any]]
     """The history's records exactly as written (the loader drops duplicates; the file must not hold any)."""
     path = spool.state_file.with_name(f"{spool.state_file.stem}.history.{feed}.json")
     try:
-        return json.loads(path.read_text())["records"]  # type: ignore[no-any-return]
+        text = path.read_text()
     except FileNotFoundError:
         return []
+    # JSON lines (history.py): every "record" line, torn last line left out as the loader leaves it out.
+    lines = [json.loads(line) for line in text.split("\n")[:-1]]
+    return [line["record"] for line in lines if "record" in line]
 
 
 def entries(folder: Path) -> list[Path]:

@@ -1,0 +1,130 @@
+"""The upload's body: the file read once in large blocks and hashed on the way, as a raw body (options in the query
+string, ``extension=``) or as multipart, against a real HTTP server on 127.0.0.1:0 and against the sandbox."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sisdaemon import canvas
+from sisdaemon.canvas import BodyDigest, CanvasClient
+from sisdaemon.sandbox import Sandbox
+from tests.loopback import Exchange, Request, serving
+
+TOKEN = "7~UploadTokenAbcdefghijklmnopqrstuvwxyz0123456789"
+CREATED = json.dumps({"id": 7, "workflow_state": "created", "progress": 0}).encode()
+
+
+@pytest.fixture
+def big_file(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
+    """A users.csv of 2.5 upload blocks (so the last block is a short one), open for reading."""
+    data = b"user_id,login_id,status\n" + b"".join(
+        b"u%07d,l%07d,active\n" % (n, n) for n in range(int(2.5 * canvas.UPLOAD_BLOCK) // 20)
+    )
+    path = tmp_path / "users.csv"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield fd, data
+    finally:
+        os.close(fd)
+
+
+def _created(exchange: Exchange) -> None:
+    exchange.answer(200, CREATED)
+
+
+def _post(fd: int, *, raw: bool, name: str = "ab12_users.csv") -> tuple[Request, BodyDigest]:
+    digest = BodyDigest()
+    with serving(_created) as server:
+        client = CanvasClient(server.url, "1", lambda: TOKEN)
+        answer = client.create_sis_import(fd, name, [("batch_mode", "true")], raw=raw, digest=digest)
+        client.close()
+        assert answer["id"] == 7
+        (request,) = server.requests
+    return request, digest
+
+
+def test_a_raw_upload_sends_the_file_as_the_whole_body_with_every_option_in_the_query_string(
+    big_file: tuple[int, bytes],
+) -> None:
+    fd, data = big_file
+    os.lseek(fd, 1000, os.SEEK_SET)  # where the descriptor's offset stands does not matter: the file is read whole
+    request, digest = _post(fd, raw=True)
+
+    assert request.body == data
+    assert request.headers["content-length"] == str(len(data))
+    assert request.headers["content-type"] == "text/csv"
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.target).query)
+    assert query == {"import_type": ["instructure_csv"], "batch_mode": ["true"], "extension": ["csv"]}
+    assert (digest.bytes, digest.hexdigest()) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_a_multipart_upload_carries_the_options_as_fields_and_the_file_as_the_attachment_part(
+    big_file: tuple[int, bytes],
+) -> None:
+    fd, data = big_file
+    request, digest = _post(fd, raw=False, name='ab12_we"ird.csv')
+
+    content_type = request.headers["content-type"]
+    assert content_type.startswith("multipart/form-data; boundary=")
+    boundary = content_type.split("boundary=", 1)[1].encode()
+    assert request.headers["content-length"] == str(len(request.body))
+    parts = request.body.split(b"--" + boundary)
+    assert parts[-1] == b"--\r\n"
+    fields = {}
+    for part in parts[1:-1]:
+        head, _, value = part.partition(b"\r\n\r\n")
+        fields[head] = value.removesuffix(b"\r\n")
+    assert fields[b'\r\nContent-Disposition: form-data; name="import_type"'] == b"instructure_csv"
+    assert fields[b'\r\nContent-Disposition: form-data; name="batch_mode"'] == b"true"
+    attachment = b'\r\nContent-Disposition: form-data; name="attachment"; filename="ab12_we%22ird.csv"\r\n'
+    assert fields[attachment + b"Content-Type: text/csv"] == data
+    assert "?" not in request.target
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_that_shrinks_while_it_is_sent_ends_the_body_with_an_error_not_a_short_request(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    path.write_bytes(b"user_id,login_id,status\n" + b"u1,l1,active\n" * 300_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        digest = BodyDigest()
+        body = canvas._UploadBody(fd, os.fstat(fd).st_size, digest=digest)
+        first = body.read(8192)
+        assert len(first) == canvas.UPLOAD_BLOCK  # large reads, whatever the connection asks for
+        os.truncate(path, len(first) + 10)  # a writer cut the file after the first block went out
+        assert len(body.read()) == 10
+        with pytest.raises(OSError, match="ended at byte"):
+            body.read()  # requests turns this into a failed call, of unknown outcome (the connection was made)
+    finally:
+        os.close(fd)
+    assert digest.bytes == len(first) + 10  # not the whole file: the upload worker takes no sha256 from it
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_the_sandbox_imports_a_raw_and_a_multipart_upload_and_echoes_the_tag(tmp_path: Path, raw: bool) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text("user_id,login_id,first_name,last_name,status\nu1,l1,A,B,active\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with Sandbox(token=TOKEN, account_id=1, fast=True) as sandbox:
+            client = CanvasClient(sandbox.url, "1", lambda: TOKEN)
+            created = client.create_sis_import(
+                fd, "ab12_users.csv", [("diff_row_count_threshold", "1000000042")], raw=raw
+            )
+            client.close()
+            finished = sandbox.wait_for(created["id"])
+    finally:
+        os.close(fd)
+    assert created["diff_row_count_threshold"] == 1000000042
+    assert finished["workflow_state"] == "imported"
+    assert finished["data"]["counts"]["users"] == 1
+    names = [item["filename"] for item in finished["csv_attachments"]]
+    assert names == (["sis_import.csv"] if raw else ["ab12_users.csv"])
