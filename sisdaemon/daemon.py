@@ -37,6 +37,7 @@ from sisdaemon.intake import Intake
 from sisdaemon.jobs import Job
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, remember_secret
+from sisdaemon.monitor import Monitor
 from sisdaemon.notify import sd_notify
 from sisdaemon.recovery import recover
 from sisdaemon.reload import plan_reload
@@ -113,6 +114,11 @@ class Daemon:
         self._config_stamp = self._stat_config()
         #: feed name -> its current settings; shared with the intake and the flight, updated in place on reload.
         self.feeds: dict[str, FeedSettings] = {feed.name: feed for feed in settings.feeds}
+        # The metrics and health (monitor.py): its metrics are every part's observer.
+        self.monitor = Monitor(settings, self.feeds, clock)
+        observer = self.monitor.metrics
+        self._on_event = on_event
+        on_event = self._event
         canvas = settings.canvas
         self.client = CanvasClient(
             canvas.base_url,
@@ -122,11 +128,17 @@ class Daemon:
             upload_timeout=canvas.upload_timeout_seconds,
             verify=canvas.requests_verify,
             wait=self.stop_event.wait,
+            observer=observer,
         )
         self.ledger = Ledger(settings.state_file)
         self.flight_wake = threading.Event()  # the flight worker's: a claim, an upload that ended, a reload
         self.gate = Gate(
-            self.client, self.ledger, settings.polling, notify=sd_notify, on_verification_wanted=self.flight_wake.set
+            self.client,
+            self.ledger,
+            settings.polling,
+            notify=sd_notify,
+            on_verification_wanted=self.flight_wake.set,
+            observer=observer,
         )
         self.conditions = conditions = Conditions()
         self.writer_check = WriterCheck(
@@ -137,7 +149,7 @@ class Daemon:
             self.ledger,
             self.gate,
             self.client,
-            Uploader(self.client, self.flight_wake, clock),
+            Uploader(self.client, self.flight_wake, clock, observer),
             self.writer_check,
             settings.polling,
             base_url=canvas.base_url,
@@ -155,11 +167,19 @@ class Daemon:
             on_event=on_event,
             only=only,
             conditions=conditions,
+            observer=observer,
         )
 
         self.worker = FlightWorker(
             self.flight, self.ledger, self.gate, wake=self.flight_wake, loop_wake=self.wake, clock=clock
         )
+        self.monitor.attach(ledger=self.ledger, gate=self.gate, intake=self.intake, worker=self.worker)
+
+    def _event(self, name: str, job: Job) -> None:
+        """A job was claimed, submitted or filed: tell the metrics, then the caller's ``on_event``."""
+        self.monitor.metrics.job_event(name, job.feed, str(job.outcome) if job.outcome else None, job.folder)
+        if self._on_event is not None:
+            self._on_event(name, job)
 
     def _claimed(self, job: Job, now: float) -> None:
         """A file was claimed (the loop's thread): check it in work/, and wake the flight worker for it."""
@@ -204,7 +224,7 @@ class Daemon:
         (see cli.py). Raises LockHeld (another daemon has the state or the account), StateError (a damaged state
         or history file) or OSError (a lock that cannot be made)."""
         threading.Thread(target=self._stopper, name="sisdaemon-stopper", daemon=True).start()
-        with locks(state_lock_path(self.settings.state_file)):
+        with locks(state_lock_path(self.settings.state_file)), self.monitor.serving():
             state_file = self.settings.state_file
             for leftover in remove_stale_temp_files(state_file.parent, owned=owned_by_state(state_file)):
                 log.info("stale_temp_file_removed", path=str(leftover), reason="an atomic write was interrupted")
@@ -261,6 +281,7 @@ class Daemon:
                 log.error("account_not_resolved", account=ref, error=str(error), kind=str(error.kind))
             if self.once and self.clock() >= deadline:
                 return None
+            self.monitor.turned(self.clock())  # the loop waits for Canvas: it is not stuck
             if "WATCHDOG_USEC" in os.environ:
                 sd_notify("WATCHDOG=1")  # alive, waiting for Canvas
             self.stop_event.wait(max(self.gate.health.retry_at - self.clock(), 0.05))
@@ -277,6 +298,7 @@ class Daemon:
             self._guarded(self._check_config, now)
             self._guarded(self._check_state_disk)
             self._guarded(self.intake.scan_due, now, woke)
+            self._guarded(self.monitor.turned, now)
             self._ping_watchdog()
             if self.once and self._idle():
                 return EXIT_FAILED_FILES if self.flight.failed_files else EXIT_OK
@@ -389,6 +411,7 @@ class Daemon:
             self.intake.remove_feed(name)
         for name in plan.added:
             self.ledger.add_feed(name)
+            self.monitor.metrics.add_feed(name)
         for name in list(self.feeds):
             if name not in plan.feeds:
                 del self.feeds[name]
