@@ -8,6 +8,8 @@ thread: a scrape never waits on the loop, and the loop never waits on a scrape.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sisdaemon.config import FeedSettings, Settings
+from sisdaemon.freshness import FILE, SUCCESS, Verdict, judge_feed
+from sisdaemon.heartbeat import heartbeat_path, touch_heartbeat, write_heartbeat
+from sisdaemon.logs import Conditions
 from sisdaemon.metrics import FeedSnapshot, Metrics, Snapshot
 from sisdaemon.metrics_http import MetricsServer
 
@@ -29,6 +34,10 @@ log = structlog.get_logger("sisdaemon")
 
 #: Seconds without a turn of the loop after which it counts as stuck (it turns at least every 5 s).
 LOOP_STUCK_SECONDS = 60.0
+#: Seconds between two judgements of the feeds' freshness by the loop.
+FRESHNESS_EVERY = 1.0
+#: Seconds between two renewals of the heartbeat file's mtime (heartbeat.py).
+HEARTBEAT_EVERY = 2.0
 
 
 def paused_feeds(state: State) -> Mapping[str, Any]:
@@ -62,6 +71,11 @@ class Monitor:
         self._intake: Intake | None = None
         self._worker: FlightWorker | None = None
         self._worker_stale_after = 3 * settings.canvas.timeout_seconds + 60
+        # A stale feed is said once when it starts and once when it ends: no reminders (status and check show it).
+        self._stale = Conditions(remind_seconds=float("inf"))
+        self._next_freshness = 0.0
+        self.heartbeat = heartbeat_path(settings.state_file)
+        self._next_beat = 0.0
 
     def attach(self, *, ledger: Ledger, gate: Gate, intake: Intake, worker: FlightWorker) -> None:
         """Give the monitor the parts it reads."""
@@ -70,8 +84,12 @@ class Monitor:
     # --- start, stop, turns -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Serve the metrics when configured. An address that cannot be bound is said at error and the daemon runs
-        on without metrics (a monitoring fault never stops imports)."""
+        """Write the heartbeat file, and serve the metrics when configured. An address that cannot be bound is said
+        at error and the daemon runs on without metrics (a monitoring fault never stops imports)."""
+        try:
+            write_heartbeat(self.heartbeat, pid=os.getpid(), started_at=self.started_at)
+        except OSError as error:
+            log.warning("heartbeat_not_written", path=str(self.heartbeat), error=error.strerror or str(error))
         if self.settings.metrics is None:
             return
         server = MetricsServer(self.settings.metrics.listen, self.metrics.registry, self.health)
@@ -100,8 +118,59 @@ class Monitor:
             self.stop()
 
     def turned(self, now: float) -> None:
-        """The loop turned (its thread)."""
+        """The loop turned (its thread): note its pulse, and say when a feed goes stale or is fresh again."""
         self.last_turn = time.monotonic()
+        if self.last_turn >= self._next_beat:
+            self._next_beat = self.last_turn + HEARTBEAT_EVERY
+            with contextlib.suppress(OSError):  # the heartbeat is a sign for `check`; it never stops the loop
+                touch_heartbeat(self.heartbeat)
+        if now < self._next_freshness or self._ledger is None:
+            return
+        self._next_freshness = now + FRESHNESS_EVERY
+        judged: set[tuple[str, ...]] = set()
+        for verdict in self.freshness(now):
+            key: tuple[str, ...] = ("feed_stale", verdict.feed, verdict.expectation)
+            judged.add(key)
+            if verdict.stale:
+                self._stale.start(
+                    key,
+                    "feed_stale",
+                    level="warning",
+                    feed=verdict.feed,
+                    expectation=verdict.expectation,
+                    expected_every_seconds=verdict.every,
+                    since=verdict.since,
+                    message=verdict.sentence(),
+                )
+            else:
+                self._end_stale(key)
+        for active in self._stale.active():
+            if active not in judged:  # the window was removed from the config, or the feed
+                self._end_stale(active)
+
+    def _end_stale(self, key: tuple[str, ...]) -> None:
+        self._stale.end(key, "feed_fresh_again", feed=key[1], expectation=key[2])
+
+    def freshness(self, now: float) -> list[Verdict]:
+        """Every feed's freshness verdicts now (freshness.py), from the ledger's histories and jobs."""
+        ledger = self._ledger
+        if ledger is None:
+            return []
+        with ledger.lock:
+            jobs = ledger.jobs()
+            histories = {name: ledger.histories.get(name) for name in self.feeds}
+        verdicts = []
+        for name, feed in list(self.feeds.items()):
+            history = histories.get(name)
+            verdicts += judge_feed(
+                feed,
+                now=now,
+                started_at=self.started_at,
+                last_file_at=history.last_file_at if history else None,
+                last_success_at=history.last_success_at if history else None,
+                claimed_at=[job.claimed_at for job in jobs if job.feed == name],
+            )
+        return verdicts
 
     # --- what a scrape sees -----------------------------------------------------------------------------------
 
@@ -151,6 +220,13 @@ class Monitor:
                     paused=name in paused,
                 )
             )
+        stale = {(verdict.feed, verdict.expectation) for verdict in self.freshness(now) if verdict.stale}
+        feeds = [
+            dataclasses.replace(
+                feed, stale_file=(feed.name, FILE) in stale, stale_success=(feed.name, SUCCESS) in stale
+            )
+            for feed in feeds
+        ]
         oldest = min((job.claimed_at for job in jobs), default=None)
         return Snapshot(
             feeds=tuple(feeds),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from sisdaemon.config import FeedSettings, Settings
+from sisdaemon.freshness import judge_feed
+from sisdaemon.heartbeat import heartbeat_path, read_heartbeat
 from sisdaemon.jobs import display_name, iso
 from sisdaemon.recovery import orphans_in_work
 from sisdaemon.state import (
@@ -103,6 +106,7 @@ def collect(settings: Settings) -> dict[str, Any]:
                 "last_success_at": iso(history.last_success_at) if history else None,
             }
         )
+    add_freshness(settings, feeds, jobs)
     report_jobs = [
         {
             "job_id": job["job_id"],
@@ -143,6 +147,7 @@ def render_text(report: dict[str, Any]) -> str:
             line += f" ({feed['last_error']})"
         line += f"; last file {feed['last_file_at'] or '-'}, last success {feed['last_success_at'] or '-'}"
         lines.append(line)
+        lines += [f"  {'STALE: ' if item['stale'] else ''}{item['message']}" for item in feed.get("freshness", [])]
     if not report["jobs"]:
         lines.append("no jobs in flight")
     for job in report["jobs"]:
@@ -153,3 +158,38 @@ def render_text(report: dict[str, Any]) -> str:
             line += f" [{job['last_error']}]"
         lines.append(line)
     return "\n".join(lines)
+
+
+def add_freshness(settings: Settings, feeds: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> None:
+    """Add each feed's ``freshness`` to the report: ``[{"expectation": "file" | "success", "stale", "due_at",
+    "message"}]``, one per window the feed sets (freshness.py), judged now from its history, its jobs in flight and
+    the daemon's last start (the heartbeat file)."""
+    try:
+        beat = read_heartbeat(heartbeat_path(settings.state_file))
+    except OSError:
+        beat = None
+    now = time.time()
+    settings_of = {feed.name: feed for feed in settings.feeds}
+    for report in feeds:
+        feed = settings_of[report["name"]]
+        try:
+            history: History | None = History(history_path(settings.state_file, feed.name))
+        except (StateError, OSError):
+            history = None  # said already as a problem
+        verdicts = judge_feed(
+            feed,
+            now=now,
+            started_at=beat.started_at if beat else None,
+            last_file_at=history.last_file_at if history else None,
+            last_success_at=history.last_success_at if history else None,
+            claimed_at=[job["claimed_at"] for job in jobs if job["feed"] == feed.name and job.get("claimed_at")],
+        )
+        report["freshness"] = [
+            {
+                "expectation": verdict.expectation,
+                "stale": verdict.stale,
+                "due_at": iso(verdict.due_at),
+                "message": verdict.sentence(),
+            }
+            for verdict in verdicts
+        ]

@@ -119,6 +119,7 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
         "last_file_at",  # type: ignore[index]
         "last_success_at",
         "waiting",
+        "freshness",
     }
     sandbox.stick_next("created")  # the import waits in Canvas's queue until unstuck
     daemon = run_daemon()
