@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from sisdaemon import spool
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
 from sisdaemon.clock import DaemonClock
 from sisdaemon.config import (
@@ -33,6 +34,7 @@ from sisdaemon.config import (
 )
 from sisdaemon.flight import Flight
 from sisdaemon.gate import Gate
+from sisdaemon.hooks import Hooks, plan_hook
 from sisdaemon.intake import Intake
 from sisdaemon.jobs import Job
 from sisdaemon.ledger import Ledger
@@ -174,10 +176,25 @@ class Daemon:
             self.flight, self.ledger, self.gate, wake=self.flight_wake, loop_wake=self.wake, clock=clock
         )
         self.monitor.attach(ledger=self.ledger, gate=self.gate, intake=self.intake, worker=self.worker)
+        self.hooks = Hooks(on_ran=observer.hook_ran)  # feeds' on_finished and on_failed, off the loop's threads
 
     def _event(self, name: str, job: Job) -> None:
-        """A job was claimed, submitted or filed: tell the metrics, then the caller's ``on_event``."""
+        """A job was claimed, submitted or filed: tell the metrics, queue a filed file's hook, then tell the
+        caller's ``on_event``."""
         self.monitor.metrics.job_event(name, job.feed, str(job.outcome) if job.outcome else None, job.folder)
+        feed = self.feeds.get(job.feed)
+        if name == "filed" and feed is not None and job.folder is not None:
+            folder = feed.done_dir if job.folder == "done" else feed.failed_dir
+            run = plan_hook(
+                feed,
+                job_id=job.job_id,
+                outcome=str(job.outcome),
+                folder=job.folder,
+                sidecar=folder / spool.sidecar_name(job.work_name),
+                base=os.environ,
+            )
+            if run is not None:
+                self.hooks.submit(run)
         if self._on_event is not None:
             self._on_event(name, job)
 
@@ -257,6 +274,7 @@ class Daemon:
                         once=self.once,
                     )
                     self.worker.start()
+                    self.hooks.start()
                     return self._loop()
                 finally:
                     sd_notify("STOPPING=1")
@@ -265,6 +283,7 @@ class Daemon:
                     if not self.worker.stop():
                         log.error("flight_worker_did_not_stop", hint="a Canvas call did not end when cancelled")
                     self.intake.stop()
+                    self.hooks.stop()
                     self.client.close()
                     log.info("daemon_stopped", jobs_in_flight=len(self.ledger.jobs()))
 
@@ -366,6 +385,8 @@ class Daemon:
     def _idle(self) -> bool:
         """Nothing in flight and nothing left in the drop folders (or, for `submit`, every named file taken)."""
         if self.ledger.jobs() or self.gate.uploading is not None or self.flight.uploader.pending():
+            return False
+        if not self.hooks.idle():  # `run --once` runs its files' hooks before it exits
             return False
         return self.intake.idle()
 

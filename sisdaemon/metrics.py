@@ -124,6 +124,12 @@ class Metrics:
         self.faults = Counter(
             "sisdaemon_canvas_faults", "Calls to Canvas that failed, by fault kind.", ["kind"], registry=registry
         )
+        self.hooks = Counter(
+            "sisdaemon_hook_runs",
+            "Hooks run after a file was filed, by hook and result: ok, failed, timed_out, not_started, dropped.",
+            ["feed", "hook", "result"],
+            registry=registry,
+        )
         for name in feeds:
             self.add_feed(name)
         registry.register(_Gauges(snapshot))
@@ -161,6 +167,9 @@ class Metrics:
 
     def canvas_fault(self, kind: str) -> None:
         self.faults.labels(kind=kind).inc()
+
+    def hook_ran(self, feed: str, hook: str, result: str) -> None:
+        self.hooks.labels(feed=feed, hook=hook, result=result).inc()
 
 
 class _Gauges(Collector):

@@ -39,6 +39,10 @@ class Observer(Protocol):
     def canvas_fault(self, kind: str) -> None:
         """A call to Canvas failed with a fault of ``kind`` (``transient``, ``throttled``, ``credential``, ...)."""
 
+    def hook_ran(self, feed: str, hook: str, result: str) -> None:
+        """A hook (``on_finished``, ``on_failed``) of ``feed`` ended: ``ok``, ``failed``, ``timed_out``,
+        ``not_started`` or ``dropped`` (hooks.py)."""
+
 
 class Quiet:
     """An observer that hears everything and does nothing (the default)."""
@@ -59,6 +63,9 @@ class Quiet:
         return None
 
     def canvas_fault(self, kind: str) -> None:
+        return None
+
+    def hook_ran(self, feed: str, hook: str, result: str) -> None:
         return None
 
 
