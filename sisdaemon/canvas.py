@@ -324,6 +324,26 @@ class CanvasClient:
         self.account = str(int(data["id"]))
         return data
 
+    def permissions(self, names: Sequence[str]) -> dict[str, Any]:
+        """``GET /api/v1/accounts/:account/permissions?permissions[]=...``: ``{name: true | false}`` for the
+        token's user in the account (accounts_controller.rb#permissions; an unknown name is false). Raises
+        CanvasError (a 404: CONFIGURATION)."""
+        result: dict[str, Any] = self._json(
+            "GET",
+            self._url(f"accounts/{self.account}/permissions"),
+            route="accounts/:id/permissions",
+            params=[("permissions[]", name) for name in names],
+            not_found=FaultKind.CONFIGURATION,
+        )
+        return result
+
+    def get_term(self, term: str) -> dict[str, Any]:
+        """``GET /api/v1/accounts/:account/terms/:term`` (a Canvas id or ``sis_term_id:X``; terms_api_controller.rb
+        #show): the term. Raises CanvasError (NOT_FOUND when the account has no such term)."""
+        path = f"accounts/{self.account}/terms/{urllib.parse.quote(term, safe=':')}"
+        result: dict[str, Any] = self._json("GET", self._url(path), route="accounts/:id/terms/:id")
+        return result
+
     def get_sis_import(self, import_id: int) -> dict[str, Any]:
         """``GET .../sis_imports/:id``: the SisImport. Raises CanvasError."""
         result: dict[str, Any] = self._json(

@@ -109,6 +109,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         settings = _load(args, writes=False, create_work_dirs=False)
     except ConfigError as error:
         return _config_error(error)
+    if args.online and (code := _check_online(args, settings)) != EXIT_OK:
+        return code
     print(f"{args.config}: OK ({len(settings.feeds)} feed(s): {', '.join(f.name for f in settings.feeds)})")
     for note in work_dirs_to_create(settings):
         print(f"{args.config}: {note}")
@@ -121,6 +123,35 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             + shlex.join(["sudo", "-u", with_owner.owner, "sisdaemon", *_argv_with_config(args)]),
             file=sys.stderr,
         )
+    return EXIT_OK
+
+
+def _check_online(args: argparse.Namespace, settings: Settings) -> int:
+    """``check-config --online``: ask Canvas (online.py). One line per problem on stderr; returns 0, 1 (Canvas
+    shows a problem) or 3 (Canvas could not be asked)."""
+    from sisdaemon.canvas import CanvasClient
+    from sisdaemon.daemon import token_source
+    from sisdaemon.online import Unreachable, check_online
+
+    canvas = settings.canvas
+    client = CanvasClient(
+        canvas.base_url,
+        canvas.account_id,
+        token_source(canvas),
+        timeout=canvas.timeout_seconds,
+        verify=canvas.requests_verify,
+    )
+    try:
+        problems = check_online(settings, client)
+    except Unreachable as error:
+        _error_lines(f"{args.config}: canvas.base_url: Canvas could not be asked: {error}")
+        return EXIT_FAULT
+    finally:
+        client.close()
+    if problems:
+        _error_lines("\n".join(f"{args.config}: {problem}" for problem in problems))
+        return EXIT_FAILED
+    print(f"{args.config}: Canvas accepts the token, the account, the import_sis permission and every term")
     return EXIT_OK
 
 
@@ -280,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and the folders it names")
     with_config(check)
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask Canvas: the token is accepted, the account readable, its user may import (import_sis), each "
+        "batch_mode_term_id exists (exit 1 when Canvas shows a problem, 3 when it cannot be asked)",
+    )
     check.set_defaults(func=cmd_check_config)
 
     run = commands.add_parser("run", help="run the service in the foreground (what systemd runs)")
