@@ -42,6 +42,7 @@ from sisdaemon.answers import (
     post_outcome_known,
     unapplied_options,
 )
+from sisdaemon.observer import QUIET, Observer
 from sisdaemon.redaction import (
     LONGEST_SECRET_BYTES,
     MESSAGE_LIMIT,
@@ -99,7 +100,8 @@ class CanvasClient:
     answer) and of each errors-CSV download; ``upload_timeout``: seconds for the whole of an upload (Canvas stores
     the file before answering). A call past its deadline raises a TRANSIENT CanvasError. ``verify``: what
     requests' ``verify=`` takes. ``wait``: how to pause (seconds) when the rate limit runs low, e.g. a stop
-    event's ``wait``.
+    event's ``wait``. ``observer`` hears each exchange (its templated route, status and seconds) and each pause for
+    the rate limit (observer.py).
 
     :meth:`cancel`, from any thread, ends the calls in progress within about a second (for a stop).
     """
@@ -114,7 +116,9 @@ class CanvasClient:
         upload_timeout: float = 1800.0,
         verify: bool | str = True,
         wait: Callable[[float], Any] | None = None,
+        observer: Observer = QUIET,
     ) -> None:
+        self.observer = observer
         self.base_url = base_url.rstrip("/")
         self.host = urllib.parse.urlsplit(self.base_url).hostname or ""
         self.account = account
@@ -204,6 +208,7 @@ class CanvasClient:
         url: str,
         *,
         label: str,
+        route: str,
         seconds: float,
         ends_at: float | None = None,
         read_timeout: float | None = None,
@@ -211,7 +216,8 @@ class CanvasClient:
     ) -> Iterator[_Answer]:
         """Send one request and yield its answer (headers read, body not yet), all within ``seconds`` (or by
         ``ends_at``, a ``time.monotonic()`` instant, when several exchanges share one budget) and ended early by
-        :meth:`cancel`. ``label``: how error texts name the call. ``options``: for ``session.request``.
+        :meth:`cancel`. ``label``: how error texts name the call; ``route``: how the observer names it (templated,
+        never an id). ``options``: for ``session.request``.
 
         Raises CanvasError (TRANSIENT) when the call fails, passes its deadline or is cancelled, including while
         the body is read through the yielded :class:`_Answer`.
@@ -222,6 +228,7 @@ class CanvasClient:
                 raise CanvasError(FaultKind.TRANSIENT, f"{label}: cancelled (sisdaemon is stopping)")
             self._calls.add(call)
         response: requests.Response | None = None
+        started = time.monotonic()
         try:
             with deadline.running(call):
                 try:
@@ -244,15 +251,27 @@ class CanvasClient:
                 response.close()  # releases a fully read connection for reuse, closes any other
             with self._lock:
                 self._calls.discard(call)
+            self.observer.canvas_request(
+                method, route, response.status_code if response is not None else None, time.monotonic() - started
+            )
 
-    def _request(self, method: str, url: str, *, params: Any = None) -> requests.Response:
-        """One API call, its answer read whole (:data:`ANSWER_LIMIT`) within ``timeout``. Raises CanvasError."""
+    def _request(self, method: str, url: str, *, route: str, params: Any = None) -> requests.Response:
+        """One API call, its answer read whole (:data:`ANSWER_LIMIT`) within ``timeout``. ``route``: the call's
+        templated path, for the observer. Raises CanvasError."""
         pause = self.throttle_pause()
         if pause:
+            self.observer.throttle_wait("rate_limit_low", pause)
             self._wait(pause)
         label = f"{method} {_path_of(url)}"
         with self._exchange(
-            self._session, method, url, label=label, seconds=self.timeout, params=params, headers=self._headers()
+            self._session,
+            method,
+            url,
+            label=label,
+            route=route,
+            seconds=self.timeout,
+            params=params,
+            headers=self._headers(),
         ) as answer:
             response = answer.read_whole()
         self._note(response)
@@ -260,13 +279,15 @@ class CanvasClient:
             self.forget_token()
         return response
 
-    def _json(self, method: str, url: str, *, params: Any = None, not_found: FaultKind = FaultKind.NOT_FOUND) -> Any:
-        return self._json_and_response(method, url, params=params, not_found=not_found)[0]
+    def _json(
+        self, method: str, url: str, *, route: str, params: Any = None, not_found: FaultKind = FaultKind.NOT_FOUND
+    ) -> Any:
+        return self._json_and_response(method, url, route=route, params=params, not_found=not_found)[0]
 
     def _json_and_response(
-        self, method: str, url: str, *, params: Any = None, not_found: FaultKind = FaultKind.NOT_FOUND
+        self, method: str, url: str, *, route: str, params: Any = None, not_found: FaultKind = FaultKind.NOT_FOUND
     ) -> tuple[Any, requests.Response]:
-        response = self._request(method, url, params=params)
+        response = self._request(method, url, route=route, params=params)
         content_type = response.headers.get("Content-Type", "")
         if response.status_code == 200 and "json" in content_type:
             try:
@@ -282,7 +303,7 @@ class CanvasClient:
 
     def get_self(self) -> dict[str, Any]:
         """``GET /api/v1/users/self``: the token's own user (``id``, ``name``, ...). Cheap; used before uploads."""
-        result: dict[str, Any] = self._json("GET", self._url("users/self"))
+        result: dict[str, Any] = self._json("GET", self._url("users/self"), route="users/self")
         return result
 
     def check_access(self) -> dict[str, Any]:
@@ -293,6 +314,7 @@ class CanvasClient:
         self._json(
             "GET",
             self._url(f"accounts/{self.account}/sis_imports"),
+            route="accounts/:id/sis_imports",
             params={"per_page": 1},
             not_found=FaultKind.CONFIGURATION,
         )
@@ -302,14 +324,36 @@ class CanvasClient:
         """``GET /api/v1/accounts/:account``: the Account (``id``, ``uuid``, ``name``, ...); from then on calls use
         its numeric id. A 404 is a configuration fault. Raises CanvasError."""
         data: dict[str, Any] = self._json(
-            "GET", self._url(f"accounts/{self.account}"), not_found=FaultKind.CONFIGURATION
+            "GET", self._url(f"accounts/{self.account}"), route="accounts/:id", not_found=FaultKind.CONFIGURATION
         )
         self.account = str(int(data["id"]))
         return data
 
+    def permissions(self, names: Sequence[str]) -> dict[str, Any]:
+        """``GET /api/v1/accounts/:account/permissions?permissions[]=...``: ``{name: true | false}`` for the
+        token's user in the account (accounts_controller.rb#permissions; an unknown name is false). Raises
+        CanvasError (a 404: CONFIGURATION)."""
+        result: dict[str, Any] = self._json(
+            "GET",
+            self._url(f"accounts/{self.account}/permissions"),
+            route="accounts/:id/permissions",
+            params=[("permissions[]", name) for name in names],
+            not_found=FaultKind.CONFIGURATION,
+        )
+        return result
+
+    def get_term(self, term: str) -> dict[str, Any]:
+        """``GET /api/v1/accounts/:account/terms/:term`` (a Canvas id or ``sis_term_id:X``; terms_api_controller.rb
+        #show): the term. Raises CanvasError (NOT_FOUND when the account has no such term)."""
+        path = f"accounts/{self.account}/terms/{urllib.parse.quote(term, safe=':')}"
+        result: dict[str, Any] = self._json("GET", self._url(path), route="accounts/:id/terms/:id")
+        return result
+
     def get_sis_import(self, import_id: int) -> dict[str, Any]:
         """``GET .../sis_imports/:id``: the SisImport. Raises CanvasError."""
-        result: dict[str, Any] = self._json("GET", self._url(f"accounts/{self.account}/sis_imports/{import_id}"))
+        result: dict[str, Any] = self._json(
+            "GET", self._url(f"accounts/{self.account}/sis_imports/{import_id}"), route="accounts/:id/sis_imports/:id"
+        )
         return result
 
     def list_sis_imports(self, created_since: str | None = None) -> Iterator[dict[str, Any]]:
@@ -320,7 +364,7 @@ class CanvasClient:
             params["created_since"] = created_since
         url: str | None = self._url(f"accounts/{self.account}/sis_imports")
         while url:
-            page, response = self._json_and_response("GET", url, params=params)
+            page, response = self._json_and_response("GET", url, route="accounts/:id/sis_imports", params=params)
             yield from page.get("sis_imports", []) if isinstance(page, dict) else []
             params = None  # the next link carries them
             next_url = parse_link_next(response.headers.get("Link"))
@@ -331,7 +375,9 @@ class CanvasClient:
         already finished, or it does not exist; docs/canvas-api.md §1)."""
         try:
             result: dict[str, Any] = self._json(
-                "PUT", self._url(f"accounts/{self.account}/sis_imports/{import_id}/abort")
+                "PUT",
+                self._url(f"accounts/{self.account}/sis_imports/{import_id}/abort"),
+                route="accounts/:id/sis_imports/:id/abort",
             )
         except CanvasError as error:
             if error.kind is FaultKind.NOT_FOUND:
@@ -388,6 +434,7 @@ class CanvasClient:
                 "POST",
                 url,
                 label=f"POST {_path_of(url)}",
+                route="accounts/:id/sis_imports",
                 seconds=self.upload_timeout,
                 read_timeout=self.upload_timeout,
                 params=params,
@@ -445,6 +492,7 @@ class CanvasClient:
                 "GET",
                 url,
                 label="errors CSV download",
+                route="errors_csv" if parts.hostname == self.host else "errors_csv_file_store",
                 seconds=self.timeout,
                 ends_at=ends_at,
                 headers=headers,

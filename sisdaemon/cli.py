@@ -1,20 +1,23 @@
-"""The ``sisdaemon`` command: run, submit, status, check-config, pause, resume, retry, abort, validate, sandbox,
-demo.
+"""The ``sisdaemon`` command: run, submit, status, check, check-config, pause, resume, retry, abort, validate,
+sandbox, demo.
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
 2 usage error (a missing ``-c`` among them), 3 a fault that did not clear (or ``status`` cannot read the state),
 73 another daemon holds the state or account lock (EX_CANTCREAT), 77 a command that writes state run by a user
 other than the state folder's owner (EX_NOPERM), 78 configuration error (EX_CONFIG); the systemd unit does not
-restart on 73, 77 and 78 (``RestartPreventExitStatus=``). structlog is configured here (sisdaemon.logs), once.
+restart on 73, 77 and 78 (``RestartPreventExitStatus=``). ``check``, a monitoring probe, has the plugin codes instead:
+0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (probe.py). structlog is configured here (sisdaemon.logs), once.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ import structlog
 from sisdaemon import __version__, effects
 from sisdaemon.config import ConfigError, Settings, TokenError, check_runtime, load_config, read_token
 from sisdaemon.config.checks import work_dirs_to_create
+from sisdaemon.config.durations import parse_duration
 from sisdaemon.logs import configure_logging, journal_prefix, remember_secret
 from sisdaemon.owner import check_owner, deciding_folder, user_name
 
@@ -107,6 +111,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         settings = _load(args, writes=False, create_work_dirs=False)
     except ConfigError as error:
         return _config_error(error)
+    if args.online and (code := _check_online(args, settings)) != EXIT_OK:
+        return code
     print(f"{args.config}: OK ({len(settings.feeds)} feed(s): {', '.join(f.name for f in settings.feeds)})")
     for note in work_dirs_to_create(settings):
         print(f"{args.config}: {note}")
@@ -119,6 +125,35 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             + shlex.join(["sudo", "-u", with_owner.owner, "sisdaemon", *_argv_with_config(args)]),
             file=sys.stderr,
         )
+    return EXIT_OK
+
+
+def _check_online(args: argparse.Namespace, settings: Settings) -> int:
+    """``check-config --online``: ask Canvas (online.py). One line per problem on stderr; returns 0, 1 (Canvas
+    shows a problem) or 3 (Canvas could not be asked)."""
+    from sisdaemon.canvas import CanvasClient
+    from sisdaemon.daemon import token_source
+    from sisdaemon.online import Unreachable, check_online
+
+    canvas = settings.canvas
+    client = CanvasClient(
+        canvas.base_url,
+        canvas.account_id,
+        token_source(canvas),
+        timeout=canvas.timeout_seconds,
+        verify=canvas.requests_verify,
+    )
+    try:
+        problems = check_online(settings, client)
+    except Unreachable as error:
+        _error_lines(f"{args.config}: canvas.base_url: Canvas could not be asked: {error}")
+        return EXIT_FAULT
+    finally:
+        client.close()
+    if problems:
+        _error_lines("\n".join(f"{args.config}: {problem}" for problem in problems))
+        return EXIT_FAILED
+    print(f"{args.config}: Canvas accepts the token, the account, the import_sis permission and every term")
     return EXIT_OK
 
 
@@ -274,6 +309,46 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return run_validate([Path(name) for name in args.files], as_json=args.json)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """A monitoring probe (Nagios/Icinga): one line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+    from sisdaemon import probe
+
+    try:
+        thresholds = probe.Thresholds(
+            stuck_warning=parse_duration(args.stuck_warning),
+            stuck_critical=parse_duration(args.stuck_critical),
+            heartbeat=parse_duration(args.heartbeat),
+            failed_since=_since(args.failed_since) if args.failed_since else None,
+        )
+        settings = load_config(Path(args.config))
+    except ValueError as error:
+        print(f"SISDAEMON UNKNOWN - {error}")
+        return probe.UNKNOWN
+    except ConfigError as error:
+        print(f"SISDAEMON UNKNOWN - configuration: {'; '.join(error.problems)} ({error.path})")
+        return probe.UNKNOWN
+    verdict = probe.check(settings, thresholds)
+    print(verdict.line())
+    return verdict.code
+
+
+def _since(text: str) -> float:
+    """``--failed-since``: an ISO 8601 time (``2026-11-30T06:00Z``, a date alone is its midnight UTC) or a duration
+    that long ago (``24h``). Raises ValueError naming the option."""
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        message = f"--failed-since: {text!r} is neither a time (2026-11-30T06:00Z) nor a duration (24h)"
+        raise ValueError(message) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from sisdaemon.sandbox import cli as sandbox_cli
 
@@ -303,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and the folders it names")
     with_config(check)
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask Canvas: the token is accepted, the account readable, its user may import (import_sis), each "
+        "batch_mode_term_id exists (exit 1 when Canvas shows a problem, 3 when it cannot be asked)",
+    )
     check.set_defaults(func=cmd_check_config)
 
     run = commands.add_parser("run", help="run the service in the foreground (what systemd runs)")
@@ -346,6 +427,33 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="a CSV or zip file")
     validate.add_argument("--json", action="store_true", help="print JSON: one report per file")
     validate.set_defaults(func=cmd_validate)
+    probe = commands.add_parser(
+        "check",
+        help="monitoring probe (Nagios/Icinga): one line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+        description="Read the state (never writing it) and judge the daemon: running with its loop turning, Canvas "
+        "faults, held and paused feeds, imports stuck, stale feeds, files in failed/. Runs as any user who may read "
+        "the state (the sisdaemon-ops group). Durations: 90s, 30m, 4h, 1d.",
+    )
+    with_config(probe)
+    probe.add_argument(
+        "--stuck-warning", default="4h", metavar="DURATION", help="a file claimed longer than this: WARNING (4h)"
+    )
+    probe.add_argument(
+        "--stuck-critical", default="24h", metavar="DURATION", help="a file claimed longer than this: CRITICAL (24h)"
+    )
+    probe.add_argument(
+        "--heartbeat",
+        default="2m",
+        metavar="DURATION",
+        help="the daemon's loop not turning for this long: CRITICAL (2m)",
+    )
+    probe.add_argument(
+        "--failed-since",
+        metavar="TIME|DURATION",
+        help="files filed in failed/ at or after this time (2026-11-30T06:00Z) or within this duration (24h): "
+        "WARNING (default: counted in the perfdata only)",
+    )
+    probe.set_defaults(func=cmd_check)
 
     sandbox = commands.add_parser("sandbox", help="run the local Canvas SIS Import API emulator")
     from sisdaemon.sandbox import cli as sandbox_cli

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import control
+from sisdaemon import control, spool
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
 from sisdaemon.clock import DaemonClock
 from sisdaemon.config import (
@@ -34,10 +34,12 @@ from sisdaemon.config import (
 )
 from sisdaemon.flight import Flight
 from sisdaemon.gate import Gate
+from sisdaemon.hooks import Hooks, plan_hook
 from sisdaemon.intake import Intake
 from sisdaemon.jobs import Job
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, remember_secret
+from sisdaemon.monitor import Monitor
 from sisdaemon.notify import sd_notify
 from sisdaemon.operations import Operations
 from sisdaemon.recovery import recover
@@ -116,6 +118,11 @@ class Daemon:
         self._config_stamp = self._stat_config()
         #: feed name -> its current settings; shared with the intake and the flight, updated in place on reload.
         self.feeds: dict[str, FeedSettings] = {feed.name: feed for feed in settings.feeds}
+        # The metrics and health (monitor.py): its metrics are every part's observer.
+        self.monitor = Monitor(settings, self.feeds, clock)
+        observer = self.monitor.metrics
+        self._on_event = on_event
+        on_event = self._event
         canvas = settings.canvas
         self.client = CanvasClient(
             canvas.base_url,
@@ -125,11 +132,17 @@ class Daemon:
             upload_timeout=canvas.upload_timeout_seconds,
             verify=canvas.requests_verify,
             wait=self.stop_event.wait,
+            observer=observer,
         )
         self.ledger = Ledger(settings.state_file)
         self.flight_wake = threading.Event()  # the flight worker's: a claim, an upload that ended, a reload
         self.gate = Gate(
-            self.client, self.ledger, settings.polling, notify=sd_notify, on_verification_wanted=self.flight_wake.set
+            self.client,
+            self.ledger,
+            settings.polling,
+            notify=sd_notify,
+            on_verification_wanted=self.flight_wake.set,
+            observer=observer,
         )
         self.conditions = conditions = Conditions()
         self.writer_check = WriterCheck(
@@ -140,7 +153,7 @@ class Daemon:
             self.ledger,
             self.gate,
             self.client,
-            Uploader(self.client, self.flight_wake, clock),
+            Uploader(self.client, self.flight_wake, clock, observer),
             self.writer_check,
             settings.polling,
             base_url=canvas.base_url,
@@ -158,6 +171,7 @@ class Daemon:
             on_event=on_event,
             only=only,
             conditions=conditions,
+            observer=observer,
         )
 
         self.worker = FlightWorker(
@@ -167,11 +181,33 @@ class Daemon:
         # (control.py), applied in the loop's thread; a request written there wakes the loop, as a dropped file does.
         self.operations = Operations(self.feeds, self.ledger, on_claimed=self._claimed, on_changed=self._wake_all)
         self.control_watch = DropWatcher(control.control_dir(settings.state_file), self.wake)
+        self.monitor.attach(ledger=self.ledger, gate=self.gate, intake=self.intake, worker=self.worker)
+        self.hooks = Hooks(on_ran=observer.hook_ran)  # feeds' on_finished and on_failed, off the loop's threads
 
     def _wake_all(self) -> None:
         """An operator changed something both threads should see now (a resume, an abort)."""
         self.flight_wake.set()
         self.wake.set()
+
+    def _event(self, name: str, job: Job) -> None:
+        """A job was claimed, submitted or filed: tell the metrics, queue a filed file's hook, then tell the
+        caller's ``on_event``."""
+        self.monitor.metrics.job_event(name, job.feed, str(job.outcome) if job.outcome else None, job.folder)
+        feed = self.feeds.get(job.feed)
+        if name == "filed" and feed is not None and job.folder is not None:
+            folder = feed.done_dir if job.folder == "done" else feed.failed_dir
+            run = plan_hook(
+                feed,
+                job_id=job.job_id,
+                outcome=str(job.outcome),
+                folder=job.folder,
+                sidecar=folder / spool.sidecar_name(job.work_name),
+                base=os.environ,
+            )
+            if run is not None:
+                self.hooks.submit(run)
+        if self._on_event is not None:
+            self._on_event(name, job)
 
     def _claimed(self, job: Job, now: float) -> None:
         """A file was claimed (the loop's thread): check it in work/, and wake the flight worker for it."""
@@ -216,7 +252,7 @@ class Daemon:
         (see cli.py). Raises LockHeld (another daemon has the state or the account), StateError (a damaged state
         or history file) or OSError (a lock that cannot be made)."""
         threading.Thread(target=self._stopper, name="sisdaemon-stopper", daemon=True).start()
-        with locks(state_lock_path(self.settings.state_file)):
+        with locks(state_lock_path(self.settings.state_file)), self.monitor.serving():
             state_file = self.settings.state_file
             for leftover in remove_stale_temp_files(state_file.parent, owned=owned_by_state(state_file)):
                 log.info("stale_temp_file_removed", path=str(leftover), reason="an atomic write was interrupted")
@@ -253,6 +289,7 @@ class Daemon:
                         once=self.once,
                     )
                     self.worker.start()
+                    self.hooks.start()
                     return self._loop()
                 finally:
                     sd_notify("STOPPING=1")
@@ -262,6 +299,7 @@ class Daemon:
                         log.error("flight_worker_did_not_stop", hint="a Canvas call did not end when cancelled")
                     self.intake.stop()
                     self.control_watch.stop()
+                    self.hooks.stop()
                     self.client.close()
                     log.info("daemon_stopped", jobs_in_flight=len(self.ledger.jobs()))
 
@@ -278,6 +316,7 @@ class Daemon:
                 log.error("account_not_resolved", account=ref, error=str(error), kind=str(error.kind))
             if self.once and self.clock() >= deadline:
                 return None
+            self.monitor.turned(self.clock())  # the loop waits for Canvas: it is not stuck
             if "WATCHDOG_USEC" in os.environ:
                 sd_notify("WATCHDOG=1")  # alive, waiting for Canvas
             self.stop_event.wait(max(self.gate.health.retry_at - self.clock(), 0.05))
@@ -295,6 +334,7 @@ class Daemon:
             self._guarded(self._check_state_disk)
             self._guarded(self._take_requests, now)
             self._guarded(self.intake.scan_due, now, woke)
+            self._guarded(self.monitor.turned, now)
             self._ping_watchdog()
             if self.once and self._idle():
                 return self._once_result()
@@ -382,6 +422,8 @@ class Daemon:
         """Nothing in flight and nothing left in the drop folders (or, for `submit`, every named file taken)."""
         if self.ledger.jobs() or self.gate.uploading is not None or self.flight.uploader.pending():
             return False
+        if not self.hooks.idle():  # `run --once` runs its files' hooks before it exits
+            return False
         return self.intake.idle()
 
     def _sleep_time(self, now: float) -> float:
@@ -426,6 +468,7 @@ class Daemon:
             self.intake.remove_feed(name)
         for name in plan.added:
             self.ledger.add_feed(name)
+            self.monitor.metrics.add_feed(name)
         for name in list(self.feeds):
             if name not in plan.feeds:
                 del self.feeds[name]

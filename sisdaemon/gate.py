@@ -19,6 +19,7 @@ from sisdaemon import polling
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
 from sisdaemon.config import PollingSettings
 from sisdaemon.ledger import Ledger
+from sisdaemon.observer import QUIET, Observer
 
 log = structlog.get_logger("sisdaemon")
 
@@ -59,7 +60,9 @@ class Gate:
         notify: Callable[[str], Any],
         jitter: Callable[[], float] = random.random,
         on_verification_wanted: Callable[[], Any] = lambda: None,
+        observer: Observer = QUIET,
     ) -> None:
+        self.observer = observer
         self.client = client
         self.ledger = ledger
         self.policy = policy
@@ -103,6 +106,9 @@ class Gate:
             self.client.forget_token()  # the token file may be replaced before the next try
         delay = polling.retry_delay(error.kind, health.count, self.policy, jitter=self.jitter())
         health.retry_at = now + delay
+        self.observer.canvas_fault(str(error.kind))
+        if error.kind is FaultKind.THROTTLED:
+            self.observer.throttle_wait("throttled", delay)
         event = {
             FaultKind.CREDENTIAL: "canvas_credential_fault",
             FaultKind.CONFIGURATION: "canvas_configuration_fault",

@@ -20,6 +20,7 @@ from sisdaemon.gate import Gate
 from sisdaemon.jobs import Fingerprint, Job
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, bound
+from sisdaemon.observer import QUIET, Observer
 from sisdaemon.watcher import DropWatcher, ReadyFile, SettleTracker, scan
 from sisdaemon.writers import WriterCheck
 
@@ -55,7 +56,7 @@ class Intake:
     were written whole before their rename and are taken without settling. ``on_claimed(job, now)``: called after
     each claim of a regular, non-empty file (the flight checks it in work/). ``on_event``: called with ("claimed",
     job) for ``submit --wait``. ``conditions`` logs lasting conditions (a writer holding a file open, an unreadable
-    file, a missing drop folder) when they start and end, not at every scan.
+    file, a missing drop folder) when they start and end, not at every scan. ``observer`` hears each new file seen.
     """
 
     def __init__(
@@ -70,7 +71,9 @@ class Intake:
         on_event: Callable[[str, Job], None] | None = None,
         only: dict[str, set[str]] | None = None,
         conditions: Conditions | None = None,
+        observer: Observer = QUIET,
     ) -> None:
+        self.observer = observer
         self.feeds = feeds
         self.conditions = conditions or Conditions()
         self.ledger = ledger
@@ -106,6 +109,11 @@ class Intake:
         """Stop every folder watch (joins their threads)."""
         for feed_scan in self.scans.values():
             feed_scan.watcher.stop()
+
+    def waiting(self, name: str) -> int:
+        """How many files feed ``name``'s drop folder holds that the daemon tracks and has not claimed yet."""
+        feed_scan = self.scans.get(name)
+        return len(feed_scan.tracker) if feed_scan is not None else 0
 
     def idle(self) -> bool:
         """Nothing left to take: every drop folder is empty of candidates (for ``submit``: every named file
@@ -199,6 +207,7 @@ class Intake:
             observations = {name: seen for name, seen in observations.items() if wanted and name in wanted}
         for name, seen in observations.items():
             if not feed_scan.tracker.tracked(name):
+                self.observer.file_seen(feed.name)
                 log.debug(
                     "file_seen",
                     feed=feed.name,

@@ -1,9 +1,9 @@
 """What a changed config (SIGHUP, or the file changed) applies while running, and what waits for a restart (pure).
 
-Applied at once: the log level and format; ``polling``; each feed's settling, rescan, patterns, ``max_in_flight`` and
-import options; new feeds; removed feeds with nothing in flight. Only at a restart: ``canvas`` (the account and its
-locks), ``state_file``, ``lock_dir``, a feed's folders and ``watch`` mode, and the removal of a feed that still has
-files in flight (its jobs finish first).
+Applied at once: the log level and format; ``polling``; each feed's settling, rescan, patterns, ``max_in_flight``,
+import options, freshness windows and hooks; new feeds; removed feeds with nothing in flight. Only at a restart:
+``canvas`` (the account and its locks), ``state_file``, ``lock_dir``, ``metrics`` (its address), a feed's folders
+and ``watch`` mode, and the removal of a feed that still has files in flight (its jobs finish first).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sisdaemon.config import FeedSettings, Settings
 #: A feed's keys that change where files are, or how the folder is watched: applied only at a restart.
 FEED_RESTART_KEYS = ("drop_dir", "work_dir", "done_dir", "failed_dir", "watch")
 #: Top-level keys applied only at a restart.
-RESTART_KEYS = ("canvas", "state_file", "lock_dir")
+RESTART_KEYS = ("canvas", "state_file", "lock_dir", "metrics")
 
 
 @dataclass(frozen=True)

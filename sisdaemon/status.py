@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from sisdaemon.config import FeedSettings, Settings
+from sisdaemon.freshness import judge_feed
+from sisdaemon.heartbeat import heartbeat_path, read_heartbeat
 from sisdaemon.jobs import display_name, iso
 from sisdaemon.recovery import orphans_in_work
 from sisdaemon.state import (
@@ -158,6 +160,7 @@ def collect(settings: Settings) -> dict[str, Any]:
                 "last_success_at": iso(history.last_success_at) if history else None,
             }
         )
+    add_freshness(settings, feeds, jobs)
     first_in_line = next((job for job in jobs if job["state"] == "submitting"), None)
     feed_settings = {feed.name: feed for feed in settings.feeds}
     report_jobs = [
@@ -229,6 +232,7 @@ def render_text(report: dict[str, Any]) -> str:
             line = f"feed {feed['name']}: {feed['state']}, FAULT: {feed['drop_dir_problem']}"
         line += f"; last file {feed['last_file_at'] or '-'}, last success {feed['last_success_at'] or '-'}"
         lines.append(line + _wait_text(feed["waits_for"]))
+        lines += [f"  {'STALE: ' if item['stale'] else ''}{item['message']}" for item in feed.get("freshness", [])]
         for item in feed["last_finished"]:
             reason = f" ({item['reason_code']})" if item["reason_code"] else ""
             where = f"{item['outcome']}{reason} -> {item['folder']}/"
@@ -243,3 +247,38 @@ def render_text(report: dict[str, Any]) -> str:
             line += f" [{job['last_error']}]"
         lines.append(line + _wait_text(job["waits_for"]))
     return "\n".join(lines)
+
+
+def add_freshness(settings: Settings, feeds: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> None:
+    """Add each feed's ``freshness`` to the report: ``[{"expectation": "file" | "success", "stale", "due_at",
+    "message"}]``, one per window the feed sets (freshness.py), judged now from its history, its jobs in flight and
+    the daemon's last start (the heartbeat file)."""
+    try:
+        beat = read_heartbeat(heartbeat_path(settings.state_file))
+    except OSError:
+        beat = None
+    now = time.time()
+    settings_of = {feed.name: feed for feed in settings.feeds}
+    for report in feeds:
+        feed = settings_of[report["name"]]
+        try:
+            history: History | None = History(history_path(settings.state_file, feed.name))
+        except (StateError, OSError):
+            history = None  # said already as a problem
+        verdicts = judge_feed(
+            feed,
+            now=now,
+            started_at=beat.started_at if beat else None,
+            last_file_at=history.last_file_at if history else None,
+            last_success_at=history.last_success_at if history else None,
+            claimed_at=[job["claimed_at"] for job in jobs if job["feed"] == feed.name and job.get("claimed_at")],
+        )
+        report["freshness"] = [
+            {
+                "expectation": verdict.expectation,
+                "stale": verdict.stale,
+                "due_at": iso(verdict.due_at),
+                "message": verdict.sentence(),
+            }
+            for verdict in verdicts
+        ]

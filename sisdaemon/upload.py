@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from sisdaemon import jobs, spool
 from sisdaemon.canvas import BodyDigest, CanvasClient, CanvasError, FaultKind
 from sisdaemon.jobs import Job
+from sisdaemon.observer import QUIET, Observer
 
 
 @dataclass
@@ -43,9 +45,12 @@ class UploadResult:
 
 class Uploader:
     """Runs uploads in worker threads with ``client``; ``wake`` is set when a result is ready; ``clock`` gives the
-    daemon's time (seconds)."""
+    daemon's time (seconds); ``observer`` hears each upload's size, duration and result."""
 
-    def __init__(self, client: CanvasClient, wake: threading.Event, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, client: CanvasClient, wake: threading.Event, clock: Callable[[], float], observer: Observer = QUIET
+    ) -> None:
+        self.observer = observer
         self.client = client
         self.wake = wake
         self.clock = clock
@@ -86,11 +91,13 @@ class Uploader:
                 return
             filename = spool.upload_filename(job.job_id, job.name, spool.sniff_extension(fd))
             digest = BodyDigest()
+            started = time.monotonic()
             try:
                 result.sis_import = self.client.create_sis_import(fd, filename, fields, raw=raw, digest=digest)
                 result.kind = "created"
             except CanvasError as error:
                 result.error = error
+            self.observer.upload_ended(job.feed, before.size, time.monotonic() - started, result.kind)
             after = spool.fingerprint_of(os.fstat(fd)).without_ctime()
             result.changed_after = after != before
             if digest.bytes == before.size and not result.changed_after:

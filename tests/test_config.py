@@ -215,7 +215,7 @@ def test_a_base_url_that_is_not_a_plain_https_url_is_refused(tmp_path: Path, url
     [
         (
             {**MINIMAL, "colour": "blue"},
-            "colour: unknown key; known: canvas, state_file, lock_dir, polling, log, feeds",
+            "colour: unknown key; known: canvas, state_file, lock_dir, polling, log, metrics, feeds",
         ),
         (config(canvas={"tokenenv": "X"}), "canvas.tokenenv: unknown key (did you mean token_env?)"),
         (
@@ -376,7 +376,8 @@ def test_every_problem_is_reported_at_once_each_with_its_dotted_key(tmp_path: Pa
         f"{path}: feeds[0].import.change_threshold: required when batch_mode is true",
         f"{path}: feeds[1].failed_dir: must be a path, not a number",
         f"{path}: feeds[1].x: unknown key; known: name, drop_dir, done_dir, failed_dir, work_dir, patterns, "
-        "settle_seconds, empty_grace_seconds, rescan_seconds, watch, max_in_flight, preflight, import",
+        "settle_seconds, empty_grace_seconds, rescan_seconds, watch, max_in_flight, preflight, import, "
+        "expect_file_every, expect_success_every, hooks",
     ]
 
 

@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from sisdaemon.config.durations import DURATION_HINT, parse_duration
+
 FOLDER_KEYS = ("drop_dir", "work_dir", "done_dir", "failed_dir")
 """A feed's four folders, in the order a file passes through them."""
 DIFFING_OPTIONS = ("diffing_remaster_data_set", "diffing_drop_status", "diffing_user_remove_status")
@@ -139,6 +141,39 @@ Pattern = Annotated[str, _matching(r"[^/]+", "must be a file name pattern withou
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def _to_seconds(value: object) -> object:
+    """A duration string (``"26h"``) -> seconds; a number is taken as seconds and left to the strict check."""
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as error:
+            _fail(str(error))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(DURATION_HINT)
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_to_seconds), Field(gt=0, allow_inf_nan=False)]
+"""A duration: ``"26h"``, ``"90m"``, ``"1d12h"`` (config/durations.py), or a number of seconds; kept as seconds."""
+
+
+def _listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        _fail('must be host:port, e.g. "127.0.0.1:9464" or "[::1]:9464"')
+    return value
+
+
+Argv = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_list_to_tuple), Field(min_length=1)]
+"""A command as a list: the program (an absolute path) and its arguments; never run through a shell."""
+
+
+def _absolute_program(argv: tuple[str, ...]) -> tuple[str, ...]:
+    if not argv[0].startswith("/"):
+        _fail("the program (the list's first item) must be an absolute path; the command is run without a shell")
+    return argv
 
 
 # --- the settings -------------------------------------------------------------------------------------------
@@ -287,6 +322,24 @@ class LogSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class MetricsSettings(_Frozen):
+    """Prometheus metrics (``/metrics``) and a health check (``/healthz``) over HTTP; off when the section is absent."""
+
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
+
+
+class HookSettings(_Frozen):
+    """Commands run after a file is filed, each with the sidecar's path as its last argument (docs/configuration.md).
+
+    ``on_finished``: after a file went to done/; ``on_failed``: after a file went to failed/. ``timeout_seconds``:
+    a hook still running then is killed.
+    """
+
+    on_finished: Annotated[Argv, AfterValidator(_absolute_program)] | None = None
+    on_failed: Annotated[Argv, AfterValidator(_absolute_program)] | None = None
+    timeout_seconds: Seconds = 60
+
+
 class FeedSettings(_Frozen):
     """One drop folder and what happens to its files. Paths are absolute; times are in seconds.
 
@@ -313,6 +366,9 @@ class FeedSettings(_Frozen):
     # "off" (not checked).
     preflight: Literal["off", "warn", "reject"] = "reject"
     import_: ImportOptions = Field(default_factory=ImportOptions, alias="import")
+    expect_file_every: Duration | None = None
+    expect_success_every: Duration | None = None
+    hooks: HookSettings = Field(default_factory=HookSettings)
 
     @model_validator(mode="after")
     def _default_work_dir_and_distinct_folders(self) -> FeedSettings:
@@ -345,6 +401,7 @@ class Settings(_Frozen):
     lock_dir: ConfigPath = Path("/run/lock/sisdaemon")
     polling: PollingSettings = Field(default_factory=PollingSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: MetricsSettings | None = None
     feeds: Annotated[tuple[FeedSettings, ...], BeforeValidator(_list_to_tuple), Field(min_length=1)]
 
     @field_validator("feeds")

@@ -299,6 +299,14 @@ class SandboxApp:
                 return self._refuse(user_id)
             with self.store.lock:
                 return json_response(200, self.world.account_json(account_id))
+        if route == "permissions":
+            return self._permissions(request, user_id)
+        if route == "term":
+            if not self._allowed(user_id):
+                return self._refuse(user_id)
+            with self.store.lock:
+                term = self.world.term_json(args["term_id"])
+            return json_response(200, term) if term is not None else json_response(404, NOT_FOUND)
         if not self.world.is_root(account_id):
             self._drain(request)
             return json_response(400, {"errors": ["SIS imports can only be executed on root accounts"]})
@@ -306,8 +314,23 @@ class SandboxApp:
             self._drain(request)
             return self._refuse(user_id)
         assert user_id is not None
+        if route == "create" and user_id in self.settings.manage_sis_only_users:
+            self._drain(request)
+            return self._refuse(user_id)  # the POST needs import_sis; manage_sis alone is not enough
         handler: Callable[[Request, dict[str, Any], int, RecordedRequest], Response] = getattr(self.imports, route)
         return handler(request, args, user_id, record)
+
+    def _permissions(self, request: Request, user_id: int | None) -> Response:
+        """``GET /api/v1/accounts/:id/permissions?permissions[]=...``: ``{name: true | false}`` for each asked
+        (accounts_controller.rb#permissions, ``rights_status``); an unknown name is false. Any user the account's
+        admins include may ask; the sandbox answers every valid token."""
+        if user_id is None:
+            return self._refuse(None)
+        names = request.args.getlist("permissions[]")
+        granted = set() if user_id in self.settings.unauthorized_users else {"import_sis", "manage_sis"}
+        if user_id in self.settings.manage_sis_only_users:
+            granted = {"manage_sis"}
+        return json_response(200, {name: name in granted for name in names})
 
     # ---- files -------------------------------------------------------------------------------------------
 

@@ -27,12 +27,16 @@ ROUTES: tuple[str, ...] = (
     "errors",
     "progress",
     "file_download",
+    "permissions",
+    "term",
 )
 
 _A = "/api/v1/accounts/<account>"
 URL_MAP = Map(
     [
         Rule("/api/v1/accounts/<account>", endpoint="account", methods=["GET"]),
+        Rule(f"{_A}/permissions", endpoint="permissions", methods=["GET"]),
+        Rule(f"{_A}/terms/<term_id>", endpoint="term", methods=["GET"]),
         Rule("/api/v1/users/self", endpoint="users_self", methods=["GET"]),
         Rule(f"{_A}/sis_imports", endpoint="create", methods=["POST"]),
         Rule(f"{_A}/sis_imports.json", endpoint="create", methods=["POST"]),
@@ -97,10 +101,11 @@ class RecordedRequest:
 class Settings:
     """How the sandbox answers: tokens (token -> user id, and which of them lack permission), the status of a
     permission refusal (401, or 403 as with Canvas's api_auth_error_updates), and `store_delay` seconds an
-    upload stays `initializing` before the POST answers."""
+    upload stays `initializing` before the POST answers; `manage_sis_only_users` have manage_sis but not import_sis."""
 
     tokens: dict[str, int]
     unauthorized_users: set[int]
     forbidden_status: int = 401
     store_delay: float = 0.0
     ignored_options: frozenset[str] = frozenset()  # options this "Canvas" does not know: never applied
+    manage_sis_only_users: set[int] = field(default_factory=set)  # manage_sis without import_sis: may not POST

@@ -44,8 +44,10 @@ class Sandbox:
     `token`: the valid access token (user id 1, who may import); `other_token`: a token of another user (id 2)
     who may also import; `unauthorized_token`: a valid token (user id 3) lacking permission, answered with
     `forbidden_status` (401, or 403 as with Canvas's api_auth_error_updates) "user not authorized to perform
-    that action". `account_id`: the root account's Canvas id. `terms`: sis_term_ids that exist as active terms
-    (Canvas ids 2, 3, ... in order; 1 is the Default Term). `fast`: imports run without pauses (tests;
+    that action". `manage_sis_only_token`: a valid token (user id 4) whose role has `manage_sis` but not
+    `import_sis`: it may read imports, not create one. `account_id`: the root account's Canvas id. `terms`:
+    sis_term_ids that exist as active terms (Canvas ids 2, 3, ... in order; 1 is the Default Term). `fast`: imports
+    run without pauses (tests;
     an import finishes within about a second); otherwise at `rows_per_second` (default 200) after a 1 s wait
     in `created`. `store_delay`: seconds an upload stays `initializing` before the POST answers `created`.
     `throttle`: None (never refuse; cost headers only), "403" or "429" (Canvas's leaky bucket refuses in that
@@ -65,6 +67,7 @@ class Sandbox:
         terms: Iterable[str] | None = None,
         other_token: str | None = None,
         unauthorized_token: str | None = None,
+        manage_sis_only_token: str | None = None,
         store_delay: float = 0.0,
         throttle: str | None = None,
         *,
@@ -97,6 +100,11 @@ class Sandbox:
             tokens[unauthorized_token] = 3
             self.store.users[3] = User(3, "Sandbox Teacher", "sandbox.teacher@example.edu")
             unauthorized.add(3)
+        manage_sis_only: set[int] = set()
+        if manage_sis_only_token is not None:
+            tokens[manage_sis_only_token] = 4
+            self.store.users[4] = User(4, "SIS Manager", "sis.manager@example.edu")
+            manage_sis_only.add(4)
         if fast:
             speed = Speed(None, 0.0, 0.05, abort_requeue_seconds)
         else:
@@ -105,7 +113,9 @@ class Sandbox:
         self.processor = Processor(self.store, self.world, speed)
         self.faults = FaultPlan()
         self.throttle = Throttle(throttle)
-        self.settings = Settings(tokens, unauthorized, forbidden_status, store_delay, frozenset(ignore_options))
+        self.settings = Settings(
+            tokens, unauthorized, forbidden_status, store_delay, frozenset(ignore_options), manage_sis_only
+        )
         self._stopping = threading.Event()
         self.app = SandboxApp(
             self.store, self.world, self.processor, self.settings, self.faults, self.throttle, self._stopping

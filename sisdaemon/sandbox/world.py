@@ -153,6 +153,20 @@ class World:
             return next((t.canvas_id for t in terms if t.canvas_id == number), None)
         return None
 
+    def term_json(self, reference: str) -> dict[str, Any] | None:
+        """``GET /api/v1/accounts/:id/terms/:id`` (terms_api_controller.rb#show, api_find: a Canvas id or
+        ``sis_term_id:X``): the active term's JSON, or None (a 404)."""
+        canvas_id = self.find_term(reference)
+        if canvas_id is None:
+            return None
+        item = next((t for t in self.items["EnrollmentTerm"].values() if t.canvas_id == canvas_id), None)
+        return {
+            "id": canvas_id,
+            "name": item.fields.get("name", item.sis_id) if item else "Default Term",
+            "sis_term_id": item.sis_id if item else None,
+            "workflow_state": "active",
+        }
+
     def find_account(self, reference: str) -> int | None:
         """Resolve an `:account_id` path segment: a Canvas id, `self` (the root) or `sis_account_id:X`."""
         if reference == "self":

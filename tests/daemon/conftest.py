@@ -51,6 +51,7 @@ class Spool:
     feed: dict[str, Any] = field(default_factory=dict)
     polling: dict[str, Any] = field(default_factory=dict)
     canvas: dict[str, Any] = field(default_factory=dict)
+    top: dict[str, Any] = field(default_factory=dict)  # more top-level keys (e.g. metrics)
     state_folder: str = "state"  # under root
 
     @property
@@ -112,6 +113,7 @@ class Spool:
             },
             "log": {"format": "json", "level": "debug"},
             "feeds": [feed],
+            **self.top,
         }
         self.config.write_text(yaml.safe_dump(config))
         return self.config

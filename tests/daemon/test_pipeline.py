@@ -123,6 +123,7 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
         "drop_dir_problem",
         "waits_for",
         "last_finished",
+        "freshness",
     }
     sandbox.stick_next("created")  # the import waits in Canvas's queue until unstuck
     daemon = run_daemon()

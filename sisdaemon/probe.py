@@ -1,0 +1,210 @@
+"""``sisdaemon check``: a monitoring probe in the Nagios/Icinga plugin style (one line, perfdata, exit 0-3).
+
+It reads what the daemon leaves for readers (the state and history files, the state lock, the heartbeat file, the
+failed/ folders) and writes nothing, so it runs as any user who may read the state (the package's ``sisdaemon-ops``
+group). :func:`gather` does the reading; :func:`judge` is pure: the facts and the thresholds in, the verdict out.
+
+Exit codes (the Monitoring Plugins guidelines): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sisdaemon.config import Settings
+from sisdaemon.config.durations import format_duration
+from sisdaemon.freshness import judge as judge_freshness
+from sisdaemon.freshness import newest
+from sisdaemon.heartbeat import Beat, heartbeat_path, read_heartbeat
+from sisdaemon.monitor import paused_feeds
+from sisdaemon.state import History, StateError, StateStore, history_path, is_locked, state_lock_path
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """``stuck_warning`` / ``stuck_critical``: seconds a file may stay claimed and not filed; ``heartbeat``: seconds
+    without a turn of the daemon's loop after which it counts as stuck; ``failed_since``: files filed in failed/
+    at or after this time (seconds since the epoch) make a WARNING (None: counted, not judged)."""
+
+    stuck_warning: float = 4 * 3600
+    stuck_critical: float = 24 * 3600
+    heartbeat: float = 120.0
+    failed_since: float | None = None
+
+
+@dataclass
+class FeedFacts:
+    """What was read of one feed. Times in seconds since the epoch."""
+
+    name: str
+    last_file_at: float | None = None
+    last_success_at: float | None = None
+    claimed_at: list[float] = field(default_factory=list)
+    failed_files: int = 0  # in failed/, filed at or after ``failed_since`` (all when it is None)
+    expect_file_every: float | None = None
+    expect_success_every: float | None = None
+
+
+@dataclass
+class Facts:
+    """What :func:`gather` read. ``unreadable``: why the state could not be read (UNKNOWN); ``damaged``: why it is
+    damaged (CRITICAL: the daemon cannot run on it)."""
+
+    running: bool = False
+    beat: Beat | None = None
+    fault: dict[str, Any] | None = None
+    held: dict[str, str] = field(default_factory=dict)
+    paused: dict[str, Any] = field(default_factory=dict)
+    feeds: list[FeedFacts] = field(default_factory=list)
+    unreadable: str | None = None
+    damaged: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The probe's answer: ``code`` (0-3), the problems (most severe first) and the perfdata."""
+
+    code: int
+    problems: tuple[str, ...]
+    perfdata: tuple[str, ...]
+    summary_when_ok: str = ""
+
+    def line(self) -> str:
+        """``SISDAEMON CRITICAL - daemon not running; ... | in_flight=0 ...``."""
+        text = "; ".join(self.problems) if self.problems else self.summary_when_ok
+        return f"SISDAEMON {LABELS[self.code]} - {text} | {' '.join(self.perfdata)}"
+
+
+def gather(settings: Settings, thresholds: Thresholds) -> Facts:
+    """Read the state, histories, lock, heartbeat and failed/ folders (never writing). A file that cannot be read
+    for want of permission makes ``unreadable``; a damaged one ``damaged``."""
+    facts = Facts()
+    try:
+        facts.running = is_locked(state_lock_path(settings.state_file))
+        facts.beat = read_heartbeat(heartbeat_path(settings.state_file))
+        state = StateStore(settings.state_file).load()
+    except StateError as error:
+        facts.damaged.append(str(error))
+        state = None
+    except OSError as error:
+        facts.unreadable = f"cannot read the state: {error.filename or settings.state_file}: {error.strerror or error}"
+        return facts
+    jobs = list(state.jobs.values()) if state else []
+    if state is not None:
+        facts.fault, facts.held, facts.paused = state.fault, dict(state.held), dict(paused_feeds(state))
+    for feed in settings.feeds:
+        item = FeedFacts(
+            feed.name,
+            claimed_at=[job.claimed_at for job in jobs if job.feed == feed.name],
+            expect_file_every=feed.expect_file_every,
+            expect_success_every=feed.expect_success_every,
+        )
+        try:
+            history = History(history_path(settings.state_file, feed.name))
+            item.last_file_at, item.last_success_at = history.last_file_at, history.last_success_at
+        except StateError as error:
+            facts.damaged.append(str(error))
+        except OSError as error:
+            facts.unreadable = f"cannot read {error.filename}: {error.strerror or error}"
+        try:
+            item.failed_files = files_in_failed(feed.failed_dir, thresholds.failed_since)
+        except OSError as error:
+            facts.unreadable = f"cannot read {feed.failed_dir}: {error.strerror or error}"
+        facts.feeds.append(item)
+    return facts
+
+
+def files_in_failed(folder: Path, since: float | None) -> int:
+    """How many files wait in ``folder`` (failed/): each sidecar whose file is still beside it, filed (the sidecar
+    written) at or after ``since`` when given. Raises OSError."""
+    count = 0
+    with os.scandir(folder) as entries:
+        names = {entry.name: entry for entry in entries}
+    for name, entry in names.items():
+        if not name.endswith(".result.json") or name.startswith("."):
+            continue
+        if name.removesuffix(".result.json") not in names:
+            continue  # moved away or sent again: no longer waiting
+        if since is None or entry.stat(follow_symlinks=False).st_mtime >= since:
+            count += 1
+    return count
+
+
+def judge(facts: Facts, thresholds: Thresholds, now: float) -> Verdict:
+    """The verdict (pure). CRITICAL: the daemon is not running or its loop is stuck, a credential or configuration
+    fault stands, a feed is held, a file is claimed for more than ``stuck_critical``, or the state is damaged.
+    WARNING: Canvas is failing or throttling, a feed is paused or stale, a file is claimed for more than
+    ``stuck_warning``, or files were filed in failed/ since ``failed_since``. UNKNOWN: the state cannot be read."""
+    if facts.unreadable:
+        return Verdict(UNKNOWN, (facts.unreadable,), ())
+    problems: list[tuple[int, str]] = []
+    problems += [(CRITICAL, f"state damaged: {text}") for text in facts.damaged]
+    beat_age = now - facts.beat.turned_at if facts.beat else None
+    if not facts.running:
+        problems.append((CRITICAL, "daemon not running (the state lock is free)"))
+    elif beat_age is None:
+        problems.append((WARNING, "daemon running, but it writes no heartbeat (an older sisdaemon?)"))
+    elif beat_age > thresholds.heartbeat:
+        problems.append((CRITICAL, f"daemon loop stuck: no turn for {format_duration(beat_age)}"))
+    fault = facts.fault or {}
+    kind = fault.get("kind")
+    if kind in ("credential", "configuration"):
+        problems.append((CRITICAL, f"{kind} fault: {fault.get('message', '')}"))
+    elif kind:
+        problems.append((WARNING, f"Canvas {kind} fault: {fault.get('message', '')}"))
+    problems += [(CRITICAL, f"feed {name} held: {reason}") for name, reason in sorted(facts.held.items())]
+    for name, pause in sorted(facts.paused.items()):
+        reason = pause.get("reason") if isinstance(pause, dict) else None
+        problems.append((WARNING, f"feed {name} paused" + (f": {reason}" if reason else "")))
+    oldest = min((at for feed in facts.feeds for at in feed.claimed_at), default=None)
+    oldest_age = max(now - oldest, 0.0) if oldest is not None else 0.0
+    stuck = [feed.name for feed in facts.feeds if any(now - at > thresholds.stuck_warning for at in feed.claimed_at)]
+    if stuck:
+        level = CRITICAL if oldest_age > thresholds.stuck_critical else WARNING
+        problems.append((level, f"import stuck for {format_duration(oldest_age)} (feeds {', '.join(stuck)})"))
+    stale = 0
+    for feed in facts.feeds:
+        for verdict in judge_freshness(
+            feed.name,
+            now=now,
+            started_at=facts.beat.started_at if facts.beat else None,
+            last_file_at=newest(feed.last_file_at, *feed.claimed_at),
+            last_success_at=feed.last_success_at,
+            expect_file_every=feed.expect_file_every,
+            expect_success_every=feed.expect_success_every,
+        ):
+            if verdict.stale:
+                stale += 1
+                problems.append((WARNING, verdict.sentence()))
+    failed = sum(feed.failed_files for feed in facts.feeds)
+    if thresholds.failed_since is not None and failed:
+        problems.append((WARNING, f"{failed} file(s) in failed/ since {_iso(thresholds.failed_since)}"))
+    problems.sort(key=lambda problem: -problem[0])
+    code = max((level for level, _ in problems), default=OK)
+    perfdata = (
+        f"in_flight={sum(len(feed.claimed_at) for feed in facts.feeds)}",
+        f"oldest_in_flight={oldest_age:.0f}s;{thresholds.stuck_warning:.0f};{thresholds.stuck_critical:.0f};0",
+        f"held={len(facts.held)}",
+        f"paused={len(facts.paused)}",
+        f"stale={stale}",
+        f"failed={failed}",
+        f"heartbeat_age={beat_age:.0f}s;;{thresholds.heartbeat:.0f};0" if beat_age is not None else "heartbeat_age=U",
+    )
+    summary = f"{len(facts.feeds)} feed(s) fresh, daemon running, {perfdata[0].split('=')[1]} in flight"
+    return Verdict(code, tuple(text for _, text in problems), perfdata, summary)
+
+
+def check(settings: Settings, thresholds: Thresholds, now: float | None = None) -> Verdict:
+    """:func:`gather`, then :func:`judge` at ``now`` (default: the wall clock, as the files' times are)."""
+    return judge(gather(settings, thresholds), thresholds, time.time() if now is None else now)
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
