@@ -398,8 +398,6 @@ class Flight:
         job = self.turns.place_in_queue(job, now)
         if job.workflow_state != previous:
             log.info("import_progress", workflow_state=job.workflow_state, progress=job.progress)
-        if job.workflow_state == "created" and job.queued_behind is not None and job.queued_behind != seen[2]:
-            log.info("import_queued", behind_import_id=job.queued_behind, hint="Canvas runs one import at a time")
         if (job.workflow_state, job.progress, job.queued_behind) != seen:
             self._emit("progress", job)  # `submit --wait` prints each change
         log.debug(

@@ -13,12 +13,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from sisdaemon import jobs, waits
 from sisdaemon.canvas import CanvasClient, CanvasError
 from sisdaemon.gate import Gate
 from sisdaemon.jobs import Job, JobState
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import ConditionKey, Conditions
+
+log = structlog.get_logger("sisdaemon")
 
 #: The journal's event (and condition kind) of a job that waits for another job's upload or lost answer.
 ACCOUNT_WAIT = "upload_waits_for_account"
@@ -97,8 +101,8 @@ class Turns:
         """``job`` (just polled) with :attr:`~sisdaemon.jobs.Job.queued_behind` set while Canvas has its import
         queued (``created``): the import Canvas runs now, whoever sent it (``GET .../sis_imports/importing``, asked
         at most every ``interval_seconds`` whatever the number of queued jobs), or an own import ahead
-        (:func:`sisdaemon.waits.queued_behind`). Cleared once Canvas starts it. A failed question leaves it as it
-        was (the gate recorded the fault)."""
+        (:func:`sisdaemon.waits.queued_behind`); journaled (``import_queued``) when it changes. Cleared once Canvas
+        starts it. A failed question leaves it as it was (the gate recorded the fault)."""
         if job.workflow_state != "created" or job.import_id is None:
             return job if job.queued_behind is None else dataclasses.replace(job, queued_behind=None)
         asked_at, running = self._running
@@ -110,4 +114,8 @@ class Turns:
             self._running = (now, running)
         own = [{"import_id": other.import_id, "workflow_state": other.workflow_state} for other in self.ledger.jobs()]
         behind = waits.queued_behind(job.import_id, running, own)
-        return job if behind == job.queued_behind else dataclasses.replace(job, queued_behind=behind)
+        if behind == job.queued_behind:
+            return job
+        if behind is not None:  # its wait's end is import_progress (importing)
+            log.info("import_queued", behind_import_id=behind, hint="Canvas runs one import at a time per account")
+        return dataclasses.replace(job, queued_behind=behind)
