@@ -370,6 +370,18 @@ class CanvasClient:
             next_url = parse_link_next(response.headers.get("Link"))
             url = next_url if next_url and urllib.parse.urlsplit(next_url).hostname == self.host else None
 
+    def importing_sis_imports(self) -> list[dict[str, Any]]:
+        """``GET .../sis_imports/importing``: the account's imports Canvas runs now (``importing`` or
+        ``cleanup_batch``, whoever sent them; one at a time per account), unpaginated (docs/canvas-api.md §1, §5).
+        Raises CanvasError."""
+        page = self._json(
+            "GET",
+            self._url(f"accounts/{self.account}/sis_imports/importing"),
+            route="accounts/:id/sis_imports/importing",
+        )
+        found = page.get("sis_imports", []) if isinstance(page, dict) else []
+        return [item for item in found if isinstance(item, dict)]
+
     def abort_sis_import(self, import_id: int) -> dict[str, Any] | None:
         """``PUT .../sis_imports/:id/abort``: the reloaded SisImport, or None when Canvas answers 404 (it had
         already finished, or it does not exist; docs/canvas-api.md §1)."""

@@ -136,15 +136,17 @@ class Daemon:
         )
         self.ledger = Ledger(settings.state_file)
         self.flight_wake = threading.Event()  # the flight worker's: a claim, an upload that ended, a reload
+        self.conditions = conditions = Conditions()
         self.gate = Gate(
             self.client,
             self.ledger,
             settings.polling,
             notify=sd_notify,
             on_verification_wanted=self.flight_wake.set,
+            conditions=conditions,
+            to_wall=clock.to_wall,
             observer=observer,
         )
-        self.conditions = conditions = Conditions()
         self.writer_check = WriterCheck(
             conditions=conditions, report=lambda text: self.ledger.set_warning("writer_check", text)
         )
@@ -308,12 +310,16 @@ class Daemon:
         ``max_wait``). None when stopped or given up."""
         ref = self.settings.canvas.account_id
         deadline = self.clock() + self.max_wait
+        key = ("account_not_resolved",)
         while not self.stop_event.is_set():
             try:
                 account: dict[str, Any] = self.gate.call(self.clock(), self.client.resolve_account)
+                self.conditions.end(key, "account_resolved", account=ref)
                 return account
-            except CanvasError as error:
-                log.error("account_not_resolved", account=ref, error=str(error), kind=str(error.kind))
+            except CanvasError as error:  # said when it starts and while it lasts; the gate journals each fault
+                self.conditions.start(
+                    key, "account_not_resolved", level="error", account=ref, error=str(error), kind=str(error.kind)
+                )
             if self.once and self.clock() >= deadline:
                 return None
             self.monitor.turned(self.clock())  # the loop waits for Canvas: it is not stuck

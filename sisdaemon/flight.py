@@ -26,6 +26,7 @@ from sisdaemon.gate import Gate
 from sisdaemon.jobs import AbortReason, Job, JobState
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, bound
+from sisdaemon.turns import Turns
 from sisdaemon.upload import Uploader, UploadResult
 from sisdaemon.writers import WriterCheck
 
@@ -70,6 +71,9 @@ class Flight:
         self.to_wall = to_wall
         self.on_event = on_event
         self.checker = Checker(uploader.wake)  # pre-flight checks, in a thread of their own (checker.py)
+        #: Whose turn it is: the journal's lines for a job waiting for the account's one upload, and where an
+        #: import stands in Canvas's queue.
+        self.turns = Turns(ledger, gate, client, self.conditions, to_wall=to_wall)
         self.filer = Filer(
             feeds,
             ledger,
@@ -172,8 +176,11 @@ class Flight:
             if job.next_action_at <= now and self.checker.start(job.job_id, self._work_path(job), job.name):
                 log.debug("preflight_started")
             return
-        if not jobs.may_submit(job, now) or not self.gate.may_upload() or self.ledger.blocked(job.feed):
-            return  # a held or paused feed sends nothing new; imports already sent go on
+        if not jobs.may_submit(job, now) or self.ledger.blocked(job.feed):
+            return  # a held or paused feed sends nothing new (said by the feed's own lines); imports sent go on
+        if not self.gate.may_upload():
+            self.turns.wait_for_upload(job)
+            return
         if not self.gate.ready(now):  # a cheap GET: a refused token never costs a large upload
             return
         feed = self.feeds[job.feed]
@@ -193,6 +200,7 @@ class Flight:
         # confirms this file's; otherwise multipart, whose attachment name carries the job id for the untagged rules.
         raw = job.raw_upload
         self.gate.uploading = job.job_id
+        self.turns.upload_starts(job.job_id)
         log.info("upload_started", attempt=job.attempts, size=job.size, body="raw" if raw else "multipart")
         self.uploader.start(job, self._work_path(job), fields, raw=raw)
 
@@ -258,8 +266,9 @@ class Flight:
             return
         self.gate.fault(error, now)
         if error.created_nothing:
+            said = log.debug if job.last_error == str(error) else log.warning  # the gate says the fault lasts
             job = jobs.post_refused(job, str(error), retry_at=max(self.gate.health.retry_at, now))
-            log.warning("post_refused", error=str(error), kind=str(error.kind), status=error.status)
+            said("post_refused", error=str(error), kind=str(error.kind), status=error.status)
             if error.kind is FaultKind.CONFIGURATION:
                 hint = (
                     " (check canvas.account_id and the feed's import.batch_mode_term_id)" if error.status == 404 else ""
@@ -420,6 +429,7 @@ class Flight:
             raise
         self.conditions.end(key, "import_found_again")
         previous, before = job.workflow_state, job.abort_reason
+        seen = (previous, job.progress, job.queued_behind)
         sis_import = spool.strip_verifiers(sis_import)  # what is kept in the state carries no download capability
         job, decision = polling.on_poll(
             job,
@@ -429,8 +439,11 @@ class Flight:
             policy=self.policy,
             expected_running=self._expected_running(job),
         )
+        job = self.turns.place_in_queue(job, now)
         if job.workflow_state != previous:
             log.info("import_progress", workflow_state=job.workflow_state, progress=job.progress)
+        if (job.workflow_state, job.progress, job.queued_behind) != seen:
+            self._emit("progress", job)  # `submit --wait` prints each change
         log.debug(
             "import_polled",
             workflow_state=job.workflow_state,

@@ -131,6 +131,7 @@ class Job:
     submitted_at: float | None = None
     workflow_state: str | None = None
     progress: Any = None
+    queued_behind: int | None = None  # while Canvas has it queued (`created`): the import it waits behind, if known
     poll_interval: float = 0.0
     next_action_at: float = 0.0
     abort_reason: AbortReason | None = None

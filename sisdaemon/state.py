@@ -102,6 +102,7 @@ class _FaultShape(BaseModel):
     message: str
     since: float | None = None
     count: int = 0
+    retry_at: float | None = None
 
 
 _StateShape.model_rebuild()
@@ -113,7 +114,10 @@ class State:
 
     ``tags_echoed``: None until learnt; then whether Canvas echoes ``diff_row_count_threshold``.
     ``held``: feed name -> reason, for feeds held by a configuration fault; cleared when the config changes.
-    ``fault``: the current fault of talking to Canvas (kind, message, since, count), or None.
+    ``fault``: the current fault of talking to Canvas, or None: ``{"kind", "message", "since", "count",
+    "retry_at"}``; ``since`` (the first fault in a row) and ``retry_at`` (the next call to Canvas: the end of the
+    backoff) are wall-clock seconds since the epoch, for ``status`` to show (the daemon measures the backoff on its
+    own clock); ``retry_at`` is rewritten at each fault.
     ``warnings``: lasting conditions an operator should know of (name -> sentence), e.g. ``writer_check`` while the
     daemon cannot tell whether uploaders still write; shown by ``status``.
     ``paused``: feed name -> ``{"reason": str | None, "by": login name, "at": ISO 8601 UTC}`` for feeds an operator

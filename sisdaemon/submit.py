@@ -14,14 +14,17 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.daemon import EXIT_GAVE_UP, Daemon
-from sisdaemon.jobs import Job
+from sisdaemon.jobs import Job, iso
 from sisdaemon.state import (
     History,
     LockHeld,
+    State,
     StateError,
     StateStore,
     fsync_dir,
@@ -30,6 +33,7 @@ from sisdaemon.state import (
     state_lock_path,
 )
 from sisdaemon.status import waiting_in_drop
+from sisdaemon.waits import feed_wait, job_wait
 from sisdaemon.watcher import is_candidate_name
 
 EXIT_OK = 0
@@ -50,13 +54,32 @@ def hand_over(source: Path, feed: FeedSettings) -> str:
     return name
 
 
+def where_it_stands(job: Mapping[str, Any], wait: Mapping[str, Any] | None = None) -> str:
+    """One line on where a job stands (its stored form, :meth:`~sisdaemon.jobs.Job.to_dict`): its state, its
+    import's ``workflow_state`` and ``progress``, the import it is queued behind in Canvas, and why it waits
+    (``wait``: :func:`sisdaemon.waits.job_wait`'s answer; its ``until`` is shown only where it does not move at each
+    retry). The same job gives the same line, so printing on change prints one line per change, not per poll."""
+    import_id, state = job.get("import_id"), job.get("state")
+    if import_id is None:
+        line = str(state)
+    elif job.get("workflow_state") == "created":
+        behind = job.get("queued_behind")
+        line = f"import {import_id} created, queued in Canvas" + (f" behind import {behind}" if behind else "")
+    else:
+        progress = job.get("progress")
+        line = f"import {import_id} {job.get('workflow_state')}"
+        line += f", progress {progress}%" if progress is not None else ""
+    if wait is not None and wait.get("reason") not in ("queued_in_canvas", "importing"):
+        until = wait.get("until") if wait.get("reason") not in ("canvas_fault", "retry_later") else None
+        line += f" — waits: {wait.get('text')}" + (f" (until {iso(until)})" if until else "")
+    return line
+
+
 def _print_event(event: str, job: Job) -> None:
     if event == "filed":
         print(f"{job.name}: {job.outcome} -> {job.folder}/{job.work_name}", flush=True)
-    elif event == "submitted":
-        print(f"{job.name}: import {job.import_id} {job.workflow_state}", flush=True)
-    elif event == "progress":
-        print(f"{job.name}: import {job.import_id} {job.workflow_state} {job.progress}", flush=True)
+    elif event in ("submitted", "progress"):
+        print(f"{job.name}: {where_it_stands(job.to_dict())}", flush=True)
 
 
 def submit(
@@ -121,7 +144,8 @@ def _result(settings: Settings, feed: FeedSettings, name: str, *, quiet: bool = 
 
 
 def _wait_for(settings: Settings, feed: FeedSettings, name: str, max_wait: float) -> int:
-    """Wait for the running daemon to file ``name``, printing its import's progress."""
+    """Wait for the running daemon to file ``name``, printing where it stands each time that changes (read from the
+    state file: why it waits, its import's state and progress, the import it is queued behind)."""
     deadline = time.monotonic() + max_wait
     pause = threading.Event()
     last = None
@@ -136,16 +160,42 @@ def _wait_for(settings: Settings, feed: FeedSettings, name: str, max_wait: float
             state = StateStore(settings.state_file).load()
         except StateError:
             state = None
-        for job in state.jobs.values() if state else []:
-            if job.name == name:
-                seen = (job.state, job.import_id, job.workflow_state, job.progress)
-                if seen != last:
-                    last = seen
-                    print(
-                        f"{name}: {job.state}, import {job.import_id} {job.workflow_state or ''} "
-                        f"{job.progress if job.progress is not None else ''}".rstrip(),
-                        flush=True,
-                    )
+        line = _stands_in(state, settings, feed, name) if state is not None else None
+        if line is not None and line != last:
+            last = line
+            print(f"{name}: {line}", flush=True)
         pause.wait(0.5)
     print(f"{name}: not finished after {max_wait:.0f} s; it stays in the daemon's hands")
     return EXIT_GAVE_UP
+
+
+def _stands_in(state: State, settings: Settings, feed: FeedSettings, name: str) -> str | None:
+    """Where ``name`` stands by the daemon's state: its job's line, or why its feed takes no file (None when
+    neither says anything yet)."""
+    data = state.to_dict()
+    jobs = data["jobs"]
+    fault, held, paused = data.get("fault"), data.get("held") or {}, data.get("paused") or {}
+    job = next((item for item in jobs if item["name"] == name), None)
+    if job is None:
+        in_flight = sum(1 for item in jobs if item["feed"] == feed.name)
+        wait = feed_wait(
+            waiting=1,
+            paused=paused.get(feed.name),
+            held=held.get(feed.name),
+            fault=fault,
+            in_flight=in_flight,
+            max_in_flight=feed.max_in_flight,
+        )
+        return f"in drop/ — waits: {wait['text']}" if wait is not None else None
+    ahead = next((item for item in jobs if item["state"] == "submitting" and item is not job), None)
+    wait = job_wait(
+        job,
+        paused=paused.get(feed.name),
+        held=held.get(feed.name),
+        fault=fault,
+        first_in_line=ahead,
+        resend_after_seconds=settings.polling.resend_after_seconds,
+        settle_seconds=feed.settle_seconds,
+        now=time.time(),
+    )
+    return where_it_stands(job, wait)

@@ -11,8 +11,10 @@ None when the wait ends on an event rather than at a time (a resume, a config ch
     feed_paused           an operator paused the feed (``sisdaemon resume``)
     feed_held             a configuration fault holds the feed (fix the config; a reload releases it)
     canvas_fault          Canvas calls fail (credential, configuration, throttling, down): retried with backoff
+                          (until: the next retry, the state's ``fault.retry_at``)
     retry_later           this job's last step failed; tried again at ``until``
-    queued_in_canvas      Canvas has the import queued (``created``) behind others of the account
+    queued_in_canvas      Canvas has the import queued (``created``) behind others of the account (the text names the
+                          import it waits behind when known: the job's ``queued_behind``)
     importing             Canvas runs the import (``progress`` says how far)
     errors_csv            Canvas has not written the errors CSV yet; waited for until ``until``
     feed_full             the feed has max_in_flight files in flight; the next is taken when one is filed
@@ -20,12 +22,21 @@ None when the wait ends on an event rather than at a time (a resume, a config ch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+#: Canvas's states of an import it runs now (one at a time per root account; docs/canvas-api.md §5).
+RUNNING_STATES = ("importing", "cleanup_batch")
 
 
 def _wait(reason: str, text: str, until: float | None = None) -> dict[str, Any]:
     return {"reason": reason, "text": text, "until": until}
+
+
+def _fault_wait(fault: Mapping[str, Any]) -> dict[str, Any]:
+    """The state's Canvas fault as a wait: until its next retry (``retry_at``, wall clock), when known."""
+    text = f"Canvas calls fail ({fault.get('kind')}): {fault.get('message')}"
+    return _wait("canvas_fault", text, fault.get("retry_at"))
 
 
 def job_wait(
@@ -70,7 +81,7 @@ def job_wait(
         if held is not None:
             return _wait("feed_held", f"feed held by a configuration fault: {held}")
         if fault:
-            return _wait("canvas_fault", f"Canvas calls fail ({fault.get('kind')}): {fault.get('message')}")
+            return _fault_wait(fault)
         if first_in_line is not None:
             return _wait(
                 "one_upload_per_account",
@@ -81,8 +92,11 @@ def job_wait(
             return _wait("retry_later", str(job.get("last_error") or "tried again later"), job["next_action_at"])
         return None
     if state == "submitted":
+        if fault:
+            return _fault_wait(fault)
         if job.get("workflow_state") == "created":
-            return _wait("queued_in_canvas", f"import {job.get('import_id')} is queued in Canvas")
+            behind = f" behind import {job['queued_behind']}" if job.get("queued_behind") else ""
+            return _wait("queued_in_canvas", f"import {job.get('import_id')} is queued in Canvas{behind}")
         return _wait("importing", f"Canvas runs import {job.get('import_id')} ({job.get('progress')}%)")
     if state == "finishing" and job.get("errors_csv_deadline") and not job.get("errors_csv"):
         return _wait("errors_csv", "waiting for Canvas to write the errors CSV", job["errors_csv_deadline"])
@@ -108,7 +122,29 @@ def feed_wait(
     if not waiting:
         return None
     if fault:
-        return _wait("canvas_fault", f"Canvas calls fail ({fault.get('kind')}): {fault.get('message')}")
+        return _fault_wait(fault)
     if in_flight >= max_in_flight:
         return _wait("feed_full", f"{in_flight} file(s) in flight (max_in_flight {max_in_flight})")
     return None
+
+
+def queued_behind(import_id: int, running: Iterable[Mapping[str, Any]], own: Iterable[Mapping[str, Any]]) -> int | None:
+    """The import that the queued (``created``) import ``import_id`` waits behind, or None when none is known.
+
+    Canvas runs one import at a time per root account, the ``created`` ones oldest first (docs/canvas-api.md §5,
+    sis_batch.rb process_all_for_account), and import ids grow in the order they were created. So it waits behind
+    the import Canvas runs now: one in ``running`` (Canvas's ``GET .../sis_imports/importing`` answer, whoever sent
+    it) or an own one running; else behind the oldest own import ahead of it that Canvas has not started.
+    ``own``: this daemon's jobs (``{"import_id", "workflow_state"}``).
+    """
+    ahead = {
+        int(item["import_id"]): item.get("workflow_state")
+        for item in own
+        if isinstance(item.get("import_id"), int) and item["import_id"] < import_id
+    }
+    runs = [int(item["id"]) for item in running if isinstance(item.get("id"), int) and item["id"] != import_id]
+    runs += [ahead_id for ahead_id, state in ahead.items() if state in RUNNING_STATES]
+    if runs:
+        return min(runs)
+    queued = [ahead_id for ahead_id, state in ahead.items() if state == "created"]
+    return min(queued) if queued else None

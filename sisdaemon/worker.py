@@ -106,6 +106,7 @@ class FlightWorker:
                 with bound(current):
                     self.flight.step(current, self.clock())
             self.heartbeat = time.monotonic()
+        self.flight.turns.end_waits_of_gone_jobs()
 
     def _sleep_time(self, now: float) -> float:
         """Seconds until a job is due or the gate's backoff ends; at most 5 s."""
