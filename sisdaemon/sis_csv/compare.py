@@ -8,7 +8,7 @@ partition by partition, the earlier file's rows are loaded into a dict and the n
 it: a key found with other values is *changed*, one not found *added*, and what is left of the dict *removed*.
 Memory holds one partition of the earlier file: P is the earlier file's size over ``partition_bytes`` (at most
 :data:`MAX_PARTITIONS`, one open file each while a side is written), so it stays flat as files grow, up to
-``MAX_PARTITIONS * partition_bytes`` (2 GiB of CSV by default), then grows slowly. Disk: about both files' size
+``MAX_PARTITIONS * partition_bytes`` (1 GiB of CSV by default), then grows slowly. Disk: about both files' size
 again, in ``temp_dir``, removed at the end (a kill leaves a ``.sisdaemon-diff-*`` folder, which
 :func:`remove_stale_diff_dirs` clears).
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import operator
 import os
 import shutil
 import tempfile
@@ -35,9 +36,9 @@ from sisdaemon.sis_csv.reading import CsvFileError, iter_records
 from sisdaemon.sis_csv.schema import DIFF_KEYS, detect_importer, is_csv_name, is_ignored_zip_entry
 
 #: Target bytes of CSV text per partition (of the earlier file): what one partition's dict holds, roughly.
-PARTITION_BYTES = 8 << 20
+PARTITION_BYTES = 2 << 20
 #: At most this many partitions (each is an open file while a side is written).
-MAX_PARTITIONS = 256
+MAX_PARTITIONS = 512
 #: Ids kept per type and kind (added, removed, changed): the first few by line.
 EXAMPLES = 5
 #: Rows between two looks at ``should_stop``.
@@ -239,28 +240,41 @@ def _rows(path: Path) -> Iterator[list[str]]:
         yield from csv.reader(source)
 
 
+def _projector(indexes: list[int]) -> Callable[[list[str]], str]:
+    """A function that gives a stored row's values at ``indexes`` as one string (what two rows are compared by: one
+    string a row keeps memory low)."""
+    if not indexes:
+        return lambda row: ""
+    if len(indexes) == 1:
+        only = indexes[0]
+        return lambda row: row[only]
+    getter = operator.itemgetter(*indexes)
+    return lambda row: "\x1f".join(getter(row))
+
+
 def _match(
     before: _Side, after: _Side, comparison: Comparison, examples: _Examples, should_stop: Callable[[], bool] | None
 ) -> None:
-    """Compare the two sides partition by partition."""
-    shared: dict[str, tuple[list[int], list[int]]] = {}
+    """Compare the two sides partition by partition: one partition of the earlier file in a dict at a time."""
+    old_values: dict[str, Callable[[list[str]], str]] = {}
+    new_values: dict[str, Callable[[list[str]], str]] = {}
     for importer, diff in comparison.types.items():
         old, new = before.columns.get(importer), after.columns.get(importer)
-        if old is None or new is None:
-            continue
-        diff.headers_differ = set(old) != set(new)
-        common = sorted(set(old) & set(new))
-        shared[importer] = ([old.index(column) for column in common], [new.index(column) for column in common])
+        start = 2 + len(diff.key)  # a stored row: importer, line, the key's values, then the columns' values
+        common = sorted(set(old or ()) & set(new or ()))
+        if old is not None and new is not None:
+            diff.headers_differ = set(old) != set(new)
+        old_values[importer] = _projector([start + old.index(column) for column in common] if old else [])
+        new_values[importer] = _projector([start + new.index(column) for column in common] if new else [])
     seen = 0
     for old_path, new_path in zip(before.paths, after.paths, strict=True):
-        held: dict[tuple[str, ...], tuple[int, list[str]]] = {}
+        held: dict[tuple[str, ...], tuple[int, str]] = {}
         for row in _rows(old_path):
-            importer, line = row[0], int(row[1])
-            width = len(DIFF_KEYS[importer])
-            identity = (importer, *row[2 : 2 + width])
+            importer = row[0]
+            identity = (importer, *row[2 : 2 + len(DIFF_KEYS[importer])])
             if identity in held:
                 comparison.types[importer].duplicates += 1
-            held[identity] = (line, row[2 + width :])
+            held[identity] = (int(row[1]), old_values[importer](row))
         taken: set[tuple[str, ...]] = set()
         for row in _rows(new_path):
             seen += 1
@@ -268,8 +282,8 @@ def _match(
                 raise Cancelled
             importer, line = row[0], int(row[1])
             diff = comparison.types[importer]
-            width = len(diff.key)
-            identity = (importer, *row[2 : 2 + width])
+            key = row[2 : 2 + len(diff.key)]
+            identity = (importer, *key)
             if identity in taken:
                 diff.duplicates += 1
                 continue
@@ -277,13 +291,10 @@ def _match(
             found = held.pop(identity, None)
             if found is None:
                 diff.added += 1
-                examples.add(diff, "added", line, row[2 : 2 + width])
-                continue
-            old_index, new_index = shared[importer]
-            old_values, new_values = found[1], row[2 + width :]
-            if any(old_values[o] != new_values[n] for o, n in zip(old_index, new_index, strict=True)):
+                examples.add(diff, "added", line, key)
+            elif found[1] != new_values[importer](row):
                 diff.changed += 1
-                examples.add(diff, "changed", line, row[2 : 2 + width])
+                examples.add(diff, "changed", line, key)
         for identity, (line, _) in held.items():
             diff = comparison.types[identity[0]]
             diff.removed += 1
