@@ -1,8 +1,11 @@
 """The pre-flight worker: checks a claimed file as Canvas would read it (sisdaemon.sis_csv), in a thread of its own,
 reporting through a queue, so that a large file's check never holds up the flight worker's polls or the loop.
 
-It never touches the ledger: the flight applies its result. A check changes nothing outside this process, so a crash
-or a stop during one only means it runs again (docs/design.md "Crash protocol").
+The same read gives the file's sha256 and its data rows per SIS type (for duplicate detection and the shrink guard);
+for a batch-mode or diffing feed the file is then compared with the feed's last imported file
+(:func:`sisdaemon.sis_csv.compare_files`). It never touches the ledger: admission.py applies its result. A check
+changes nothing outside this process (the comparison's temporary files are removed, or cleared at start-up after a
+kill), so a crash or a stop during one only means it runs again (docs/design.md "Crash protocol").
 """
 
 from __future__ import annotations
