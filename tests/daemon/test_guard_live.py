@@ -186,3 +186,29 @@ def test_diff_with_nothing_to_compare_with_exits_3(spool: Spool) -> None:
     changed.write_bytes(users(1))
     result = sisdaemon("diff", "-c", str(spool.write_config()), str(changed))
     assert result.returncode == 3 and "imported no file yet" in result.stderr
+
+
+COURSES = "course_id,short_name,long_name,account_id,term_id,status\n"
+
+
+def courses(*ids: int) -> bytes:
+    return (COURSES + "".join(f"C{i},C{i},Course {i},,2026FA,active\n" for i in ids)).encode()
+
+
+def test_with_the_guard_off_canvas_change_threshold_abort_is_the_verdict_in_the_sidecar(
+    spool: Spool, sandbox: Sandbox
+) -> None:
+    spool.feed["shrink_guard_percent"] = 0
+    spool.feed["import"] = {"batch_mode": True, "batch_mode_term_id": "sis_term_id:2026FA", "change_threshold": 10}
+    spool.drop_file("courses.csv", courses(0, 1, 2, 3))
+    assert run_once(spool) == 0
+    spool.drop_file("courses.csv", courses(0))  # three of four courses would go
+    assert run_once(spool) == 1
+    [failed] = spool.sidecars("failed")
+    assert failed["outcome"] == "aborted" and failed["reason_code"] == "change_threshold"
+    assert failed["shrink_guard"]["note"].startswith("the shrink guard is off")
+    verdict = failed["shrink_guard"]["canvas"]
+    assert verdict["change_threshold"] == 10
+    assert verdict["change_threshold_exceeded"] == "3 courses would be deleted and exceeds the set threshold of 10%"
+    assert failed["diff"]["canvas_would"]["course"]["rows"] == 3
+    assert len(creates(sandbox)) == 2  # the guard was off: Canvas's own guard stopped it
