@@ -235,6 +235,9 @@ def decide(
     if percent is None:
         findings["note"] = "the shrink guard is off for this feed (shrink_guard_percent 0 or null)"
         return dataclasses.replace(job, guard=findings)
+    if not types:
+        findings["note"] = "the check recognised no SIS CSV in the file: nothing to compare"
+        return dataclasses.replace(job, guard=findings)
     if not any(name in before for name in types):
         findings["note"] = "no baseline: the feed's first imported file with these types; it passes"
         return dataclasses.replace(job, guard=findings)
