@@ -1,15 +1,20 @@
 """The pre-flight worker: checks a claimed file as Canvas would read it (sisdaemon.sis_csv), in a thread of its own,
 reporting through a queue, so that a large file's check never holds up the flight worker's polls or the loop.
 
-It never touches the ledger: the flight applies its result. A check changes nothing outside this process, so a crash
-or a stop during one only means it runs again (docs/design.md "Crash protocol").
+The same read gives the file's sha256 and its data rows per SIS type (for duplicate detection and the shrink guard);
+for a batch-mode or diffing feed the file is then compared with the feed's last imported file
+(:func:`sisdaemon.sis_csv.compare_files`). It never touches the ledger: admission.py applies its result. A check
+changes nothing outside this process (the comparison's temporary files are removed, or cleared at start-up after a
+kill), so a crash or a stop during one only means it runs again (docs/design.md "Crash protocol").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +26,23 @@ from sisdaemon.jobs import Job
 
 @dataclass
 class CheckResult:
-    """What a check found: ``report`` (None when the file could not be read: ``error`` says why)."""
+    """What a check found: ``report`` (None when the file could not be read: ``error`` says why; its ``sha256`` and
+    row counts are the file's); ``comparison`` with the earlier file ``base`` when one was given (None when it could
+    not be read: ``base_error`` says why); ``fingerprint``: the file's (without ctime) while it was read, unchanged
+    from start to end (else ``error`` says it changed)."""
 
     job_id: str
     report: sis_csv.Report | None = None
     error: str | None = None
+    comparison: sis_csv.Comparison | None = None
+    base: Path | None = None
+    base_error: str | None = None
+    fingerprint: jobs.Fingerprint | None = None
+
+
+def _fingerprint(path: Path) -> jobs.Fingerprint:
+    status = os.stat(path)
+    return jobs.Fingerprint(status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 class Checker:
@@ -37,12 +54,18 @@ class Checker:
         self._results: queue.Queue[CheckResult] = queue.Queue()
         self._stop = threading.Event()
 
-    def start(self, job_id: str, path: Path, name: str) -> bool:
-        """Check ``path`` (shown as ``name``) for job ``job_id`` unless a check runs; returns whether it started."""
+    def start(
+        self, job_id: str, path: Path, name: str, *, base: Path | None = None, temp_dir: Path | None = None
+    ) -> bool:
+        """Check ``path`` (shown as ``name``) for job ``job_id`` unless a check runs; returns whether it started.
+        ``base``: an earlier file to compare it with (:func:`sisdaemon.sis_csv.compare_files`, its partition files
+        in ``temp_dir``)."""
         if self.running is not None:
             return False
         self.running = job_id
-        thread = threading.Thread(target=self._run, args=(job_id, path, name), name=f"check-{job_id}", daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(job_id, path, name, base, temp_dir), name=f"check-{job_id}", daemon=True
+        )
         thread.start()
         return True
 
@@ -58,16 +81,32 @@ class Checker:
             except queue.Empty:
                 return
 
-    def _run(self, job_id: str, path: Path, name: str) -> None:
-        result = CheckResult(job_id)
+    def _run(self, job_id: str, path: Path, name: str, base: Path | None, temp_dir: Path | None) -> None:
+        result = CheckResult(job_id, base=base)
         try:
+            before = _fingerprint(path)
             result.report = sis_csv.check_file(path, name=name, should_stop=self._stop.is_set)
+            if base is not None:
+                try:
+                    result.comparison = sis_csv.compare_files(
+                        base,
+                        path,
+                        before_name=base.name,
+                        after_name=name,
+                        temp_dir=temp_dir,
+                        should_stop=self._stop.is_set,
+                    )
+                except (OSError, zipfile.BadZipFile) as error:
+                    result.base_error = f"{getattr(error, 'strerror', None) or error}: {base.name}"
+            if _fingerprint(path) != before:
+                result.report, result.error = None, "the file changed while it was checked"
+            result.fingerprint = before
         except sis_csv.Cancelled:
-            result.error = "stopped"
+            result.report, result.error = None, "stopped"
         except OSError as error:
-            result.error = f"{error.strerror or error}: {error.filename or path}"
+            result.report, result.error = None, f"{error.strerror or error}: {error.filename or path}"
         except Exception as error:  # a bug in the check must not leave the job waiting for ever
-            result.error = f"{type(error).__name__}: {error}"
+            result.report, result.error = None, f"{type(error).__name__}: {error}"
         finally:
             self.running = None
             self._results.put(result)

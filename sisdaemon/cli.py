@@ -1,4 +1,4 @@
-"""The ``sisdaemon`` command: run, submit, status, check, check-config, pause, resume, retry, abort, validate,
+"""The ``sisdaemon`` command: run, submit, status, check, check-config, pause, resume, retry, abort, validate, diff,
 sandbox, demo.
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
@@ -287,6 +287,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         "files": [os.path.abspath(name) if os.sep in name else name for name in args.files],
         "all_failed": args.all_failed,
         "feed": args.feed,
+        "force": args.force,
     }
     return retry_or_abort(settings, Path(args.config), request, wait=args.wait, max_wait=args.max_wait)
 
@@ -347,6 +348,20 @@ def _since(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Compare a file with the last file its feed imported (or ``--against`` another file); see sisdaemon.diff."""
+    from sisdaemon.diff import run_diff
+
+    settings = None
+    if args.config:
+        try:
+            settings = load_config(Path(args.config))
+        except ConfigError as error:
+            return _config_error(error)
+    against = Path(args.against) if args.against else None
+    return run_diff(settings, Path(args.file), feed_name=args.feed, against=against, as_json=args.json)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -455,6 +470,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.set_defaults(func=cmd_check)
 
+    diff = commands.add_parser(
+        "diff",
+        help="compare a CSV or zip file with the last file its feed imported: rows added, removed and changed per SIS "
+        "type, and what Canvas would delete (exit 0 compared, 1 unreadable, 2 no such feed, 3 nothing to compare with)",
+    )
+    with_config(diff)
+    diff.add_argument("file", metavar="FILE", help="the CSV or zip file to compare")
+    diff.add_argument(
+        "--feed", help="the feed whose last imported file to compare with (default: the file's, or the only one)"
+    )
+    diff.add_argument("--against", metavar="EARLIER", help="compare with this file instead (no config needed)")
+    diff.add_argument("--json", action="store_true", help="print JSON")
+    diff.set_defaults(func=cmd_diff)
+
     sandbox = commands.add_parser("sandbox", help="run the local Canvas SIS Import API emulator")
     from sisdaemon.sandbox import cli as sandbox_cli
 
@@ -503,6 +532,12 @@ def add_operator_commands(commands: Any, with_config: Callable[[argparse.Argumen
     retry.add_argument("files", nargs="*", metavar="FILE", help="a file in a feed's failed folder (path or name)")
     retry.add_argument("--all-failed", action="store_true", help="every file in failed/ (at most 100 at a time)")
     retry.add_argument("--feed", help="only this feed's failed folder")
+    retry.add_argument(
+        "--force",
+        action="store_true",
+        help="release a file the shrink guard held (reason_code shrink_guard): it is sent once without the guard, "
+        "and its sidecar names who released it",
+    )
     with_wait(retry, "they are")
     retry.set_defaults(func=cmd_retry)
 
@@ -521,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_given = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(args_given)
-        if hasattr(args, "config") and not args.config:
+        if hasattr(args, "config") and not args.config and not getattr(args, "against", None):
             args.parser.error("-c/--config not given and $SISDAEMON_CONFIG not set (or empty)")
     except SystemExit as exit_:
         return int(exit_.code or 0)

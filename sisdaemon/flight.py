@@ -18,8 +18,9 @@ from typing import Any
 import structlog
 
 from sisdaemon import jobs, lost, polling, spool
+from sisdaemon.admission import Admission
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind, unapplied_options
-from sisdaemon.checker import Checker, CheckResult, after_check, preflight_reason
+from sisdaemon.checker import Checker
 from sisdaemon.config import FeedSettings, PollingSettings
 from sisdaemon.filing import Filer
 from sisdaemon.gate import Gate
@@ -74,6 +75,12 @@ class Flight:
         #: Whose turn it is: the journal's lines for a job waiting for the account's one upload, and where an
         #: import stands in Canvas's queue.
         self.turns = Turns(ledger, gate, client, self.conditions, to_wall=to_wall)
+        self.admission = Admission(
+            feeds,
+            ledger,
+            self.checker,
+            retry_later=lambda job_id, error, now: self._retry_later(job_id, error, now + self.policy.interval_seconds),
+        )
         self.filer = Filer(
             feeds,
             ledger,
@@ -170,12 +177,8 @@ class Flight:
         if job.stable_since is not None:
             self.check_in_work(job, now)
             return
-        if self.feeds[job.feed].preflight != "off" and job.preflight is None:
-            # Checked once, before its first upload, by the pre-flight worker; its result comes back through
-            # collect_uploads.
-            if job.next_action_at <= now and self.checker.start(job.job_id, self._work_path(job), job.name):
-                log.debug("preflight_started")
-            return
+        if self.admission.waits_for_check(job, now):
+            return  # checked once, before its first upload; its result comes back through collect_uploads
         if not jobs.may_submit(job, now) or self.ledger.blocked(job.feed):
             return  # a held or paused feed sends nothing new (said by the feed's own lines); imports sent go on
         if not self.gate.may_upload():
@@ -206,11 +209,7 @@ class Flight:
 
     def collect_uploads(self, now: float) -> None:
         """Apply every finished pre-flight check's and upload's result to its job."""
-        for checked in self.checker.results():
-            job = self.ledger.job(checked.job_id)
-            if job is not None and job.state is JobState.CLAIMED and job.preflight is None:
-                with bound(job):
-                    self._apply_check(job, checked, now)
+        self.admission.collect(now)
         for result in self.uploader.results():
             self.gate.uploading = None
             job = self.ledger.job(result.job_id)
@@ -218,24 +217,6 @@ class Flight:
                 continue
             with bound(job):
                 self._apply_upload(job, result, now)
-
-    def _apply_check(self, job: Job, checked: CheckResult, now: float) -> None:
-        """Record a pre-flight result (checker.after_check decides); a check that could not read the file is tried
-        again later."""
-        if checked.report is None:
-            if checked.error != "stopped":
-                log.warning("preflight_not_done", error=checked.error, hint="tried again shortly")
-            self._retry_later(job.job_id, f"pre-flight check: {checked.error}", now + self.policy.interval_seconds)
-            return
-        mode = self.feeds[job.feed].preflight
-        job = after_check(job, checked.report, mode, now=now)
-        if job.state is JobState.FINISHING:
-            log.error("preflight_rejected", reason=job.reason, hint="fix the file and drop it again; nothing was sent")
-        elif checked.report.fatal:
-            log.warning("preflight_failed_sent_anyway", reason=preflight_reason(checked.report), mode=mode)
-        elif checked.report.problems:
-            log.info("preflight_warnings", warnings=len(checked.report.problems))
-        self.ledger.put(job)
 
     def _apply_upload(self, job: Job, result: UploadResult, now: float) -> None:
         if result.sha256:
@@ -482,7 +463,7 @@ class Flight:
             if job.job_id == self.gate.uploading:
                 continue  # its worker wakes the loop when the upload ends
             if job.state is JobState.CLAIMED:
-                if self.checker.running is not None and job.preflight is None:
+                if self.checker.running is not None and job.scan is None:
                     continue  # the pre-flight worker wakes the loop when its check ends
                 if job.stable_since is not None:
                     times.append(now + min(self.feeds[job.feed].settle_seconds / 4, 1.0))

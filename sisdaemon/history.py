@@ -65,6 +65,7 @@ class _RecordShape(BaseModel):
     size: int | None = None
     reason_code: str | None = None
     running_seconds: float | None = None
+    rows: dict[str, int] | None = None
 
 
 class _RecordLine(BaseModel):
@@ -105,8 +106,10 @@ class History:
     """A feed's bounded ledger: recent imports, last imported counts per SIS type, last file and last success.
 
     ``records``: newest last, each ``{"job_id", "file", "work_name", "import_id", "outcome", "folder",
-    "finished_at", "sha256", "size", "reason_code", "running_seconds"}`` (times are seconds since the epoch;
-    ``running_seconds``: Canvas's ``ended_at - started_at``, None when unknown). ``import_ids``: this daemon's imports,
+    "finished_at", "sha256", "size", "reason_code", "running_seconds", "rows"}`` (times are seconds since the epoch;
+    ``running_seconds``: Canvas's ``ended_at - started_at``, None when unknown; ``work_name``: the file's name in
+    its ``folder``; ``rows``: data rows per SIS type its check counted, the shrink guard's baseline, None when it
+    was not checked). ``import_ids``: this daemon's imports,
     oldest first. Changes (:meth:`add`, :meth:`note_import`) are kept in memory until :meth:`save` appends them.
     """
 

@@ -5,7 +5,8 @@ in-flight jobs exist (the drop folder is the queue; see docs/design.md "A droppe
 
     claimed --begin_attempt--> submitting --post_created / adopt--> submitted --poll: terminal--> finishing
     claimed --reject--> finishing                     (refused before upload: empty file, not a regular file,
-                                                       pre-flight: Canvas would fail it)
+                                                       pre-flight: Canvas would fail it, the shrink guard)
+    claimed --skip_duplicate--> finishing             (the same content as a recent import: done/, unsent)
     submitting --refused_as_file--> finishing         (Canvas refused the file itself: too large)
     submitting --post_refused--> claimed              (Canvas created nothing; try again later)
     submitting --resend--> claimed                    (answer lost, no import found for long enough)
@@ -62,6 +63,7 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     RESTORED = "restored"
     PARTIALLY_RESTORED = "partially_restored"
+    DUPLICATE_SKIPPED = "duplicate_skipped"  # the same content as a recent import of its feed: done/, never sent
 
 
 class AbortReason(StrEnum):
@@ -150,6 +152,13 @@ class Job:
     retry_of: Mapping[str, Any] | None = None
     aborted_by: Mapping[str, Any] | None = None  # `sisdaemon abort`: {"by": login name, "at": ISO 8601 UTC}
     preflight: Mapping[str, Any] | None = None  # the pre-flight check's findings (flight.preflight_summary)
+    # What the check's pass over the file counted: {"rows": {SIS type: data rows}, "types": [the types it holds]}
+    # (None until it is checked; the check also sets sha256). Kept in the history for the shrink guard.
+    scan: Mapping[str, Any] | None = None
+    guard: Mapping[str, Any] | None = None  # the shrink guard's findings (guard.py), the sidecar's shrink_guard
+    diff: Mapping[str, Any] | None = None  # the comparison with the feed's last imported file (guard.diff_summary)
+    duplicate_of: Mapping[str, Any] | None = None  # skipped: the earlier import with the same sha256
+    released_by: Mapping[str, Any] | None = None  # `sisdaemon retry --force`: {"by", "at"}; the guard lets it pass
     raw_upload: bool = False  # the current attempt sends the file as a raw body (no job id in Canvas's file name)
     notes: tuple[str, ...] = field(default=())
 
@@ -275,6 +284,24 @@ def reject(job: Job, reason_code: str, reason: str, *, now: float) -> Job:
     )
 
 
+def skip_duplicate(job: Job, earlier: Mapping[str, Any], reason: str, *, now: float) -> Job:
+    """claimed -> finishing: the file's content was imported by its feed a short while ago (``earlier``: that
+    import's ``{"job_id", "import_id", "file", "finished_at"}``); it goes to done/ unsent, outcome
+    ``duplicate_skipped``. Raises TransitionError from a state the table does not allow."""
+    return move(
+        job,
+        JobState.FINISHING,
+        outcome=Outcome.DUPLICATE_SKIPPED,
+        reason_code="duplicate",
+        reason=reason,
+        folder="done",
+        finished_at=now,
+        errors_csv_deadline=None,
+        duplicate_of=dict(earlier),
+        next_action_at=now,
+    )
+
+
 def refused_as_file(job: Job, reason_code: str, reason: str, *, now: float) -> Job:
     """submitting -> finishing: Canvas refused the file itself and created nothing (a 413: too large). The file goes
     to failed/ (outcome ``rejected``, as :func:`reject`) with its attempt's tag retired; its feed goes on."""
@@ -294,7 +321,18 @@ def observe_in_work(job: Job, fingerprint: Fingerprint, now: float, settle: floa
     """
     current = fingerprint.without_ctime()
     if current != job.fingerprint:
-        return dataclasses.replace(job, fingerprint=current, size=current.size, stable_since=now, sha256=None)
+        # What was learnt of the old content (hash, counts, findings) no longer holds: it is checked again.
+        return dataclasses.replace(
+            job,
+            fingerprint=current,
+            size=current.size,
+            stable_since=now,
+            sha256=None,
+            scan=None,
+            preflight=None,
+            guard=None,
+            diff=None,
+        )
     if job.stable_since is not None and now - job.stable_since >= settle:
         return dataclasses.replace(job, stable_since=None, next_action_at=now)
     return job
@@ -473,6 +511,40 @@ def canvas_message(sis_import: Mapping[str, Any]) -> str | None:
     return str(chosen[0][1]) if chosen else None
 
 
+#: Canvas's message when batch mode's change_threshold aborts an import (sis_batch.rb, detect_change_item):
+#: "%{count} %{type} would be deleted and exceeds the set threshold of %{change_threshold}%".
+CHANGE_THRESHOLD_MESSAGE = "would be deleted and exceeds the set threshold"
+#: Canvas's warnings when a threshold stops a diff (sis_batch.rb generate_diff; diff_row_count_threshold).
+DIFF_SKIPPED_MESSAGE = "Diffing not performed because"
+
+
+def canvas_verdict(sis_import: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What Canvas's own guards said of a batch-mode or diffing import (None for any other import, or none yet):
+    ``{"change_threshold": n | None, "change_threshold_exceeded": Canvas's abort message | None}`` and, with a
+    diffing identifier, ``"diffing_threshold_exceeded": bool``, ``"diffing_skipped": Canvas's warning | None``,
+    ``"diffed_against_import_id"`` (docs/canvas-api.md §1: change_threshold; the SisImport JSON's
+    diffing_threshold_exceeded, present only with an identifier)."""
+    if not sis_import:
+        return None
+    diffing = sis_import.get("diffing_data_set_identifier")
+    if not (sis_import.get("batch_mode") or sis_import.get("multi_term_batch_mode") or diffing):
+        return None
+    messages = [
+        str(pair[1])
+        for pair in [*(sis_import.get("processing_errors") or []), *(sis_import.get("processing_warnings") or [])]
+        if isinstance(pair, list | tuple) and len(pair) == 2 and pair[0] is None
+    ]
+    verdict: dict[str, Any] = {
+        "change_threshold": sis_import.get("change_threshold"),
+        "change_threshold_exceeded": next((m for m in messages if CHANGE_THRESHOLD_MESSAGE in m), None),
+    }
+    if diffing:
+        verdict["diffing_threshold_exceeded"] = bool(sis_import.get("diffing_threshold_exceeded"))
+        verdict["diffing_skipped"] = next((m for m in messages if m.startswith(DIFF_SKIPPED_MESSAGE)), None)
+        verdict["diffed_against_import_id"] = sis_import.get("diffed_against_import_id")
+    return verdict
+
+
 def changed_at_filing(job: Job, why: str) -> Job:
     """A finishing job whose file changed since its upload (found when it is filed): it goes to failed/ with
     ``reason_code`` ``changed_during_import``, whatever Canvas made of the part it was sent."""
@@ -490,6 +562,9 @@ def finish(job: Job, *, now: float, errors_csv_wait: float) -> Job:
     outcome, folder, reason_code, reason = outcome_for(state, job.abort_reason)
     sis_import = job.sis_import or {}
     message = canvas_message(sis_import) if reason_code not in (None, "timed_out", "aborted_by_operator") else None
+    if reason_code == "aborted" and (canvas_verdict(sis_import) or {}).get("change_threshold_exceeded"):
+        # Batch mode's own guard: Canvas aborted the import before deleting more than change_threshold allows.
+        reason_code, reason = "change_threshold", "Canvas aborted the import: its change_threshold was exceeded"
     if message:
         reason = f"{reason}: {message}"
     notes = job.notes

@@ -274,24 +274,38 @@ class Ledger:
         """A job is filed: append its record to the feed's history, then drop it from the state; each persisted
         in that order (a crash between the two leaves the job, whose finishing step is idempotent). The history
         write is one appended line (history.py). Raises OSError."""
-        record = {
-            "job_id": job.job_id,
-            "file": job.name,
-            "work_name": job.work_name,
-            "import_id": job.import_id,
-            "outcome": str(job.outcome),
-            "folder": job.folder,
-            "finished_at": job.finished_at,
-            "sha256": job.sha256,
-            "size": job.size,
-            "reason_code": job.reason_code,
-            "running_seconds": running_seconds(job.sis_import),
-        }
+        record = history_record(job)
         history = self.histories[job.feed]
         history.add(record, counts, success=job.folder == "done")
         self._written(history.save)
         del self.state.jobs[job.job_id]
         self.save()
+
+
+def history_record(job: Job) -> dict[str, Any]:
+    """A filed job's record in its feed's history (history.py :class:`History`): its names (``work_name`` is its
+    name in done/ or failed/), import, outcome, hash and size, Canvas's running time, and ``rows``: the data rows per
+    SIS type its check counted (None when it was not checked), the shrink guard's baseline."""
+    return {
+        "job_id": job.job_id,
+        "file": job.name,
+        "work_name": job.work_name,
+        "import_id": job.import_id,
+        "outcome": str(job.outcome),
+        "folder": job.folder,
+        "finished_at": job.finished_at,
+        "sha256": job.sha256,
+        "size": job.size,
+        "reason_code": job.reason_code,
+        "running_seconds": running_seconds(job.sis_import),
+        "rows": row_counts(job),
+    }
+
+
+def row_counts(job: Job) -> dict[str, int] | None:
+    """The data rows per SIS type (Canvas's importer names) the check of ``job``'s file counted, or None."""
+    rows = (job.scan or {}).get("rows")
+    return {str(name): int(count) for name, count in rows.items()} if isinstance(rows, Mapping) else None
 
 
 def running_seconds(sis_import: Mapping[str, Any] | None) -> float | None:

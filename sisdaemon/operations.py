@@ -141,7 +141,7 @@ class Operations:
             if feed is None:
                 refused.append({"file": str(path), "why": "in no feed's failed folder"})
                 continue
-            why, job = self._retry_one(feed, path, who, now)
+            why, job = self._retry_one(feed, path, who, now, force=bool(request.get("force")))
             if job is not None:
                 claimed.append({"file": str(path), "job_id": job.job_id, "feed": feed.name, "work_name": job.work_name})
             else:
@@ -167,9 +167,13 @@ class Operations:
                 return feed
         return feeds[0] if len(feeds) == 1 and path.parent == Path() else None
 
-    def _retry_one(self, feed: FeedSettings, path: Path, who: dict[str, str], now: float) -> tuple[str, Job | None]:
+    def _retry_one(
+        self, feed: FeedSettings, path: Path, who: dict[str, str], now: float, *, force: bool = False
+    ) -> tuple[str, Job | None]:
         """Claim one failed file into work/ as a new job: the job recorded first, then the file renamed, then its old
-        sidecar renamed (recovery finishes either rename after a crash). Returns (why refused, None) or ("", job)."""
+        sidecar renamed (recovery finishes either rename after a crash). ``force`` (``retry --force``): the new job
+        passes the shrink guard once (``released_by``: who released it). Returns (why refused, None) or ("",
+        job)."""
         name = path.name
         for job in self.ledger.jobs():
             if job.retry_of and job.retry_of.get("file") == name and job.feed == feed.name:
@@ -210,7 +214,9 @@ class Operations:
             "sidecar": spool.retried_sidecar_name(name),
             **who,
         }
-        job = dataclasses.replace(job, retry_of=retry_of)
+        if force:
+            retry_of["force"] = True
+        job = dataclasses.replace(job, retry_of=retry_of, released_by=dict(who) if force else None)
         with bound(job):
             self.ledger.put(job)  # recorded before the file leaves failed/
             try:
@@ -225,8 +231,11 @@ class Operations:
                 old_job_id=retry_of["job_id"],
                 old_outcome=retry_of["outcome"],
                 old_reason_code=retry_of["reason_code"],
+                force=force,
                 **who,
             )
+            if force and retry_of["reason_code"] == "shrink_guard":
+                log.warning("shrink_guard_release_requested", retry_of=name, **who)
             self.on_claimed(job, now)
         return "", job
 

@@ -19,6 +19,7 @@ from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.jobs import JobState
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import bound
+from sisdaemon.sis_csv import remove_stale_diff_dirs
 from sisdaemon.state import State, remove_stale_temp_files
 
 log = structlog.get_logger("sisdaemon")
@@ -72,6 +73,8 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
     for feed in feeds.values():  # a kill while a sidecar or errors CSV was written leaves a temp file in work/
         for leftover in remove_stale_temp_files(feed.work_dir, owned=_sidecar_or_errors_csv):
             log.info("stale_temp_file_removed", path=str(leftover), reason="a sidecar's write or a download was cut")
+        for leftover in remove_stale_diff_dirs(feed.work_dir):
+            log.info("stale_temp_file_removed", path=str(leftover), reason="a comparison with the last import was cut")
     for orphan in orphans_in_work(settings, ledger.state):
         log.warning(
             "orphan_in_work",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sisdaemon import __version__, effects
-from sisdaemon.jobs import Fingerprint, Job, display_name, iso
+from sisdaemon.jobs import Fingerprint, Job, canvas_verdict, display_name, iso
 from sisdaemon.state import fsync_dir, write_json_atomic
 
 SIDECAR_SCHEMA = 1
@@ -209,6 +209,14 @@ def build_sidecar(
         }
     if job.preflight is not None:
         sidecar["preflight"] = job.preflight
+    verdict = canvas_verdict(sis_import)
+    if job.guard is not None or verdict is not None:
+        # The shrink guard's findings (guard.py), and Canvas's own guards' verdict where it gave one.
+        sidecar["shrink_guard"] = {**(job.guard or {}), "canvas": verdict}
+    if job.diff is not None:
+        sidecar["diff"] = job.diff  # batch-mode and diffing feeds: the change since the last imported file
+    if job.duplicate_of is not None:
+        sidecar["duplicate_of"] = dict(job.duplicate_of)  # skip_duplicates_hours: the earlier import
     if job.notes:
         sidecar["notes"] = list(job.notes)
     if job.retry_of:

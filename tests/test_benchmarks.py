@@ -47,3 +47,17 @@ def test_the_benchmark_runs_every_uploader_on_one_sink_and_writes_its_figures(tm
         assert figures["peak_rss_mib"]["min"] > 1, name
     assert "curl -T" in finished.stdout and "sisdaemon raw" in finished.stdout
     assert not list(tmp_path.glob("sisdaemon-bench-*")), "the benchmark's temp folder is removed"
+
+
+def test_the_diff_benchmark_compares_files_in_a_fresh_process_and_finds_the_changes_it_made() -> None:
+    finished = subprocess.run(
+        [sys.executable, "benchmarks/diff_speed.py", "2000"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    [_, line] = finished.stdout.strip().splitlines()
+    assert line.split()[0] == "2000" and line.endswith("20/20/20")  # 1% added, removed and changed

@@ -108,11 +108,15 @@ def test_the_daemon_is_composed_of_parts_that_never_import_the_daemon_or_a_comma
         "sisdaemon.status",
         "sisdaemon.demo",
         "sisdaemon.ops",
+        "sisdaemon.diff",
     }
-    parts = ["ledger", "gate", "intake", "flight", "filing", "worker", "upload", "recovery", "writers", "operations"]
+    parts = [
+        *("ledger", "gate", "intake", "flight", "filing", "worker", "upload", "recovery", "writers", "operations"),
+        *("checker", "admission"),
+    ]
     for part in (f"sisdaemon.{name}" for name in parts):
         assert not imports_of(part, modules[part], modules) & top, part
-    core = ["sisdaemon.jobs", "sisdaemon.lost", "sisdaemon.polling", "sisdaemon.reload"]
+    core = ["sisdaemon.jobs", "sisdaemon.lost", "sisdaemon.polling", "sisdaemon.reload", "sisdaemon.guard"]
     io_modules = {"sisdaemon.state", "sisdaemon.spool", "sisdaemon.canvas", "sisdaemon.watcher", "sisdaemon.ledger"}
     for module in core:
         assert not imports_of(module, modules[module], modules) & (top | io_modules | {f"sisdaemon.{p}" for p in parts})

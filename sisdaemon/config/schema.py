@@ -365,6 +365,13 @@ class FeedSettings(_Frozen):
     # (failed/, reason_code preflight, never sent), "warn" (send it all the same; the problems go in the sidecar),
     # "off" (not checked).
     preflight: Literal["off", "warn", "reject"] = "reject"
+    # The shrink guard (batch-mode and diffing feeds only): a file whose row count of a SIS type falls by more than
+    # this percentage since the feed's last imported file is held in failed/ (reason_code shrink_guard), unsent until
+    # `sisdaemon retry --force`. 0 or null: off.
+    shrink_guard_percent: Annotated[int, Field(ge=0, le=100)] | None = 20
+    # A file whose sha256 equals that of a file this feed imported within this many hours goes to done/ unsent
+    # (outcome duplicate_skipped). null (the default): every file is sent.
+    skip_duplicates_hours: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     import_: ImportOptions = Field(default_factory=ImportOptions, alias="import")
     expect_file_every: Duration | None = None
     expect_success_every: Duration | None = None

@@ -18,31 +18,7 @@ from pathlib import Path
 from sisdaemon import sis_csv
 from sisdaemon.sandbox.records import SisImport, StoredFile
 from sisdaemon.sandbox.store import Store
-
-#: The columns that key a row of each type (diff_generator.rb KEYS_BY_TYPE); types not listed are never diffed.
-DIFF_KEYS: dict[str, tuple[str, ...]] = {
-    "account": ("account_id",),
-    "term": ("term_id",),
-    "abstract_course": ("abstract_course_id",),
-    "course": ("course_id",),
-    "section": ("section_id",),
-    "group_category": ("group_category_id",),
-    "group": ("group_id",),
-    "group_membership": ("group_id", "user_id"),
-    "user": ("user_id",),
-    "enrollment": (
-        "course_id",
-        "section_id",
-        "role_id",
-        "role",
-        "user_id",
-        "user_integration_id",
-        "associated_user_id",
-    ),
-    "xlist": ("xlist_course_id", "section_id"),
-    "user_observer": ("observer_id", "student_id"),
-    "admin": ("user_id", "account_id", "role_id", "role"),
-}
+from sisdaemon.sis_csv import DIFF_KEYS
 
 SUCCEEDED = frozenset({"imported", "imported_with_messages"})
 MSG_SIZE = "Diffing not performed because file size difference exceeded threshold"

@@ -15,12 +15,14 @@ Where a message was not found in those sources it is marked *inferred* next to i
 The parts: ``schema`` (importers, header predicates, columns, statuses, file names, file-level messages),
 ``reading`` (the streaming reader), ``rows`` (per-row checks), and the pre-flight check the daemon and
 ``sisdaemon validate`` run: ``problems`` (a problem and a file's report), ``preflight`` (one CSV) and ``archive``
-(a file: a CSV or a zip). Every name is importable from here.
+(a file: a CSV or a zip, its sha256 taken on the way by ``hashing``); and ``compare`` (two files row by row, keyed
+as Canvas diffs them: ``sisdaemon diff`` and the daemon's diff summary). Every name is importable from here.
 """
 
 from __future__ import annotations
 
 from sisdaemon.sis_csv.archive import check_file, is_zip, unsafe_member_name
+from sisdaemon.sis_csv.compare import Comparison, TypeDiff, compare_files, remove_stale_diff_dirs, show_key
 from sisdaemon.sis_csv.preflight import check_csv
 from sisdaemon.sis_csv.problems import Cancelled, Problem, Report
 from sisdaemon.sis_csv.reading import (
@@ -38,6 +40,7 @@ from sisdaemon.sis_csv.reading import (
 from sisdaemon.sis_csv.rows import check_enrollment_role, row_problem, row_warnings, valid_date
 from sisdaemon.sis_csv.schema import (
     COUNT_KEYS,
+    DIFF_KEYS,
     ENROLLMENT_ROLES,
     IMPORTERS,
     MSG_CRASH,
@@ -58,6 +61,7 @@ from sisdaemon.sis_csv.schema import (
 
 __all__ = [
     "COUNT_KEYS",
+    "DIFF_KEYS",
     "ENROLLMENT_ROLES",
     "IMPORTERS",
     "MSG_CRASH",
@@ -70,14 +74,17 @@ __all__ = [
     "STATUSES",
     "UTF8_BOM",
     "Cancelled",
+    "Comparison",
     "CsvFileError",
     "CsvRecord",
     "Problem",
     "Report",
+    "TypeDiff",
     "check_csv",
     "check_enrollment_role",
     "check_file",
     "check_utf8",
+    "compare_files",
     "detect_importer",
     "is_blank_row",
     "is_csv_name",
@@ -90,9 +97,11 @@ __all__ = [
     "missing_columns",
     "open_text",
     "read_header",
+    "remove_stale_diff_dirs",
     "row_dict",
     "row_problem",
     "row_warnings",
+    "show_key",
     "unsafe_member_name",
     "valid_date",
 ]

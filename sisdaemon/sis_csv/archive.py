@@ -11,12 +11,14 @@ CSV must be recognised, or the import would do nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
+from sisdaemon.sis_csv.hashing import HashingReader
 from sisdaemon.sis_csv.preflight import check_csv
 from sisdaemon.sis_csv.problems import Problem, Report
 from sisdaemon.sis_csv.schema import MSG_UNKNOWN_FILE_TYPE, is_csv_name, is_ignored_zip_entry
@@ -45,23 +47,31 @@ def unsafe_member_name(name: str) -> bool:
 
 def check_file(path: Path, *, name: str | None = None, should_stop: Callable[[], bool] | None = None) -> Report:
     """Check the CSV or zip at ``path`` as Canvas would read it; ``name`` is what problems call it (default: the
-    file's name). Streams: memory does not grow with the file's size.
+    file's name). Streams: memory does not grow with the file's size. The report's ``sha256`` is the file's, taken
+    from the same reads (:class:`~sisdaemon.sis_csv.hashing.HashingReader`: a CSV is read once; a zip's bytes its
+    reader skipped are read once more at the end).
 
     Raises OSError when the file cannot be read; Cancelled when ``should_stop()`` turns true.
     """
     shown = name or path.name
     report = Report(shown)
-    size = path.stat().st_size
-    if size == 0:
-        report.add(
-            Problem(shown, None, None, "empty_file", True, "the file is empty (0 bytes); sisdaemon does not send it")
-        )
-        return report
-    if is_zip(path):
-        _check_zip(path, shown, size, report, should_stop)
-    else:
-        with path.open("rb") as stream:
+    with path.open("rb") as raw:
+        size = os.fstat(raw.fileno()).st_size
+        reader = HashingReader(raw)
+        stream = cast(IO[bytes], reader)  # a seekable binary reader: what zipfile and check_csv use of IO
+        if size == 0:
+            report.add(
+                Problem(
+                    shown, None, None, "empty_file", True, "the file is empty (0 bytes); sisdaemon does not send it"
+                )
+            )
+        elif stream.read(4) in _ZIP_MAGIC:
+            stream.seek(0)
+            _check_zip(stream, shown, size, report, should_stop)
+        else:
+            stream.seek(0)
             _check_one_csv(shown, stream, report, should_stop)
+        report.sha256 = reader.finish()
     return report
 
 
@@ -71,9 +81,11 @@ def _check_one_csv(name: str, stream: IO[bytes], report: Report, should_stop: Ca
         report.add(Problem(name, None, None, "empty_file", True, "the file has no header row: Canvas imports nothing"))
 
 
-def _check_zip(path: Path, shown: str, size: int, report: Report, should_stop: Callable[[], bool] | None) -> None:
+def _check_zip(
+    stream: IO[bytes], shown: str, size: int, report: Report, should_stop: Callable[[], bool] | None
+) -> None:
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError) as error:
         report.add(Problem(shown, None, None, "zip_damaged", True, f"the zip cannot be read: {error}"))
         return

@@ -68,13 +68,15 @@ class Problem:
 class Report:
     """What a check of one input file found. ``types``: data rows per SIS type (Canvas's importer names, e.g.
     ``{"user": 40}``) over its recognised CSVs; ``csvs``: recognised CSVs by name -> importer; ``left_out``:
-    warnings counted but not kept, by code."""
+    warnings counted but not kept, by code; ``sha256``: the file's hex sha256 (taken from the check's own reads), once
+    checked."""
 
     file: str
     problems: list[Problem] = field(default_factory=list)
     types: Counter[str] = field(default_factory=Counter)
     csvs: dict[str, str] = field(default_factory=dict)
     left_out: Counter[str] = field(default_factory=Counter)
+    sha256: str | None = None
     _kept: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
@@ -102,7 +104,7 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form: ``{"file", "fatal", "problems": [...], "left_out": {code: n}, "rows": {type: n},
-        "csvs": {name: type}}``."""
+        "csvs": {name: type}, "sha256"}``."""
         return {
             "file": self.file,
             "fatal": self.fatal,
@@ -110,6 +112,7 @@ class Report:
             "left_out": dict(self.left_out),
             "rows": dict(self.types),
             "csvs": dict(self.csvs),
+            "sha256": self.sha256,
         }
 
 

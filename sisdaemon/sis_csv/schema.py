@@ -58,6 +58,32 @@ COUNT_KEYS: dict[str, str] = {
     "user_observer": "user_observers",
 }
 
+#: The columns that key a row of each type when Canvas diffs two imports of one data set (lib/sis/csv/diff_generator.rb
+#: KEYS_BY_TYPE); types not listed are never diffed. Shared by the sandbox's diffing and ``sisdaemon diff``.
+DIFF_KEYS: dict[str, tuple[str, ...]] = {
+    "account": ("account_id",),
+    "term": ("term_id",),
+    "abstract_course": ("abstract_course_id",),
+    "course": ("course_id",),
+    "section": ("section_id",),
+    "group_category": ("group_category_id",),
+    "group": ("group_id",),
+    "group_membership": ("group_id", "user_id"),
+    "user": ("user_id",),
+    "enrollment": (
+        "course_id",
+        "section_id",
+        "role_id",
+        "role",
+        "user_id",
+        "user_integration_id",
+        "associated_user_id",
+    ),
+    "xlist": ("xlist_course_id", "section_id"),
+    "user_observer": ("observer_id", "student_id"),
+    "admin": ("user_id", "account_id", "role_id", "role"),
+}
+
 # Columns whose values import_refactored.rb filters out of the downloadable copy of a users CSV
 # (HEADERS_TO_EXCLUDE_FOR_DOWNLOAD): such a file is listed as "<name>_filtered.csv".
 PASSWORD_HEADERS: frozenset[str] = frozenset({"password", "ssha_password"})
