@@ -376,6 +376,7 @@ class CanvasClient:
         headers = {**self._headers(), "Content-Type": f"multipart/form-data; boundary={boundary}"}
         url = self._url(f"accounts/{self.account}/sis_imports")
         with (
+            contextlib.closing(payload),  # the digest's thread ends however the call does
             deadline.new_session() as session,
             self._exchange(
                 session,

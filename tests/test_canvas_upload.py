@@ -7,13 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sisdaemon import canvas, upload_body
-from sisdaemon.canvas import BodyDigest, CanvasClient
+from sisdaemon.canvas import BodyDigest, CanvasClient, CanvasError, FaultKind
 from sisdaemon.sandbox import Sandbox
 from tests.loopback import Exchange, Request, serving
 
@@ -74,6 +76,7 @@ def test_a_multipart_upload_carries_the_options_as_fields_and_the_file_as_the_at
     assert fields[attachment + b"Content-Type: text/csv"] == data
     assert "?" not in request.target  # every option is a form field; no `extension=` (Canvas goes by the name)
     assert (digest.bytes, digest.hexdigest()) == (len(data), hashlib.sha256(data).hexdigest())
+    assert "upload-sha256" not in [thread.name for thread in threading.enumerate()]  # the hash's thread has ended
 
 
 def test_a_file_that_shrinks_while_it_is_sent_ends_the_body_with_an_error_not_a_short_request(tmp_path: Path) -> None:
@@ -89,6 +92,7 @@ def test_a_file_that_shrinks_while_it_is_sent_ends_the_body_with_an_error_not_a_
         assert len(body.read()) == 10
         with pytest.raises(OSError, match="ended at byte"):
             body.read()  # requests turns this into a failed call, of unknown outcome (the connection was made)
+        body.close()  # as create_sis_import does however the call ends: the hash's thread ends
     finally:
         os.close(fd)
     assert digest.bytes == len(first) + 10  # not the whole file: the upload worker takes no sha256 from it
@@ -111,3 +115,30 @@ def test_the_sandbox_imports_a_multipart_upload_under_its_own_name_and_echoes_th
     assert finished["data"]["counts"]["users"] == 1
     # The operator's file name, with the job id, is what Canvas keeps (a raw body would be "sis_import.csv").
     assert [item["filename"] for item in finished["csv_attachments"]] == ["ab12_users.csv"]
+
+
+def test_the_hash_runs_beside_the_send_and_its_thread_ends_with_a_call_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    path.write_bytes(b"user_id,login_id,status\n" + b"u1,l1,active\n" * (2 * 24 * canvas.UPLOAD_BLOCK // 26))
+    # 24 MiB: more than the socket buffers hold, so the send blocks on a server that never reads
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    acceptor = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), name="test-accept")
+    acceptor.start()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        host, port = listener.getsockname()[:2]
+        client = CanvasClient(f"http://{host}:{port}", "1", lambda: TOKEN, upload_timeout=0.5)
+        digest = BodyDigest()
+        with pytest.raises(CanvasError) as failure:  # a server that never reads: the call's deadline ends it
+            client.create_sis_import(fd, "ab12_users.csv", [], digest=digest)
+        client.close()
+    finally:
+        os.close(fd)
+        acceptor.join()
+        for sock in accepted:
+            sock.close()
+        listener.close()
+    assert failure.value.kind is FaultKind.TRANSIENT and not failure.value.created_nothing
+    assert 0 < digest.bytes < path.stat().st_size  # part of the file was read and hashed, not all of it
+    assert not [thread.name for thread in threading.enumerate() if thread.name == "upload-sha256"]
