@@ -50,10 +50,13 @@ def _written(pid: int) -> int:
 
 
 def _config(root: Path, base_url: str, *, level: str, settle: float, max_in_flight: int) -> Path:
+    """A running daemon's config: quick polls (the sink ends each import at once) and the default 60 s cap, which is
+    also how long a token check lets files be claimed (gate.py): a cap of a second would make every claim wait for
+    the flight worker's next token check, a wait of the benchmark's making."""
     config = daemon_config(root, base_url, max_in_flight=max_in_flight)
     settings = yaml.safe_load(config.read_text())
     settings["log"]["level"] = level
-    settings["polling"] = {"interval_seconds": 0.05, "max_interval_seconds": 0.2}
+    settings["polling"] = {"interval_seconds": 0.05, "max_interval_seconds": 60}
     settings["feeds"][0]["settle_seconds"] = settle
     config.write_text(yaml.safe_dump(settings))
     return config
