@@ -2,7 +2,7 @@
 writes JSON.
 
     python -m benchmarks                                   # modest sizes: a few minutes on 2 cores
-    python -m benchmarks --sizes-mib 420,2048 --backlog 100,10000 --repeats 3   # the sizes (~2.5 GiB in --work)
+    python -m benchmarks --sizes-mib 420,2048 --backlog 100,10000 --bursts 10000 --repeats 3   # the sizes
     python -m benchmarks --only upload --json out.json
 
 docs/performance.md says what each figure measures and holds the table of the last full run.
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import burst, replay, upload
+from benchmarks import burst, detection, replay, upload
 from benchmarks.common import REPO, sink
 
 #: The figures, in the order they run: name -> (run(args, base_url, work, say) -> result, table(result) -> lines).
@@ -41,10 +41,23 @@ def _burst(args: argparse.Namespace, base_url: str, work: Path, say: Callable[[s
     return burst.run(base_url, args.backlog, args.repeats, work, say)
 
 
+def _running(args: argparse.Namespace, base_url: str, work: Path, say: Callable[[str], None]) -> Any:
+    return detection.run(
+        base_url,
+        latency_files=args.latency_files,
+        bursts=args.bursts,
+        idle_files=args.idle_files,
+        repeats=args.repeats,
+        work=work,
+        say=say,
+    )
+
+
 FIGURES: dict[str, Figure] = {
     "upload": (_upload, upload.table),
     "polling": (_polling, replay.table),
     "backlog": (_burst, burst.table),
+    "running": (_running, detection.table),
 }
 
 
@@ -81,7 +94,14 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("--repeats", type=int, default=3, help="runs of each measurement (min and median shown)")
     result.add_argument("--sizes-mib", type=_sizes, default=[64, 256], help="upload sizes in MiB (default 64,256)")
     result.add_argument(
-        "--backlog", type=_sizes, default=[100, 400], help="files waiting at start-up (default 100,400)"
+        "--backlog", type=_sizes, default=[100, 1000], help="files waiting at start-up (default 100,1000)"
+    )
+    result.add_argument(
+        "--bursts", type=_sizes, default=[1000], help="files dropped at once into a running daemon (default 1000)"
+    )
+    result.add_argument("--latency-files", type=int, default=200, help="files for detection latency (default 200)")
+    result.add_argument(
+        "--idle-files", type=int, default=100_000, help="files in done/ while the daemon idles (default 100000)"
     )
     result.add_argument("--json", type=Path, default=Path("benchmark-results.json"), help="where the JSON goes")
     result.add_argument("--work", type=Path, default=None, help="folder for test files (default: a temp folder)")
@@ -104,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": _machine(),
-        "settings": {"repeats": args.repeats, "sizes_mib": args.sizes_mib, "backlog": args.backlog},
+        "settings": {
+            "repeats": args.repeats,
+            "sizes_mib": args.sizes_mib,
+            "backlog": args.backlog,
+            "bursts": args.bursts,
+            "latency_files": args.latency_files,
+            "idle_files": args.idle_files,
+        },
         "figures": {},
     }
     with tempfile.TemporaryDirectory(dir=args.work, prefix="sisdaemon-bench-") as temp, sink() as base_url:

@@ -1,10 +1,11 @@
 """The upload figure: peak RSS and wall time of one upload of the same users.csv to the same sink, for sisdaemon
-(the real daemon, ``run --once``, as a raw body and as multipart) and its peers (the classic requests example,
-canvasapi's ``create_sis_import``, ``curl --data-binary``, ``curl -T``).
+(the real daemon, ``run --once``) and its peers: sisdaemon's client alone (multipart, as the daemon sends), the same
+reads and hash sent as a raw body (``extension=csv``, which the daemon does not send: the file would lose its name in
+Canvas), the hash alone, the classic requests example, canvasapi's ``create_sis_import``, ``curl --data-binary`` and
+``curl -T``.
 
 sisdaemon's time is from its ``upload_started`` event to ``import_submitted`` (the check of the claimed file, the
-POST with the hash taken on the way, Canvas's answer); its peak RSS is the whole daemon's. The raw body is what the
-daemon sends once it has learnt that Canvas echoes attempt tags, so its run first imports a small file.
+POST with the hash taken on the way, Canvas's answer); its peak RSS is the whole daemon's.
 """
 
 from __future__ import annotations
@@ -27,7 +28,24 @@ from benchmarks.common import (
     stats,
 )
 
-PEERS = ("sisdaemon raw", "sisdaemon multipart", "requests", "canvasapi", "curl --data-binary", "curl -T")
+PEERS = (
+    "sisdaemon",
+    "client multipart",
+    "client raw body",
+    "sha256 alone",
+    "requests",
+    "canvasapi",
+    "curl --data-binary",
+    "curl -T",
+)
+#: The Python peers, by their name in benchmarks.peers.
+_PYTHON = {
+    "client multipart": "client",
+    "client raw body": "raw",
+    "sha256 alone": "sha256",
+    "requests": "requests",
+    "canvasapi": "canvasapi",
+}
 
 
 def _curl(mode: str, base_url: str, path: Path) -> Measured:
@@ -51,13 +69,10 @@ def _seconds(measured: Measured) -> float | None:
     return None
 
 
-def _daemon(raw: bool, base_url: str, path: Path, work: Path) -> tuple[Measured, float | None]:
+def _daemon(base_url: str, path: Path, work: Path) -> tuple[Measured, float | None]:
     root = Path(tempfile.mkdtemp(dir=work, prefix="daemon-"))
     config = daemon_config(root, base_url)
     drop = root / "drop"
-    if raw:
-        make_csv(drop / "a-first.csv", 100)
-        os.utime(drop / "a-first.csv", (1, 1))  # oldest: imported first, so the big one goes as a raw body
     os.link(path, drop / "users.csv")
     log = root / "log"
     measured = run_measured(daemon_command(config), env={"BENCH_TOKEN": TOKEN}, stdout_path=log)
@@ -66,9 +81,6 @@ def _daemon(raw: bool, base_url: str, path: Path, work: Path) -> tuple[Measured,
     seconds = None
     if "upload_started" in times and "import_submitted" in times:
         seconds = times["import_submitted"] - times["upload_started"]
-    for event in found:
-        if event["event"] == "upload_started" and "body" in event and raw != (event["body"] == "raw"):
-            raise SystemExit(f"sisdaemon sent users.csv as {event.get('body')}, not as expected")
     for item in (drop / "users.csv", root / "done"):
         if item.is_dir():
             for name in os.listdir(item):
@@ -89,13 +101,13 @@ def run(base_url: str, sizes_mib: list[int], repeats: int, work: Path, say: Call
         for repeat in range(repeats):
             for peer in PEERS:
                 seconds: float | None
-                if peer.startswith("sisdaemon"):
-                    measured, seconds = _daemon(peer.endswith("raw"), base_url, path, work)
+                if peer == "sisdaemon":
+                    measured, seconds = _daemon(base_url, path, work)
                 elif peer.startswith("curl"):
                     measured = _curl("data-binary" if "binary" in peer else "T", base_url, path)
                     seconds = _seconds(measured)
                 else:
-                    measured = _python_peer(peer, base_url, path)
+                    measured = _python_peer(_PYTHON[peer], base_url, path)
                     seconds = _seconds(measured)
                 if measured.returncode != 0 or seconds is None:
                     failures[peer] += 1

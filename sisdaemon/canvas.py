@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import errno
-import hashlib
 import os
 import secrets
 import socket
@@ -27,7 +26,6 @@ from typing import Any
 
 import requests
 import urllib3.exceptions
-import urllib3.fields
 import urllib3.filepost
 
 from sisdaemon import deadline, effects
@@ -52,8 +50,10 @@ from sisdaemon.redaction import (
     redact,
     remember_secret,
 )
+from sisdaemon.upload_body import UPLOAD_BLOCK, BodyDigest, UploadBody, multipart_frame
 
-# Re-exported for the callers: what answers mean (answers.py) and the secrets' redaction (redaction.py).
+# Re-exported for the callers: what answers mean (answers.py), the secrets' redaction (redaction.py) and the
+# upload's body (upload_body.py).
 __all__ = [
     "ANSWER_LIMIT",
     "API",
@@ -403,17 +403,17 @@ class CanvasClient:
         filename: str,
         fields: Sequence[tuple[str, str]],
         *,
-        raw: bool = False,
         digest: BodyDigest | None = None,
     ) -> dict[str, Any]:
-        """``POST .../sis_imports``: a streamed upload of the open file ``fd``, read once from its start in
+        """``POST .../sis_imports``: a streamed multipart upload of the open file ``fd``, read once from its start in
         :data:`UPLOAD_BLOCK` reads, with memory flat whatever its size.
 
-        ``raw``: the file is the whole body and every option goes in the query string, with ``extension=csv`` or
-        ``zip`` (the cheapest body Canvas takes: PreventNonMultipartParse; Canvas then names the file
-        ``sis_import.<extension>``, docs/canvas-api.md §1). Otherwise multipart: each option a form field and the
-        file the part ``attachment`` named ``filename`` (Canvas processes only .csv and .zip names; the name carries
-        the job id, which the untagged lost-answer rules need). ``fields``: the options; ``import_type`` is added.
+        Each option is a form field and the file is the part ``attachment`` named ``filename``: Canvas keeps that
+        name for the import's attachment (its admin UI, ``processing_errors`` and ``csv_attachments`` show it) and
+        processes only .csv and .zip names; the name carries the job id, which the untagged lost-answer rules need.
+        Canvas also takes the file as the whole body with ``extension=`` (PreventNonMultipartParse), but then names
+        it ``sis_import.<extension>``; the framing costs nothing measurable (docs/performance.md), so multipart it
+        is. ``fields``: the options; ``import_type`` is added.
         ``digest``: fed every byte of the file as it is sent (the sha256 without a second pass). A fresh connection
         is used, so a stale keep-alive socket never hides a sent request. The whole call (connect, the upload,
         Canvas's answer) ends by ``upload_timeout``. Returns the SisImport (HTTP 200).
@@ -428,18 +428,13 @@ class CanvasClient:
         content_type = "application/zip" if extension == "zip" else "text/csv"
         options = [("import_type", "instructure_csv"), *fields]
         size = os.fstat(fd).st_size
-        params: list[tuple[str, str]] | None = None
-        if raw:
-            params = [*options, ("extension", extension)]
-            payload = _UploadBody(fd, size, digest=digest)
-        else:
-            boundary = urllib3.filepost.choose_boundary()
-            head, tail = _multipart_frame(boundary, options, filename, content_type)
-            payload = _UploadBody(fd, size, head=head, tail=tail, digest=digest)
-            content_type = f"multipart/form-data; boundary={boundary}"
-        headers = {**self._headers(), "Content-Type": content_type}
+        boundary = urllib3.filepost.choose_boundary()
+        head, tail = multipart_frame(boundary, options, filename, content_type)
+        payload = UploadBody(fd, size, head=head, tail=tail, digest=digest)
+        headers = {**self._headers(), "Content-Type": f"multipart/form-data; boundary={boundary}"}
         url = self._url(f"accounts/{self.account}/sis_imports")
         with (
+            contextlib.closing(payload),  # the digest's thread ends however the call does
             deadline.new_session() as session,
             self._exchange(
                 session,
@@ -449,7 +444,6 @@ class CanvasClient:
                 route="accounts/:id/sis_imports",
                 seconds=self.upload_timeout,
                 read_timeout=self.upload_timeout,
-                params=params,
                 data=payload,
                 headers=headers,
             ) as answer,
@@ -553,88 +547,6 @@ class CanvasClient:
                 effects.happened("errors_csv.saved")
                 return
         raise CanvasError(FaultKind.CONFIGURATION, f"errors CSV download: more than {max_redirects} redirects")
-
-
-#: Bytes of the file read at a time for an upload (and handed to the connection as one send).
-UPLOAD_BLOCK = 1 << 20
-
-
-class BodyDigest:
-    """The sha256 of the file bytes an upload sent, taken as they are read (``bytes``: how many)."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self.bytes = 0
-
-    def update(self, data: bytes) -> None:
-        self._hash.update(data)
-        self.bytes += len(data)
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
-
-
-def _multipart_frame(
-    boundary: str, options: Sequence[tuple[str, str]], filename: str, content_type: str
-) -> tuple[bytes, bytes]:
-    """The bytes of a multipart/form-data body before and after the file's: each option a field, then the part
-    ``attachment`` (headers made by urllib3's RequestField, which escapes the file name as browsers do)."""
-    head = bytearray()
-    for name, value in options:
-        field = urllib3.fields.RequestField(name, value)
-        field.make_multipart()
-        head += f"--{boundary}\r\n{field.render_headers()}".encode() + value.encode() + b"\r\n"
-    attachment = urllib3.fields.RequestField("attachment", b"", filename=filename)
-    attachment.make_multipart(content_type=content_type)
-    head += f"--{boundary}\r\n{attachment.render_headers()}".encode()
-    return bytes(head), f"\r\n--{boundary}--\r\n".encode()
-
-
-class _UploadBody:
-    """An upload's body for requests: ``head``, then ``size`` bytes of the open file ``fd`` from its start, then
-    ``tail``; read once, :data:`UPLOAD_BLOCK` bytes at a time (whatever size the connection asks for), each block
-    fed to ``digest``. Its length is known up front, so requests sends a Content-Length, never chunks.
-
-    Reports ``canvas.post_sent`` to the side-effect seam once its last byte was handed to the connection: from then
-    on Canvas may have the whole request, and an import may exist whether or not its answer arrives. Raises OSError
-    when the file ends before ``size`` bytes (it shrank while being sent).
-    """
-
-    def __init__(
-        self, fd: int, size: int, *, head: bytes = b"", tail: bytes = b"", digest: BodyDigest | None = None
-    ) -> None:
-        self._fd = fd
-        self._size = size
-        self._offset = 0
-        self._head = head
-        self._tail = tail
-        self._digest = digest
-        self._reported = False
-        self.len = len(head) + size + len(tail)  # requests sets Content-Length from it
-
-    def __len__(self) -> int:
-        return self.len
-
-    def read(self, size: int = -1) -> bytes:
-        """The next block of the body; b"" at its end (reported once). ``size`` is not heeded: blocks are large."""
-        if self._head:
-            data, self._head = self._head, b""
-            return data
-        if self._offset < self._size:
-            data = os.pread(self._fd, min(UPLOAD_BLOCK, self._size - self._offset), self._offset)
-            if not data:
-                raise OSError(errno.EIO, f"the file ended at byte {self._offset} of {self._size} while being sent")
-            self._offset += len(data)
-            if self._digest is not None:
-                self._digest.update(data)
-            return data
-        if self._tail:
-            data, self._tail = self._tail, b""
-            return data
-        if not self._reported:
-            self._reported = True
-            effects.happened("canvas.post_sent")
-        return b""
 
 
 class _Answer:

@@ -185,13 +185,12 @@ def summarize(root: Path) -> list[dict[str, Any]]:
 
 def _message(sidecar: dict[str, Any], item: Any) -> str:
     """One of Canvas's ``[file, message]`` pairs as text; the file is left out when it is the upload itself (Canvas
-    names it ``<job id>_<name>``, or ``sis_import.<extension>`` for a raw body), kept for a member of a zip."""
+    names it ``<job id>_<name>``), kept for a member of a zip."""
     if not isinstance(item, list) or len(item) != 2:
         return str(item)
     where, text = str(item[0]), str(item[1])
     upload = f"{sidecar.get('job_id')}_{sidecar['file']['name']}"
-    itself = (upload, sidecar["file"]["name"], "sis_import.csv", "sis_import.zip")
-    return text if where in itself else f"{where}: {text}"
+    return text if where in (upload, sidecar["file"]["name"]) else f"{where}: {text}"
 
 
 def shown_path(path: Path) -> str:

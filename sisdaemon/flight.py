@@ -193,19 +193,15 @@ class Flight:
             tag = jobs.TAG_BASE + secrets.randbits(30)
         if not job.zip_members:
             job = dataclasses.replace(job, zip_members=spool.zip_csv_members(self._work_path(job)))
-        raw = tag is not None and self.ledger.tags_echoed is True
-        job = jobs.begin_attempt(job, tag=tag, intent_at=self.client.server_now_iso(), now=now, raw_upload=raw)
+        job = jobs.begin_attempt(job, tag=tag, intent_at=self.client.server_now_iso(), now=now)
         self.ledger.put(job)  # the intent is recorded before the POST
         fields = list(feed.import_.form_fields())
         if tag is not None:
             fields.append(("diff_row_count_threshold", str(tag)))
-        # The raw body (cheapest) once Canvas is known to echo the attempt's tag, which then finds a lost import and
-        # confirms this file's; otherwise multipart, whose attachment name carries the job id for the untagged rules.
-        raw = job.raw_upload
         self.gate.uploading = job.job_id
         self.turns.upload_starts(job.job_id)
-        log.info("upload_started", attempt=job.attempts, size=job.size, body="raw" if raw else "multipart")
-        self.uploader.start(job, self._work_path(job), fields, raw=raw)
+        log.info("upload_started", attempt=job.attempts, size=job.size)
+        self.uploader.start(job, self._work_path(job), fields)
 
     def collect_uploads(self, now: float) -> None:
         """Apply every finished pre-flight check's and upload's result to its job."""

@@ -1,4 +1,9 @@
-"""The intake: scan each drop folder, settle what is there, and claim ready files into the work folder.
+"""The intake: detect what is in each drop folder, settle it, and claim ready files into the work folder.
+
+Detection works per changed file: the folder's watch names the files its events were about, and only those are
+looked at (one ``lstat`` each); a file's settle wait ends with one more look; ready files are claimed oldest first
+from a heap. A full scan (every entry listed and looked at) runs at start-up, every ``rescan_seconds``, and after
+events were lost. The claim's own rename out of drop/ wakes nothing.
 
 A claim is persisted in the ledger before the rename out of drop/ (docs/design.md "Crash protocol"), and only when
 the feed has room and Canvas accepts the token, so a backlog stays in drop/ where an operator can see it.
@@ -21,31 +26,46 @@ from sisdaemon.jobs import Fingerprint, Job
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, bound
 from sisdaemon.observer import QUIET, Observer
-from sisdaemon.watcher import DropWatcher, ReadyFile, SettleTracker, scan
+from sisdaemon.watcher import (
+    DropWatcher,
+    Observation,
+    ReadyFile,
+    SettleTracker,
+    is_candidate_name,
+    look,
+    observation_of,
+    scan,
+)
 from sisdaemon.writers import WriterCheck
 
 log = structlog.get_logger("sisdaemon")
 
-#: Seconds between a wake-up event and the scan it triggers (events come in bursts while a file is written).
+#: Seconds between a wake-up event and the look it triggers (events come in bursts while a file is written).
 DEBOUNCE = 0.2
+
+#: The conditions that are about one dropped file; they end when the file leaves the drop folder.
+_FILE_CONDITIONS = ("open_writer", "unreadable", "unmovable")
 
 
 @dataclass
 class FeedScan:
-    """One feed's detection: its settle tracker, its folder watch, and when it is next scanned (seconds since the
-    epoch)."""
+    """One feed's detection: its settle tracker, its folder watch, when it is next fully scanned and next looked at
+    for events (seconds since the epoch), and ``scans``/``looks``: how many full scans and single-name looks it made
+    (for tests and the benchmark: detection's cost)."""
 
     tracker: SettleTracker
     watcher: DropWatcher
     next_rescan: float = 0.0
     next_scan: float = 0.0
-    backlog: bool = False  # the last scan left ready files unclaimed (feed full, Canvas down)
+    backlog: bool = False  # ready files are left unclaimed (feed full, Canvas down)
     # name -> (its fingerprint, when to try again): files whose rename out of drop/ failed (immutable, EPERM)
     unmovable: dict[str, tuple[Fingerprint, float]] = field(default_factory=dict)
     next_settle: float | None = None  # when the next tracked file settles
     # name -> why it is not taken (dot_name, temp_name, no_pattern_matches, folder), as the last scan found; each is
     # logged at debug once, when first skipped
     skipped: dict[str, str] = field(default_factory=dict)
+    scans: int = 0
+    looks: int = 0
 
 
 class Intake:
@@ -56,7 +76,8 @@ class Intake:
     were written whole before their rename and are taken without settling. ``on_claimed(job, now)``: called after
     each claim of a regular, non-empty file (the flight checks it in work/). ``on_event``: called with ("claimed",
     job) for ``submit --wait``. ``conditions`` logs lasting conditions (a writer holding a file open, an unreadable
-    file, a missing drop folder) when they start and end, not at every scan. ``observer`` hears each new file seen.
+    file, a missing drop folder) when they start and end, not at every scan. ``lstat``: every look at a dropped file
+    goes through it (tests count them). ``observer`` hears each new file seen.
     """
 
     def __init__(
@@ -72,6 +93,7 @@ class Intake:
         only: dict[str, set[str]] | None = None,
         conditions: Conditions | None = None,
         observer: Observer = QUIET,
+        lstat: Callable[[str], os.stat_result] = os.lstat,
     ) -> None:
         self.observer = observer
         self.feeds = feeds
@@ -83,15 +105,24 @@ class Intake:
         self.on_claimed = on_claimed
         self.on_event = on_event
         self.only = only
+        self.lstat = lstat
         self.scans: dict[str, FeedScan] = {}
         for feed in feeds.values():
             self.add_feed(feed)
 
     def add_feed(self, feed: FeedSettings) -> None:
         """Start detecting for ``feed`` (its watch starts at the first scan)."""
-        self.scans[feed.name] = FeedScan(
+        name = feed.name
+
+        def wanted(entry: str) -> bool:  # the observer's thread: the feed's patterns as they are now (a reload)
+            settings = self.feeds.get(name)
+            return settings is not None and is_candidate_name(entry, settings.patterns)
+
+        self.scans[name] = FeedScan(
             SettleTracker(feed.settle_seconds, feed.empty_grace_seconds),
-            DropWatcher(feed.drop_dir, self.wake, mode=feed.watch, poll_seconds=min(feed.rescan_seconds, 5)),
+            DropWatcher(
+                feed.drop_dir, self.wake, mode=feed.watch, poll_seconds=min(feed.rescan_seconds, 5), wanted=wanted
+            ),
         )
 
     def remove_feed(self, name: str) -> None:
@@ -121,16 +152,13 @@ class Intake:
         them and finishes)."""
         if self.only is not None:
             return not any(self.only.values())
-        unreadable = {(feed, name) for feed, name in self.unreadable()}
         return all(
-            self.ledger.paused(feed) is not None
-            or all((feed, name) in unreadable for name in feed_scan.tracker.names())
-            for feed, feed_scan in self.scans.items()
+            self.ledger.paused(feed) is not None or not feed_scan.tracker for feed, feed_scan in self.scans.items()
         )
 
     def unreadable(self) -> list[tuple[str, str]]:
         """(feed, name) of the dropped files the daemon cannot read (said once in the journal; ``run --once``
-        reports them and finishes the rest instead of waiting on them)."""
+        reports them and finishes the rest instead of waiting on them; they are not tracked while unreadable)."""
         return [(key[1], key[2]) for key in self.conditions.active() if key[0] == "unreadable"]
 
     def due_times(self) -> list[float]:
@@ -144,25 +172,29 @@ class Intake:
                 times.append(feed_scan.next_settle + 0.01)
         return times
 
-    def scan_due(self, now: float, woke: bool) -> None:
-        """Scan each drop folder when due: a wake-up (debounced), the periodic rescan, a file due to settle, or
-        ready files left over that may now be claimed."""
+    def scan_due(self, now: float, woke: bool = False) -> None:
+        """Look at each drop folder when due: names its events brought (debounced), the periodic full scan, a file
+        whose settle wait ends, or ready files left over that may now be claimed. ``woke`` is not needed: each
+        watch says itself whether its events brought news."""
         for name, feed_scan in self.scans.items():
             feed = self.feeds[name]
-            if woke and not feed_scan.next_scan:
+            if not feed_scan.next_scan and feed_scan.watcher.pending():
                 feed_scan.next_scan = now + DEBOUNCE
+            rescan = now >= feed_scan.next_rescan
+            events = bool(feed_scan.next_scan) and now >= feed_scan.next_scan
             due = (
-                now >= feed_scan.next_rescan
-                or (feed_scan.next_scan and now >= feed_scan.next_scan)
+                rescan
+                or events
                 or (feed_scan.next_settle is not None and now >= feed_scan.next_settle)
                 or (feed_scan.backlog and self.may_claim(feed, now))
             )
             if not due:
                 continue
-            feed_scan.next_scan = 0.0
-            if now >= feed_scan.next_rescan:
+            if rescan:
                 feed_scan.next_rescan = now + feed.rescan_seconds
-            self._scan(feed, feed_scan, now)
+            if events:
+                feed_scan.next_scan = 0.0
+            self._detect(feed, feed_scan, now, rescan=rescan, events=events)
 
     def may_claim(self, feed: FeedSettings, now: float) -> bool:
         """Whether ``feed`` has room for another job, is neither held nor paused, and Canvas may be called."""
@@ -173,7 +205,7 @@ class Intake:
             and self.gate.is_open(now)
         )
 
-    def _scan(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> None:
+    def _detect(self, feed: FeedSettings, feed_scan: FeedScan, now: float, *, rescan: bool, events: bool) -> None:
         conditions = self.conditions
         if not feed_scan.watcher.ensure_watching():
             conditions.start(
@@ -185,47 +217,116 @@ class Intake:
             )
             return
         conditions.end(("drop_dir_missing", feed.name), "drop_dir_back", feed=feed.name, path=str(feed.drop_dir))
+        names: set[str] = set()
+        if rescan or events:
+            names, lost = feed_scan.watcher.take_changes()  # before the listing: later events stay for next time
+            rescan = rescan or lost
+        if self.only is not None:
+            self._take_named(feed, feed_scan, now)
+            return
+        if rescan:
+            if not self._full_scan(feed, feed_scan, now):
+                return
+        else:
+            self._look(feed, feed_scan, names, now)
+        tracker = feed_scan.tracker
+        self._look(feed, feed_scan, tracker.due(now), now)  # settle waits that ended: one more look each
+        feed_scan.next_settle = tracker.next_due(now)
+        self._claim_ready(feed, feed_scan, now)
+
+    def _full_scan(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> bool:
+        """List the drop folder and look at every candidate. False when it cannot be listed (said in the journal)."""
+        conditions = self.conditions
         skipped: dict[str, str] = {}
         try:
-            observations = scan(feed.drop_dir, feed.patterns, skipped=skipped)
+            observations = scan(feed.drop_dir, feed.patterns, self.lstat, skipped)
         except OSError as error:
             conditions.start(("scan_failed", feed.name), "scan_failed", level="error", feed=feed.name, error=str(error))
-            return
+            return False
+        feed_scan.scans += 1
         conditions.end(("scan_failed", feed.name), "scan_recovered", feed=feed.name)
         for name, reason in skipped.items():
             if feed_scan.skipped.get(name) != reason:
                 log.debug("file_skipped", feed=feed.name, file=jobs.display_name(name), reason=reason)
         feed_scan.skipped = skipped
         for key in conditions.active():  # a file held open or unreadable left the folder: its condition ended
-            gone = key[0] in ("open_writer", "unreadable", "unmovable") and key[1] == feed.name
-            if gone and key[2] not in observations:
-                feed_scan.unmovable.pop(key[2], None)
-                shown = jobs.display_name(key[2])
-                conditions.end(key, "file_condition_ended", feed=feed.name, file=shown, condition=key[0])
-        wanted = self.only.get(feed.name) if self.only is not None else None
-        if self.only is not None:
-            observations = {name: seen for name, seen in observations.items() if wanted and name in wanted}
-        for name, seen in observations.items():
-            if not feed_scan.tracker.tracked(name):
-                self.observer.file_seen(feed.name)
-                log.debug(
-                    "file_seen",
-                    feed=feed.name,
-                    file=jobs.display_name(name),
-                    size=seen.fingerprint.size,
-                    kind=seen.kind,
-                    settle_seconds=feed.settle_seconds,
-                )
-        ready = feed_scan.tracker.update(observations, now)
-        feed_scan.next_settle = feed_scan.tracker.next_due(now)
-        if wanted:
-            # Files handed over by `sisdaemon submit` were written completely before their rename: no settle wait.
-            ready = [
-                ReadyFile(seen.name, seen.fingerprint, seen.regular, seen.kind, now) for seen in observations.values()
-            ]
+            if key[0] in _FILE_CONDITIONS and key[1] == feed.name and key[2] not in observations:
+                self._gone(feed, feed_scan, key[2])
+        for seen in observations.values():
+            self._seen(feed, feed_scan, seen)
+        feed_scan.tracker.update(observations, now)
+        return True
+
+    def _look(self, feed: FeedSettings, feed_scan: FeedScan, names: set[str] | list[str], now: float) -> None:
+        """Look at each of ``names`` (one ``lstat``) and tell the tracker what it is now."""
+        for name in names:
+            feed_scan.looks += 1
+            try:
+                seen, reason = look(feed.drop_dir, name, feed.patterns, self.lstat)
+            except OSError:
+                continue  # cannot be looked at now (a failing disk): the next full scan tries again
+            if reason is not None and feed_scan.skipped.get(name) != reason:
+                log.debug("file_skipped", feed=feed.name, file=jobs.display_name(name), reason=reason)
+                feed_scan.skipped[name] = reason
+            if seen is None:
+                if reason is None:
+                    feed_scan.skipped.pop(name, None)
+                    self._gone(feed, feed_scan, name)
+                feed_scan.tracker.observe(name, None, now)
+                continue
+            feed_scan.skipped.pop(name, None)
+            self._seen(feed, feed_scan, seen)
+            feed_scan.tracker.observe(name, seen, now)
+
+    def _seen(self, feed: FeedSettings, feed_scan: FeedScan, seen: Observation) -> None:
+        if not feed_scan.tracker.tracked(seen.name):
+            self.observer.file_seen(feed.name)
+            log.debug(
+                "file_seen",
+                feed=feed.name,
+                file=jobs.display_name(seen.name),
+                size=seen.fingerprint.size,
+                kind=seen.kind,
+                settle_seconds=feed.settle_seconds,
+            )
+
+    def _gone(self, feed: FeedSettings, feed_scan: FeedScan, name: str) -> None:
+        """``name`` left the drop folder: the conditions about it end."""
+        feed_scan.unmovable.pop(name, None)
+        for kind in _FILE_CONDITIONS:
+            key = (kind, feed.name, name)
+            if key in self.conditions:
+                shown = jobs.display_name(name)
+                self.conditions.end(key, "file_condition_ended", feed=feed.name, file=shown, condition=kind)
+
+    def _claim_ready(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> None:
+        """Claim ready files, oldest first, while the feed has room."""
+        tracker = feed_scan.tracker
+        item = tracker.first_ready()
+        feed_scan.backlog = item is not None
+        if item is None or not self.gate.verified(now):
+            return  # not verified lately, Canvas refuses us or is down: every file stays in drop/ for now
+        while item is not None and self.may_claim(feed, now):
+            self._claim(feed, feed_scan, item, now)
+            after = tracker.first_ready()
+            if after == item:
+                break  # not taken and still first (its claim could not be recorded): tried again at the next turn
+            item = after
+        feed_scan.backlog = item is not None
+
+    def _take_named(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> None:
+        """``sisdaemon submit``: the named files only, written whole before their rename, taken without settling."""
+        ready = []
+        for name in sorted(self.only.get(feed.name, set()) if self.only is not None else ()):
+            try:
+                seen, _ = look(feed.drop_dir, name, feed.patterns, self.lstat)
+            except OSError:
+                continue
+            if seen is not None:
+                ready.append(ReadyFile(seen.name, seen.fingerprint, seen.regular, seen.kind, now))
         feed_scan.backlog = bool(ready)
         if ready and not self.gate.verified(now):
-            return  # not verified lately, Canvas refuses us or is down: every file stays in drop/ for now
+            return
         for index, item in enumerate(ready):
             if not self.may_claim(feed, now):
                 break
@@ -234,9 +335,20 @@ class Intake:
 
     def _claim(self, feed: FeedSettings, feed_scan: FeedScan, item: ReadyFile, now: float) -> None:
         source = feed.drop_dir / item.name
+        tracker = feed_scan.tracker
         unmovable = feed_scan.unmovable.get(item.name)
         if unmovable is not None and unmovable[0] == item.fingerprint and now < unmovable[1]:
-            return  # its rename failed lately and it has not changed: no state write and no line per scan
+            # Its rename failed lately and it has not changed: no state write and no line per look. Found again by a
+            # full scan, or by an event when it changes.
+            tracker.forget(item.name)
+            return
+        try:
+            current = observation_of(item.name, self.lstat(str(source)))
+        except OSError:
+            current = None
+        if current is None or current.fingerprint != item.fingerprint:
+            tracker.observe(item.name, current, now)  # gone, or changed since it settled: it settles again
+            return
         if item.regular:
             try:
                 fd = spool.open_for_reading(source)
@@ -249,9 +361,11 @@ class Intake:
                     file=jobs.display_name(item.name),
                     hint="left in the drop folder; taken once the daemon can read it",
                 )
+                tracker.forget(item.name)  # found again when its mode changes (an event) or by the next full scan
                 return
             except OSError:
-                return  # gone or replaced since the scan; the next scan sees it
+                self._look(feed, feed_scan, [item.name], now)  # gone or replaced since it was looked at
+                return
             try:
                 writing = self.writer_check(fd)
             finally:
@@ -270,7 +384,7 @@ class Intake:
                     file=shown,
                     hint="an uploader holds it open; it is taken once closed and settled",
                 )
-                feed_scan.tracker.forget(item.name)
+                tracker.forget(item.name)
                 return
             self.conditions.end(("open_writer", feed.name, item.name), "file_writer_closed", feed=feed.name, file=shown)
         job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
@@ -282,10 +396,13 @@ class Intake:
                 return
             target = feed.work_dir / job.work_name
             key = ("unmovable", feed.name, item.name)
+            feed_scan.watcher.expect_departure(item.name)  # the rename's own event wakes nothing
             try:
                 spool.move_durably(source, target)
             except OSError as error:
+                feed_scan.watcher.departure_failed(item.name)
                 self.ledger.forget(job.job_id)
+                tracker.forget(item.name)  # gone, or tried again once a minute: found again by the next full scan
                 if not isinstance(error, FileNotFoundError):  # gone since the scan: nothing to say
                     # Immutable, append-only, a folder that forbids it: tried again once a minute (or when the
                     # file changes), said once while it lasts.
@@ -300,7 +417,7 @@ class Intake:
                 return
             feed_scan.unmovable.pop(item.name, None)
             self.conditions.end(key, "claim_recovered")
-            feed_scan.tracker.forget(item.name)
+            tracker.forget(item.name)
             if self.only is not None and item.name in self.only.get(feed.name, set()):
                 self.only[feed.name].discard(item.name)
             log.info("file_claimed", size=item.fingerprint.size, kind=item.kind)

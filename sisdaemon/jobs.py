@@ -159,7 +159,6 @@ class Job:
     diff: Mapping[str, Any] | None = None  # the comparison with the feed's last imported file (guard.diff_summary)
     duplicate_of: Mapping[str, Any] | None = None  # skipped: the earlier import with the same sha256
     released_by: Mapping[str, Any] | None = None  # `sisdaemon retry --force`: {"by", "at"}; the guard lets it pass
-    raw_upload: bool = False  # the current attempt sends the file as a raw body (no job id in Canvas's file name)
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -349,15 +348,13 @@ def due_by(job: Job, now: float) -> Job:
     return dataclasses.replace(job, **changes) if changes else job
 
 
-def begin_attempt(job: Job, *, tag: int | None, intent_at: str | None, now: float, raw_upload: bool = False) -> Job:
-    """claimed -> submitting: record the intent (tag, Canvas time, and whether the file goes as a raw body, which
-    Canvas stores as ``sis_import.<extension>``) before the POST."""
+def begin_attempt(job: Job, *, tag: int | None, intent_at: str | None, now: float) -> Job:
+    """claimed -> submitting: record the intent (tag, Canvas time) before the POST."""
     return move(
         job,
         JobState.SUBMITTING,
         attempts=job.attempts + 1,
         tag=tag,
-        raw_upload=raw_upload,
         intent_at=intent_at,
         first_intent_at=job.first_intent_at or intent_at,
         outcome_unknown=False,

@@ -119,17 +119,12 @@ def attachments_match(sis_import: Mapping[str, Any], job: jobs.Job) -> bool | No
 
     A CSV is uploaded as ``<job id>_<stem>.csv``, so its attachment carries the job id. A zip is listed by its
     members instead (lib/sis/csv/import_refactored.rb ``prepare``), so it matches when every attachment is one of
-    the zip's .csv members (by base name). A CSV sent as a raw body is stored as ``sis_import.csv``, which says
-    nothing; raw bodies are sent only with a tag Canvas echoes, so the echoed tag decides instead.
+    the zip's .csv members (by base name).
     """
     attachments = sis_import.get("csv_attachments") or []
     names = [str(item.get("filename") or item.get("display_name") or "") for item in attachments]
     if not names:
         return None
-    if job.raw_upload and not job.zip_members:
-        echoed = sis_import.get("diff_row_count_threshold")
-        tags = {tag for tag in (job.tag, *job.old_tags) if tag is not None}
-        return None if echoed is None or not tags else echoed in tags
     if job.zip_members:
         members = set(job.zip_members)
         return all(name in members or name.removesuffix("_filtered.csv") + ".csv" in members for name in names)

@@ -56,12 +56,10 @@ class Uploader:
         self.clock = clock
         self._results: queue.Queue[UploadResult] = queue.Queue()
 
-    def start(self, job: Job, path: Path, fields: list[tuple[str, str]], *, raw: bool = False) -> None:
-        """Send ``path`` (``job``'s file in work/) with the options ``fields`` in a new worker thread; ``raw``: as
-        the whole body (see :meth:`CanvasClient.create_sis_import`)."""
-        worker = threading.Thread(
-            target=self._run, args=(job, path, fields, raw), name=f"upload-{job.job_id}", daemon=True
-        )
+    def start(self, job: Job, path: Path, fields: list[tuple[str, str]]) -> None:
+        """Send ``path`` (``job``'s file in work/) with the options ``fields`` in a new worker thread (multipart,
+        see :meth:`CanvasClient.create_sis_import`)."""
+        worker = threading.Thread(target=self._run, args=(job, path, fields), name=f"upload-{job.job_id}", daemon=True)
         worker.start()
 
     def pending(self) -> bool:
@@ -76,7 +74,7 @@ class Uploader:
             except queue.Empty:
                 return
 
-    def _run(self, job: Job, path: Path, fields: list[tuple[str, str]], raw: bool) -> None:
+    def _run(self, job: Job, path: Path, fields: list[tuple[str, str]]) -> None:
         result = UploadResult(job.job_id, "error")
         try:
             fd = spool.open_for_reading(path)
@@ -93,7 +91,7 @@ class Uploader:
             digest = BodyDigest()
             started = time.monotonic()
             try:
-                result.sis_import = self.client.create_sis_import(fd, filename, fields, raw=raw, digest=digest)
+                result.sis_import = self.client.create_sis_import(fd, filename, fields, digest=digest)
                 result.kind = "created"
             except CanvasError as error:
                 result.error = error

@@ -1,27 +1,55 @@
-"""Drop-folder detection: watchdog events as wake-ups, a scan at start-up, a periodic rescan, and settling.
+"""Drop-folder detection: what a name in a drop folder is, full scans, and watches whose events carry names.
 
-Events never carry decisions: any event in a drop folder only wakes the daemon for a (debounced) scan, and the scan
-is the one source of truth. A file is ready when its inode, size, mtime and ctime have not changed for
-``settle_seconds`` on the daemon's own clock (an ``rsync -a`` copy keeps an old mtime, so mtime alone proves
-nothing; docs/design.md "A dropped file's life").
+The watch (inotify, or polling on NFS/CIFS) records the names its events are about and sets the loop's wake-up; the
+intake then looks at those names only (one ``lstat`` each), so detection works per changed file, not per waiting
+file. A full scan (:func:`scan`) runs at start-up, on its own timer (``rescan_seconds``), and after the kernel's
+event queue overflowed (events were lost). Reads (the daemon's own opens), names never taken, and the daemon's own
+renames out of the folder (:meth:`DropWatcher.expect_departure`) wake nothing. Settling itself is settle.py.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from sisdaemon.jobs import Fingerprint
+from sisdaemon.settle import Observation, ReadyFile, SettleTracker
+
+__all__ = [
+    "IGNORED_SUFFIXES",
+    "DropWatcher",
+    "Observation",
+    "ReadyFile",
+    "SettleTracker",
+    "is_candidate_name",
+    "look",
+    "observation_of",
+    "scan",
+    "skip_reason",
+]
 
 #: Names never taken (docs/design.md "Folders, names and what is taken"): upload temp names of rsync, WinSCP, editors.
 IGNORED_SUFFIXES = (".part", ".filepart", ".tmp", "~")
@@ -46,27 +74,6 @@ def is_candidate_name(name: str, patterns: Iterable[str]) -> bool:
     return skip_reason(name, patterns) is None
 
 
-@dataclass(frozen=True)
-class Observation:
-    """One scan's view of a candidate: its fingerprint, whether it is a regular file, and its file type."""
-
-    name: str
-    fingerprint: Fingerprint
-    regular: bool
-    kind: str  # "file", "symlink", "fifo", "socket", "device", "directory"
-
-
-@dataclass(frozen=True)
-class ReadyFile:
-    """A file that settled: ``seen_at`` is when the daemon first saw it (seconds since the epoch)."""
-
-    name: str
-    fingerprint: Fingerprint
-    regular: bool
-    kind: str
-    seen_at: float
-
-
 def _kind(mode: int) -> str:
     if stat.S_ISREG(mode):
         return "file"
@@ -81,13 +88,42 @@ def _kind(mode: int) -> str:
     return "device"
 
 
+def observation_of(name: str, result: os.stat_result) -> Observation:
+    """What an ``lstat`` result says of the drop-folder entry ``name``."""
+    kind = _kind(result.st_mode)
+    return Observation(
+        name, Fingerprint(result.st_ino, result.st_size, result.st_mtime_ns, result.st_ctime_ns), kind == "file", kind
+    )
+
+
+def look(
+    drop_dir: Path, name: str, patterns: Iterable[str], lstat: Callable[[str], os.stat_result] = os.lstat
+) -> tuple[Observation | None, str | None]:
+    """One name in ``drop_dir`` now: ``(observation, None)`` for a candidate, ``(None, reason)`` for an entry never
+    taken (:func:`skip_reason`'s reasons, or ``"folder"``), ``(None, None)`` when there is no such entry. One
+    ``lstat`` (through ``lstat``), none for a name never taken; symlinks are not followed. Raises OSError other than
+    FileNotFoundError."""
+    reason = skip_reason(name, patterns)
+    if reason is not None:
+        return None, reason
+    try:
+        result = lstat(os.path.join(drop_dir, name))
+    except FileNotFoundError:
+        return None, None
+    seen = observation_of(name, result)
+    if seen.kind == "directory":
+        return None, "folder"
+    return seen, None
+
+
 def scan(
     drop_dir: Path,
     patterns: Iterable[str],
     lstat: Callable[[str], os.stat_result] = os.lstat,
     skipped: dict[str, str] | None = None,
 ) -> dict[str, Observation]:
-    """The candidates now in ``drop_dir`` by name (sub-folders and ignored names left out; symlinks not followed).
+    """The candidates now in ``drop_dir`` by name (sub-folders and ignored names left out; symlinks not followed):
+    every entry listed, and each candidate looked at (:func:`look`).
 
     ``skipped``, when given, is filled with the names left out and why (:func:`skip_reason`'s reasons, or
     ``"folder"`` for a sub-folder). Raises FileNotFoundError if the folder is gone. A name that vanishes mid-scan is
@@ -97,111 +133,139 @@ def scan(
     patterns = tuple(patterns)
     with os.scandir(drop_dir) as entries:
         for entry in entries:
-            reason = skip_reason(entry.name, patterns)
-            if reason is not None:
-                if skipped is not None:
-                    skipped[entry.name] = reason
-                continue
-            try:
-                result = lstat(entry.path)
-            except FileNotFoundError:
-                continue
-            kind = _kind(result.st_mode)
-            if kind == "directory":
-                if skipped is not None:
-                    skipped[entry.name] = "folder"
-                continue
-            found[entry.name] = Observation(
-                entry.name,
-                Fingerprint(result.st_ino, result.st_size, result.st_mtime_ns, result.st_ctime_ns),
-                kind == "file",
-                kind,
-            )
+            seen, reason = look(drop_dir, entry.name, patterns, lstat)
+            if seen is not None:
+                found[entry.name] = seen
+            elif reason is not None and skipped is not None:
+                skipped[entry.name] = reason
     return found
 
 
-class SettleTracker:
-    """Decides, scan after scan, which candidates have settled (pure: no I/O, ``now`` is passed in).
+#: The events a watch asks for. Opens and reads (the daemon's own writer check and uploads) are left out: they change
+#: nothing. A create, a write, a close after writing, a change of mode or owner, a rename in or out, a delete do.
+_EVENTS = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
 
-    ``settle``: seconds a fingerprint must stay unchanged. ``empty_grace``: seconds a 0-byte file must stay
-    unchanged before it is handed on (to be refused as ``empty_file``): uploads often create the file first.
-    Memory: one small record per candidate in the drop folder.
-    """
 
-    def __init__(self, settle: float, empty_grace: float) -> None:
-        self.settle = settle
-        self.empty_grace = empty_grace
-        # name -> (fingerprint, stable since, seen at, seconds it must stay stable)
-        self._since: dict[str, tuple[Fingerprint, float, float, float]] = {}
+class _Changes:
+    """What a watch's events said since the intake last asked (shared by the observer's thread and the loop's):
+    the names they were about, whether a full scan is needed (events were lost, or the folder itself went), and the
+    names the daemon is moving out itself, whose departure is no news."""
 
-    def update(self, observations: Mapping[str, Observation], now: float) -> list[ReadyFile]:
-        """Record a scan; return the settled candidates, oldest mtime first (then by name)."""
-        for name in list(self._since):
-            if name not in observations:
-                del self._since[name]
-        ready = []
-        for name, seen in observations.items():
-            previous = self._since.get(name)
-            if previous is None or previous[0] != seen.fingerprint:
-                seen_at = previous[2] if previous else now
-                wait = self.settle
-                if seen.regular and seen.fingerprint.size == 0:
-                    wait = max(self.settle, self.empty_grace)
-                self._since[name] = (seen.fingerprint, now, seen_at, wait)
-                continue
-            _, stable_since, seen_at, wait = previous
-            if now - stable_since >= wait:
-                ready.append(ReadyFile(name, seen.fingerprint, seen.regular, seen.kind, seen_at))
-        ready.sort(key=lambda item: (item.fingerprint.mtime_ns, item.name))
-        return ready
-
-    def names(self) -> list[str]:
-        """The names tracked now (seen, not yet taken)."""
-        return list(self._since)
-
-    def next_due(self, now: float) -> float | None:
-        """The earliest time after ``now`` (seconds since the epoch) a tracked candidate becomes ready, or None.
-
-        Candidates already ready are left out: they wait for room in the feed, not for the clock.
-        """
-        times = [since + wait for _, since, _, wait in self._since.values() if since + wait > now]
-        return min(times) if times else None
-
-    def tracked(self, name: str) -> bool:
-        """Whether ``name`` is being settled (seen in an earlier scan, still there)."""
-        return name in self._since
-
-    def forget(self, name: str) -> None:
-        self._since.pop(name, None)
-
-    def __len__(self) -> int:
-        return len(self._since)
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.names: set[str] = set()
+        self.full = False
+        self.expected: dict[str, int] = {}
 
 
 class _WakeHandler(FileSystemEventHandler):
-    def __init__(self, wake: threading.Event) -> None:
+    """Records each event's names in ``changes`` and sets ``wake``, unless the event is no news: a name never taken
+    (``wanted`` says no), the drop folder's own "modified", or the departure of a file the daemon is moving out.
+    ``wanted`` None: a wake-up for any event, nothing recorded (the control folder's watch)."""
+
+    def __init__(
+        self, folder: str, wake: threading.Event, changes: _Changes, wanted: Callable[[str], bool] | None
+    ) -> None:
+        self._folder = folder
         self._wake = wake
+        self._changes = changes
+        self._wanted = wanted
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self._wake.set()
+        if self._wanted is None:
+            self._wake.set()
+            return
+        news = False
+        departing = event.event_type in ("deleted", "moved")
+        with self._changes.lock:
+            for index, path in enumerate((event.src_path, event.dest_path)):
+                path = os.fsdecode(path)
+                if not path:
+                    continue
+                if path == self._folder:  # the folder itself was deleted or moved: look at everything again
+                    if event.event_type in ("deleted", "moved"):
+                        self._changes.full = news = True
+                    continue
+                folder, name = os.path.split(path)
+                if folder != self._folder or not self._wanted(name):
+                    continue
+                if index == 0 and departing and self._changes.expected.get(name):
+                    self._changes.expected[name] -= 1  # the daemon's own rename out of the folder
+                    if not self._changes.expected[name]:
+                        del self._changes.expected[name]
+                    continue
+                self._changes.names.add(name)
+                news = True
+        if news:
+            self._wake.set()
+
+
+class _OverflowAlarm(logging.Handler):
+    """watchdog deals with the kernel's event-queue overflow (IN_Q_OVERFLOW: events were lost) itself and says so
+    only in its log, at warning ("Inotify queue overflowed; filesystem events were lost", watchdog/observers/
+    inotify_c.py). All watches share one inotify descriptor (``InotifyFD.get_instance``), so every watch then needs a
+    full scan."""
+
+    LOGGER = "watchdog.observers.inotify_c"
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.watchers: weakref.WeakSet[DropWatcher] = weakref.WeakSet()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "queue overflow" in record.getMessage().lower():
+            for watcher in list(self.watchers):
+                watcher.overflowed()
+
+    @classmethod
+    def install(cls) -> _OverflowAlarm:
+        """The one alarm, on watchdog's inotify logger, at warning whatever level "watchdog" is given (logs.py)."""
+        logger = logging.getLogger(cls.LOGGER)
+        for handler in logger.handlers:
+            if isinstance(handler, cls):
+                return handler
+        alarm = cls()
+        logger.addHandler(alarm)
+        logger.setLevel(logging.WARNING)
+        return alarm
 
 
 class DropWatcher:
-    """Watches one drop folder: events (inotify) or polling (NFS/CIFS) only set ``wake``.
+    """Watches one folder: events (inotify) or polling (NFS/CIFS) record names and set ``wake``.
 
-    :meth:`ensure_watching` re-creates the watch when the folder was deleted and made again (its inode changed),
-    and is called by every rescan.
+    ``wanted(name)``: whether events about ``name`` matter (the intake passes the feed's candidate names); None for
+    a watch that only wakes (any event, nothing recorded). :meth:`take_changes` hands the names over;
+    :meth:`ensure_watching` re-creates the watch when the folder was deleted and made again (its inode changed).
     """
 
     def __init__(
-        self, drop_dir: Path, wake: threading.Event, *, mode: str = "events", poll_seconds: float = 5.0
+        self,
+        drop_dir: Path,
+        wake: threading.Event,
+        *,
+        mode: str = "events",
+        poll_seconds: float = 5.0,
+        wanted: Callable[[str], bool] | None = None,
     ) -> None:
         self.drop_dir = drop_dir
         self._wake = wake
         self._mode = mode
         self._poll_seconds = poll_seconds
+        self._wanted = wanted
+        self._changes = _Changes()
         self._observer: BaseObserver | None = None
         self._watched_ino: int | None = None
+        _OverflowAlarm.install().watchers.add(self)
 
     def _new_observer(self) -> BaseObserver:
         if self._mode == "poll":
@@ -209,7 +273,8 @@ class DropWatcher:
         return Observer()
 
     def ensure_watching(self) -> bool:
-        """Start (or restart) the observer if needed. Returns False when the drop folder is missing."""
+        """Start (or restart) the observer if needed. Returns False when the drop folder is missing. A new watch
+        asks for a full scan (events before it were not seen)."""
         try:
             ino = os.stat(self.drop_dir).st_ino
         except FileNotFoundError:
@@ -220,11 +285,47 @@ class DropWatcher:
         observer = self._new_observer()
         observer.name = f"sisdaemon-watch-{self.drop_dir.name}"
         observer.daemon = True
-        observer.schedule(_WakeHandler(self._wake), str(self.drop_dir), recursive=False)
+        handler = _WakeHandler(os.fspath(self.drop_dir), self._wake, self._changes, self._wanted)
+        observer.schedule(handler, str(self.drop_dir), recursive=False, event_filter=_EVENTS)
         observer.start()
         self._observer = observer
         self._watched_ino = ino
+        with self._changes.lock:
+            self._changes.full = True
         return True
+
+    def pending(self) -> bool:
+        """Whether events brought news since the last :meth:`take_changes`."""
+        with self._changes.lock:
+            return bool(self._changes.names) or self._changes.full
+
+    def take_changes(self) -> tuple[set[str], bool]:
+        """The names events were about since the last call, and whether a full scan is needed (the kernel's queue
+        overflowed, the folder went, or the watch is new); both are reset."""
+        with self._changes.lock:
+            names, full = self._changes.names, self._changes.full
+            self._changes.names, self._changes.full = set(), False
+            if full:
+                self._changes.expected.clear()  # a full scan follows: a departure's event, if ever, is one more look
+        return names, full
+
+    def expect_departure(self, name: str) -> None:
+        """The daemon is about to move ``name`` out of the folder: its event is no news (no wake-up)."""
+        with self._changes.lock:
+            self._changes.expected[name] = self._changes.expected.get(name, 0) + 1
+
+    def departure_failed(self, name: str) -> None:
+        """The move announced by :meth:`expect_departure` did not happen: a later departure of ``name`` is news."""
+        with self._changes.lock:
+            count = self._changes.expected.pop(name, 0) - 1
+            if count > 0:
+                self._changes.expected[name] = count
+
+    def overflowed(self) -> None:
+        """Events were lost (any thread): the next look is a full scan, and the loop wakes for it."""
+        with self._changes.lock:
+            self._changes.full = True
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop and join the observer (safe to call twice)."""

@@ -28,7 +28,8 @@ class FlightWorker:
     """Runs ``flight``'s steps in a thread of its own.
 
     ``wake``: set to make it look at its jobs now (a claim, an upload that ended, a reload). ``loop_wake``: the
-    loop's event, set after the token was verified so that waiting files are claimed at once. ``clock``: the
+    loop's event, set after the token was verified and when a job was filed (its feed has room), so that waiting
+    files are claimed at once. ``clock``: the
     daemon's clock. ``heartbeat`` is the monotonic time of its last turn: a loop that sees it stale stops pinging
     systemd's watchdog.
     """
@@ -98,7 +99,8 @@ class FlightWorker:
                     self.loop_wake.set()  # files wait in drop/ for exactly this
             except CanvasError:
                 pass  # recorded by the gate
-        for job in self.ledger.jobs():
+        jobs = self.ledger.jobs()
+        for job in jobs:
             if self._stop.is_set():
                 return
             current = self.ledger.job(job.job_id)
@@ -107,6 +109,8 @@ class FlightWorker:
                     self.flight.step(current, self.clock())
             self.heartbeat = time.monotonic()
         self.flight.turns.end_waits_of_gone_jobs()
+        if any(self.ledger.job(job.job_id) is None for job in jobs):
+            self.loop_wake.set()  # a job was filed: its feed has room for a file waiting in drop/
 
     def _sleep_time(self, now: float) -> float:
         """Seconds until a job is due or the gate's backoff ends; at most 5 s."""

@@ -33,8 +33,10 @@ def test_the_benchmark_runs_every_uploader_on_one_sink_and_writes_its_figures(tm
     assert report["machine"]["cpus"] >= 1 and report["machine"]["commit"]
     peers = report["figures"]["upload"]["1"]
     assert set(peers) == {
-        "sisdaemon raw",
-        "sisdaemon multipart",
+        "sisdaemon",
+        "client multipart",
+        "client raw body",
+        "sha256 alone",
         "requests",
         "canvasapi",
         "curl --data-binary",
@@ -45,7 +47,7 @@ def test_the_benchmark_runs_every_uploader_on_one_sink_and_writes_its_figures(tm
         assert figures["file_bytes"] >= 1 << 20
         assert 0 < figures["seconds"]["min"] <= figures["seconds"]["median"], name
         assert figures["peak_rss_mib"]["min"] > 1, name
-    assert "curl -T" in finished.stdout and "sisdaemon raw" in finished.stdout
+    assert "curl -T" in finished.stdout and "client raw body" in finished.stdout
     assert not list(tmp_path.glob("sisdaemon-bench-*")), "the benchmark's temp folder is removed"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sisdaemon.config import PollingSettings
 from sisdaemon.gate import Gate
 from sisdaemon.jobs import Fingerprint
 from sisdaemon.ledger import Ledger
+from sisdaemon.worker import FlightWorker
 from sisdaemon.writers import WriterCheck
 
 NOW = 1_800_000_000.0
@@ -210,3 +212,40 @@ def test_the_writer_check_sees_an_open_writer_of_its_own_file(tmp_path: Path) ->
         assert blind(fd) is None and blind.blind
     finally:
         os.close(fd)
+
+
+class FilingFlight:
+    """A flight whose every step files its job (the ledger forgets it), as a finished import's last step does."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def collect_uploads(self, now: float) -> None:
+        pass
+
+    def step(self, job: jobs.Job, now: float) -> None:
+        finished = jobs.reject(job, "empty_file", "empty", now=now)
+        self.ledger.put(finished)
+        self.ledger.record_finished(finished, counts=None)
+
+
+def test_the_flight_worker_wakes_the_loop_when_a_job_is_filed_so_a_waiting_file_takes_its_place(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "state.json")
+    ledger.load(["nightly"])
+    gate = Gate(unreachable_client(), ledger, POLICY, notify=lambda line: None)
+    loop_wake = threading.Event()
+    worker = FlightWorker(
+        FilingFlight(ledger),
+        ledger,
+        gate,
+        wake=threading.Event(),
+        loop_wake=loop_wake,
+        clock=lambda: NOW,
+    )
+    worker._turn()
+    assert not loop_wake.is_set()  # nothing in flight, nothing filed: the loop sleeps on
+    ledger.put(a_job())
+    worker._turn()
+    assert ledger.jobs() == [] and loop_wake.is_set()

@@ -7,13 +7,20 @@ import socket
 from pathlib import Path
 
 from sisdaemon.jobs import Fingerprint
-from sisdaemon.watcher import Observation, SettleTracker, is_candidate_name, scan
+from sisdaemon.settle import Observation, ReadyFile, SettleTracker
+from sisdaemon.watcher import is_candidate_name, look, scan
 
 PATTERNS = ("*.csv", "*.zip")
 
 
 def seen(name: str, size: int = 10, mtime: int = 1, ino: int = 1) -> Observation:
     return Observation(name, Fingerprint(ino, size, mtime, 0), True, "file")
+
+
+def settled(tracker: SettleTracker, files: dict[str, Observation], now: float) -> list[ReadyFile]:
+    """A full scan's look at ``files``, then the ready files in the order they are taken."""
+    tracker.update(files, now)
+    return tracker.ready()
 
 
 def test_ignored_names_are_never_candidates() -> None:
@@ -33,19 +40,19 @@ def test_ignored_names_are_never_candidates() -> None:
 
 def test_a_file_is_ready_only_after_its_fingerprint_held_for_the_settle_time() -> None:
     tracker = SettleTracker(settle=2.0, empty_grace=10.0)
-    assert tracker.update({"a.csv": seen("a.csv", 10)}, 100.0) == []
-    assert tracker.update({"a.csv": seen("a.csv", 20)}, 101.0) == []  # grew: starts again
-    assert tracker.update({"a.csv": seen("a.csv", 20)}, 102.5) == []
-    ready = tracker.update({"a.csv": seen("a.csv", 20)}, 103.0)
+    assert settled(tracker, {"a.csv": seen("a.csv", 10)}, 100.0) == []
+    assert settled(tracker, {"a.csv": seen("a.csv", 20)}, 101.0) == []  # grew: starts again
+    assert settled(tracker, {"a.csv": seen("a.csv", 20)}, 102.5) == []
+    ready = settled(tracker, {"a.csv": seen("a.csv", 20)}, 103.0)
     assert [item.name for item in ready] == ["a.csv"] and ready[0].seen_at == 100.0
 
 
 def test_an_old_mtime_proves_nothing() -> None:
     tracker = SettleTracker(settle=5.0, empty_grace=10.0)
     copied = seen("rsynced.csv", 10, mtime=1)  # `rsync -a` keeps an mtime from years ago
-    assert tracker.update({"rsynced.csv": copied}, 1000.0) == []
-    assert tracker.update({"rsynced.csv": copied}, 1004.0) == []
-    assert len(tracker.update({"rsynced.csv": copied}, 1005.0)) == 1
+    assert settled(tracker, {"rsynced.csv": copied}, 1000.0) == []
+    assert settled(tracker, {"rsynced.csv": copied}, 1004.0) == []
+    assert len(settled(tracker, {"rsynced.csv": copied}, 1005.0)) == 1
 
 
 def test_an_empty_file_waits_for_its_grace_period() -> None:
@@ -53,8 +60,8 @@ def test_an_empty_file_waits_for_its_grace_period() -> None:
     empty = seen("e.csv", 0)
     tracker.update({"e.csv": empty}, 0.0)
     assert tracker.next_due(0.0) == 30.0
-    assert tracker.update({"e.csv": empty}, 29.0) == []
-    assert len(tracker.update({"e.csv": empty}, 30.0)) == 1
+    assert settled(tracker, {"e.csv": empty}, 29.0) == []
+    assert len(settled(tracker, {"e.csv": empty}, 30.0)) == 1
 
 
 def test_ready_files_come_oldest_first_and_vanished_ones_are_forgotten() -> None:
@@ -62,10 +69,52 @@ def test_ready_files_come_oldest_first_and_vanished_ones_are_forgotten() -> None
     files = {"b.csv": seen("b.csv", mtime=5, ino=2), "a.csv": seen("a.csv", mtime=9, ino=3)}
     tracker.update(files, 0.0)
     assert tracker.next_due(0.5) == 1.0
-    assert [item.name for item in tracker.update(files, 1.0)] == ["b.csv", "a.csv"]
+    assert [item.name for item in settled(tracker, files, 1.0)] == ["b.csv", "a.csv"]
     assert tracker.next_due(1.0) is None  # ready files wait for room, not for the clock
     tracker.update({}, 2.0)
-    assert len(tracker) == 0 and tracker.next_due(2.0) is None
+    assert len(tracker) == 0 and tracker.next_due(2.0) is None and tracker.first_ready() is None
+
+
+def test_one_look_per_changed_file_and_one_more_when_its_wait_ends() -> None:
+    tracker = SettleTracker(settle=2.0, empty_grace=30.0)
+    for number in range(1000):  # a backlog: waiting files are never looked at again by the tracker's own work
+        tracker.observe(f"old{number:04d}.csv", seen(f"old{number:04d}.csv", mtime=number, ino=number), 0.0)
+    assert sorted(tracker.due(2.0)) == sorted(tracker.names())  # their waits ended: each needs one more look
+    for name in list(tracker.names()):
+        tracker.observe(name, seen(name, mtime=int(name[3:7]), ino=int(name[3:7])), 2.0)
+    assert tracker.due(2.0) == [] and tracker.next_due(2.0) is None  # each was named once
+    tracker.observe("new.csv", seen("new.csv", mtime=5000, ino=5000), 10.0)
+    assert tracker.next_due(10.0) == 12.0
+    assert tracker.due(11.9) == [] and tracker.due(12.0) == ["new.csv"]
+    tracker.observe("new.csv", seen("new.csv", size=99, mtime=5001, ino=5000), 12.0)  # it changed: waits again
+    first = tracker.first_ready()
+    assert first is not None and first.name == "old0000.csv"
+    assert tracker.due(13.9) == [] and tracker.due(14.0) == ["new.csv"]
+
+
+def test_ready_files_are_taken_oldest_first_and_a_change_sends_one_back_to_settling() -> None:
+    tracker = SettleTracker(settle=1.0, empty_grace=30.0)
+    files = {name: seen(name, mtime=mtime, ino=mtime) for name, mtime in (("c.csv", 3), ("a.csv", 1), ("b.csv", 2))}
+    tracker.update(files, 0.0)
+    tracker.update(files, 1.0)
+    first = tracker.first_ready()
+    assert first is not None and first.name == "a.csv"
+    tracker.forget("a.csv")  # claimed
+    tracker.observe("b.csv", seen("b.csv", size=11, mtime=2, ino=2), 1.5)  # written to after it settled
+    first = tracker.first_ready()
+    assert first is not None and first.name == "c.csv"
+    tracker.observe("c.csv", None, 1.6)  # gone
+    assert tracker.first_ready() is None and list(tracker.names()) == ["b.csv"]
+    tracker.observe("b.csv", seen("b.csv", size=11, mtime=2, ino=2), 2.5)
+    first = tracker.first_ready()
+    assert first is not None and first.name == "b.csv" and first.seen_at == 0.0  # first seen at the first scan
+
+
+def test_a_file_that_keeps_changing_does_not_grow_the_trackers_heaps_without_bound() -> None:
+    tracker = SettleTracker(settle=1.0, empty_grace=30.0)
+    for step in range(10_000):
+        tracker.observe("growing.csv", seen("growing.csv", size=step + 1), float(step) / 100)
+    assert len(tracker._due) + len(tracker._ready) <= 2 * len(tracker) + 65
 
 
 def test_a_scan_sees_regular_files_and_special_files_but_not_folders_or_temp_names(tmp_path: Path) -> None:
@@ -85,3 +134,7 @@ def test_a_scan_sees_regular_files_and_special_files_but_not_folders_or_temp_nam
         "sock.csv": "socket",
     }
     assert found["users.csv"].regular and not found["link.csv"].regular
+    assert look(tmp_path, "users.csv", PATTERNS)[0] == found["users.csv"]
+    assert look(tmp_path, "sub.csv", PATTERNS) == (None, "folder")
+    assert look(tmp_path, "gone.csv", PATTERNS) == (None, None)
+    assert look(tmp_path, ".users.csv.XyZ", PATTERNS) == (None, "dot_name")

@@ -244,3 +244,15 @@ def test_a_legal_but_very_long_name_and_a_name_that_is_not_utf8_are_filed(
     assert all("\\ud" not in text for text in texts)  # no lone surrogates: strict JSON parsers read them
     names = sorted(json.loads(text)["file"]["name"] for text in texts)
     assert names == sorted(["caf\\xe9.csv", "innocent.csv", long_name])
+
+
+def test_poll_mode_finds_a_new_file_by_the_names_its_polls_bring_not_by_a_full_scan(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.feed.update({"watch": "poll", "rescan_seconds": 3600.0})  # NFS: polls every 5 s; no full scan after start
+    daemon = run_daemon()
+    wait_for(lambda: daemon.daemon.intake.scans["nightly"].scans == 1, what="the start-up scan")
+    spool.drop_file("users.csv", HEADER + rows(0, 1))
+    wait_for(lambda: len(spool.filed("done")) == 1, what="the file found by polling")
+    daemon.stop()
+    assert daemon.daemon.intake.scans["nightly"].scans == 1

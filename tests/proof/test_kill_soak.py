@@ -397,10 +397,7 @@ def check(spool: Spool, sandbox: Sandbox, arrivals: list[Arrival]) -> dict[str, 
                 problems.append(f"{path.name}: sidecar import_id {number} is not an import of the sandbox")
                 continue
             state, filename, digest = imports[number]
-            # A multipart upload is stored under the job's name; a raw body (sent once Canvas is known to echo the
-            # attempt's tag) as sis_import.<extension>: the bytes Canvas received then tell whose it is.
-            named = filename.startswith(f"{job}_") or filename in ("sis_import.csv", "sis_import.zip")
-            if not named or digest != sha256(data):
+            if not filename.startswith(f"{job}_") or digest != sha256(data):
                 problems.append(f"{path.name}: import {number} ({filename}) is not this file's")
             if state != sidecar["canvas"]["workflow_state"]:
                 problems.append(f"{path.name}: import {number} is {state}, the sidecar says otherwise")

@@ -1,0 +1,162 @@
+"""Settling (pure: no I/O, ``now`` is passed in): which dropped files have held still long enough to be taken.
+
+A file is ready when its inode, size, mtime and ctime have not changed for ``settle_seconds`` on the daemon's own
+clock (an ``rsync -a`` copy keeps an old mtime, so mtime alone proves nothing; docs/design.md "A dropped file's
+life"). The tracker does work per file looked at, never per file waiting: a look at one name costs O(log n), the
+names whose settle time has come are taken from a heap, and the ready files come out oldest first from another, so
+draining a backlog of n files costs O(n log n) in all, not a sort of every waiting file per claim.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from sisdaemon.jobs import Fingerprint
+
+__all__ = ["Observation", "ReadyFile", "SettleTracker"]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One look at a candidate: its fingerprint, whether it is a regular file, and its file type."""
+
+    name: str
+    fingerprint: Fingerprint
+    regular: bool
+    kind: str  # "file", "symlink", "fifo", "socket", "device", "directory"
+
+
+@dataclass(frozen=True)
+class ReadyFile:
+    """A file that settled: ``seen_at`` is when the daemon first saw it (seconds since the epoch)."""
+
+    name: str
+    fingerprint: Fingerprint
+    regular: bool
+    kind: str
+    seen_at: float
+
+
+@dataclass
+class _Record:
+    seen: Observation
+    since: float  # the fingerprint has held since then
+    seen_at: float  # first seen
+    wait: float  # seconds it must hold
+    version: int  # heap entries of an older version are stale
+    ready: bool = False
+
+
+class SettleTracker:
+    """Decides, look after look, which candidates have settled.
+
+    ``settle``: seconds a fingerprint must stay unchanged. ``empty_grace``: seconds a 0-byte file must stay unchanged
+    before it is handed on (to be refused as ``empty_file``): uploads often create the file first. A file becomes
+    ready at a look at or after the end of its wait that finds the fingerprint the wait began with; :meth:`due`
+    names the files that need that look. Memory: one small record per candidate in the drop folder, plus heap entries
+    (rebuilt when stale ones outnumber the records).
+    """
+
+    def __init__(self, settle: float, empty_grace: float) -> None:
+        self.settle = settle
+        self.empty_grace = empty_grace
+        self._records: dict[str, _Record] = {}
+        self._due: list[tuple[float, int, str]] = []  # (when its wait ends, version, name) of settling files
+        self._ready: list[tuple[int, str, int]] = []  # (mtime in ns, name, version) of ready files
+        self._versions = itertools.count()
+
+    def observe(self, name: str, seen: Observation | None, now: float) -> None:
+        """Record a fresh look at ``name``: ``seen`` is what it is now, or None when it is gone (or no candidate)."""
+        record = self._records.get(name)
+        if seen is None:
+            self._records.pop(name, None)
+            return
+        if record is None or record.seen.fingerprint != seen.fingerprint:
+            wait = self.settle
+            if seen.regular and seen.fingerprint.size == 0:
+                wait = max(self.settle, self.empty_grace)
+            version = next(self._versions)
+            seen_at = record.seen_at if record is not None else now
+            self._records[name] = _Record(seen, now, seen_at, wait, version)
+            heapq.heappush(self._due, (now + wait, version, name))
+            self._compact()
+            return
+        if not record.ready and record.since + record.wait <= now:  # the very sum its due entry was keyed by
+            record.ready = True
+            heapq.heappush(self._ready, (seen.fingerprint.mtime_ns, name, record.version))
+
+    def update(self, observations: Mapping[str, Observation], now: float) -> None:
+        """Record a full scan: ``observations`` holds every candidate now; the names it lacks are forgotten."""
+        for name in [name for name in self._records if name not in observations]:
+            del self._records[name]
+        for name, seen in observations.items():
+            self.observe(name, seen, now)
+
+    def due(self, now: float) -> list[str]:
+        """The settling names whose wait has ended by ``now``: each needs one more look (:meth:`observe`) to become
+        ready. Each is named once per wait."""
+        names = []
+        while self._due and self._due[0][0] <= now:
+            _, version, name = heapq.heappop(self._due)
+            record = self._records.get(name)
+            if record is not None and record.version == version and not record.ready:
+                names.append(name)
+        return names
+
+    def next_due(self, now: float) -> float | None:
+        """When the next settling file's wait ends (seconds since the epoch), or None; ready files are left out: they
+        wait for room in the feed, not for the clock."""
+        while self._due:
+            when, version, name = self._due[0]
+            record = self._records.get(name)
+            if record is not None and record.version == version and not record.ready:
+                return when
+            heapq.heappop(self._due)
+        return None
+
+    def first_ready(self) -> ReadyFile | None:
+        """The ready file to take first: oldest mtime, then name; None when none is ready."""
+        while self._ready:
+            _, name, version = self._ready[0]
+            record = self._records.get(name)
+            if record is not None and record.version == version and record.ready:
+                seen = record.seen
+                return ReadyFile(name, seen.fingerprint, seen.regular, seen.kind, record.seen_at)
+            heapq.heappop(self._ready)
+        return None
+
+    def ready(self) -> list[ReadyFile]:
+        """Every ready file, oldest mtime first (then by name). O(n log n): for tests and status, not per claim."""
+        found = [
+            ReadyFile(name, record.seen.fingerprint, record.seen.regular, record.seen.kind, record.seen_at)
+            for name, record in self._records.items()
+            if record.ready
+        ]
+        found.sort(key=lambda item: (item.fingerprint.mtime_ns, item.name))
+        return found
+
+    def names(self) -> Iterable[str]:
+        """The names tracked now (seen, not yet taken)."""
+        return self._records.keys()
+
+    def tracked(self, name: str) -> bool:
+        """Whether ``name`` is being settled or is ready (seen, still there)."""
+        return name in self._records
+
+    def forget(self, name: str) -> None:
+        """Stop tracking ``name`` (taken, or to be found again by a later look)."""
+        self._records.pop(name, None)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _compact(self) -> None:
+        """Drop stale heap entries once they outnumber the records (a file that keeps changing, files taken)."""
+        if len(self._due) + len(self._ready) > 2 * len(self._records) + 64:
+            self._due = [(r.since + r.wait, r.version, n) for n, r in self._records.items() if not r.ready]
+            self._ready = [(r.seen.fingerprint.mtime_ns, n, r.version) for n, r in self._records.items() if r.ready]
+            heapq.heapify(self._due)
+            heapq.heapify(self._ready)
