@@ -449,6 +449,10 @@ class Flight:
 
     # --- the loop's view ---------------------------------------------------------------------------------------
 
+    def after_turn(self) -> None:
+        """Every job took its step: end the journal's wait lines of jobs that are gone (turns.py)."""
+        self.turns.end_waits_of_gone_jobs()
+
     def due_times(self, now: float) -> list[float]:
         """When each job next needs a step (seconds since the epoch), for the loop's sleep. Work that waits on
         something else (an upload in progress, a closed gate, a held feed) is left out: that thing wakes the loop."""

@@ -388,7 +388,7 @@ class Intake:
                 return
             self.conditions.end(("open_writer", feed.name, item.name), "file_writer_closed", feed=feed.name, file=shown)
         job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
-        with bound(job):
+        with bound(job), self.ledger.claiming(job.job_id):
             try:
                 self.ledger.put(job)
             except OSError:

@@ -8,9 +8,10 @@ from it freely; none of them holds a :class:`~sisdaemon.state.StateStore` or a :
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -54,6 +55,10 @@ class Ledger:
         self.write_fault: str | None = None
         # The loop (claims) and the flight worker (every other change) both write: one at a time.
         self.lock = threading.RLock()
+        # Jobs whose claim the loop is still making (recorded, being renamed into work/, or being refused as empty
+        # or not a regular file): the flight worker leaves them alone until the claim is whole. In memory only: at a
+        # start-up, recovery settles a claim a crash cut short.
+        self._claiming: set[str] = set()
 
     # --- loading ------------------------------------------------------------------------------------------------
 
@@ -82,6 +87,25 @@ class Ledger:
     def jobs(self) -> list[Job]:
         """Every claimed and in-flight job, oldest claim first."""
         return sorted(self.state.jobs.values(), key=lambda job: job.claimed_at)
+
+    @_locked
+    def flight_jobs(self) -> list[Job]:
+        """The jobs the flight worker may take a step with: :meth:`jobs` without those whose claim is still being
+        made (:meth:`claiming`)."""
+        return [job for job in self.jobs() if job.job_id not in self._claiming]
+
+    @contextlib.contextmanager
+    def claiming(self, job_id: str) -> Iterator[None]:
+        """While the loop claims ``job_id`` (records it, renames its file into work/, refuses it or hands it over),
+        :meth:`flight_jobs` leaves it out, so the flight worker never uploads a file whose claim is not whole (a
+        0-byte file about to be refused, a file not yet in work/)."""
+        with self.lock:
+            self._claiming.add(job_id)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._claiming.discard(job_id)
 
     @_locked
     def jobs_of(self, feed: str) -> int:

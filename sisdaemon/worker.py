@@ -99,7 +99,7 @@ class FlightWorker:
                     self.loop_wake.set()  # files wait in drop/ for exactly this
             except CanvasError:
                 pass  # recorded by the gate
-        jobs = self.ledger.jobs()
+        jobs = self.ledger.flight_jobs()  # never one whose claim the loop is still making
         for job in jobs:
             if self._stop.is_set():
                 return
@@ -108,7 +108,7 @@ class FlightWorker:
                 with bound(current):
                     self.flight.step(current, self.clock())
             self.heartbeat = time.monotonic()
-        self.flight.turns.end_waits_of_gone_jobs()
+        self.flight.after_turn()
         if any(self.ledger.job(job.job_id) is None for job in jobs):
             self.loop_wake.set()  # a job was filed: its feed has room for a file waiting in drop/
 

@@ -223,6 +223,9 @@ class FilingFlight:
     def collect_uploads(self, now: float) -> None:
         pass
 
+    def after_turn(self) -> None:
+        pass
+
     def step(self, job: jobs.Job, now: float) -> None:
         finished = jobs.reject(job, "empty_file", "empty", now=now)
         self.ledger.put(finished)
@@ -249,3 +252,28 @@ def test_the_flight_worker_wakes_the_loop_when_a_job_is_filed_so_a_waiting_file_
     ledger.put(a_job())
     worker._turn()
     assert ledger.jobs() == [] and loop_wake.is_set()
+
+
+def test_the_flight_worker_leaves_a_job_alone_while_the_loop_is_still_claiming_it(tmp_path: Path) -> None:
+    # The loop records a claim before it renames the file into work/, and refuses a 0-byte file or a FIFO only after
+    # that rename: a flight step in between once uploaded an empty file the loop then filed as empty_file.
+    ledger = Ledger(tmp_path / "state.json")
+    ledger.load(["nightly"])
+    gate = Gate(unreachable_client(), ledger, POLICY, notify=lambda line: None)
+    worker = FlightWorker(
+        FilingFlight(ledger),
+        ledger,
+        gate,
+        wake=threading.Event(),
+        loop_wake=threading.Event(),
+        clock=lambda: NOW,
+    )
+    job = a_job()
+    with ledger.claiming(job.job_id):
+        ledger.put(job)
+        assert ledger.flight_jobs() == []
+        worker._turn()
+        assert ledger.jobs() == [job], "not stepped while its claim is being made"
+    assert ledger.flight_jobs() == [job]
+    worker._turn()
+    assert ledger.jobs() == [], "stepped (and filed) once the claim is whole"
