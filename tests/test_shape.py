@@ -103,6 +103,9 @@ def test_the_daemon_is_composed_of_parts_that_never_import_the_daemon_or_a_comma
     modules = all_modules()
     top = {
         "sisdaemon.cli",
+        "sisdaemon.cli_base",
+        "sisdaemon.cli_ops",
+        "sisdaemon.cli_tools",
         "sisdaemon.daemon",
         "sisdaemon.submit",
         "sisdaemon.status",
