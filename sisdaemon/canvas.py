@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import structlog
 import urllib3.exceptions
 import urllib3.filepost
 
@@ -78,6 +79,8 @@ __all__ = [
     "unapplied_options",
 ]
 
+log = structlog.get_logger("sisdaemon")
+
 API = "/api/v1"
 #: Rate-limit headroom below which calls slow down (Canvas's high-water mark is 600; request_throttle.rb).
 RATE_LIMIT_LOW = 150.0
@@ -130,6 +133,7 @@ class CanvasClient:
         self._cancelled = False
         self._server_offset: float | None = None  # Canvas's clock minus ours, from the last Date header
         self.rate_limit_remaining: float | None = None
+        self._slowing = False  # calls wait for the rate limit's headroom (said once when it starts and ends)
 
     # --- plumbing ------------------------------------------------------------------------------------------------
 
@@ -191,6 +195,22 @@ class CanvasClient:
         if remaining is None or remaining >= RATE_LIMIT_LOW:
             return 0.0
         return min((RATE_LIMIT_LOW - max(remaining, 0.0)) / RATE_LIMIT_OUTFLOW, 15.0)
+
+    def _say_headroom(self, pause: float) -> None:
+        """One journal line when calls start slowing down for the rate limit (``pause``: seconds before this call)
+        and one when they stop: not a line per call."""
+        if pause and not self._slowing:
+            self._slowing = True
+            log.warning(
+                "canvas_rate_limit_low",
+                rate_limit_remaining=self.rate_limit_remaining,
+                pause_seconds=round(pause, 1),
+                hint=f"each call waits until Canvas's rate-limit headroom is back above {RATE_LIMIT_LOW:g}; the "
+                "token's limit is shared with every other integration using it",
+            )
+        elif not pause and self._slowing:
+            self._slowing = False
+            log.info("canvas_rate_limit_recovered", rate_limit_remaining=self.rate_limit_remaining)
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}{API}/{path.lstrip('/')}"
@@ -254,6 +274,7 @@ class CanvasClient:
         """One API call, its answer read whole (:data:`ANSWER_LIMIT`) within ``timeout``. ``route``: the call's
         templated path, for the observer. Raises CanvasError."""
         pause = self.throttle_pause()
+        self._say_headroom(pause)
         if pause:
             self.observer.throttle_wait("rate_limit_low", pause)
             self._wait(pause)
