@@ -37,6 +37,7 @@ from sisdaemon.cli_base import (
     load_settings,
     not_owner,
     with_config,
+    with_max_wait,
 )
 from sisdaemon.config import ConfigError, Settings, TokenError, load_config, read_token
 from sisdaemon.config.checks import work_dirs_to_create
@@ -232,13 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--once", action="store_true", help="take what is in the drop folders now, finish every import, then exit"
     )
-    run.add_argument(
-        "--max-wait",
-        type=float,
-        default=3600.0,
-        metavar="SECONDS",
-        help="with --once: give up (exit 3) after this long (default 3600)",
-    )
+    with_max_wait(run, "with --once: give up")
     run.set_defaults(func=cmd_run)
 
     sub = commands.add_parser("submit", help="submit one file and wait for its result")
@@ -246,13 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("file", help="the CSV or zip file to submit (left in place; a copy is submitted)")
     sub.add_argument("--feed", help="feed whose options and folders to use (default: the first)")
     sub.add_argument("--wait", action="store_true", help="print the import as it progresses until it is filed")
-    sub.add_argument(
-        "--max-wait",
-        type=float,
-        default=3600.0,
-        metavar="SECONDS",
-        help="give up waiting (exit 3) after this long (default 3600)",
-    )
+    with_max_wait(sub)
     sub.set_defaults(func=cmd_submit)
 
     status = commands.add_parser("status", help="show feeds and in-flight jobs")

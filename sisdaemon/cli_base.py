@@ -91,3 +91,14 @@ def with_config(sub: argparse.ArgumentParser) -> None:
         help="config file (default: $SISDAEMON_CONFIG)",
     )
     sub.set_defaults(parser=sub)  # for the usage error when neither is given
+
+
+def with_max_wait(sub: argparse.ArgumentParser, what: str = "give up waiting") -> None:
+    """Give command ``sub`` its ``--max-wait SECONDS`` option (default 3600); ``what`` it does when the time is up."""
+    sub.add_argument(
+        "--max-wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help=f"{what} (exit 3) after this long (default 3600)",
+    )

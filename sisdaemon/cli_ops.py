@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sisdaemon.cli_base import NotOwner, config_error, load_settings, not_owner, with_config
+from sisdaemon.cli_base import NotOwner, config_error, load_settings, not_owner, with_config, with_max_wait
 from sisdaemon.config import ConfigError, Settings
 from sisdaemon.logs import configure_logging
 
@@ -77,13 +77,7 @@ def add_parsers(commands: Any) -> None:
 
     def with_wait(sub: argparse.ArgumentParser, what: str) -> None:
         sub.add_argument("--wait", action="store_true", help=f"wait until {what} filed, printing where")
-        sub.add_argument(
-            "--max-wait",
-            type=float,
-            default=3600.0,
-            metavar="SECONDS",
-            help="give up waiting (exit 3) after this long (default 3600)",
-        )
+        with_max_wait(sub)
 
     pause = commands.add_parser(
         "pause", help="stop taking new files from a feed (imports in flight go on); kept across restarts"
