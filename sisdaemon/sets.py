@@ -322,3 +322,18 @@ def member_sidecar(sidecar: Mapping[str, Any], member: Mapping[str, Any], job: J
 def set_sidecar(sidecar: Mapping[str, Any], job: Job) -> dict[str, Any]:
     """The zip's own sidecar: spool.build_sidecar's with the ``set`` (which lists the members)."""
     return {**sidecar, "set": summary(job)}
+
+
+def retry_refusal(sidecar: Mapping[str, Any]) -> str | None:
+    """Why ``sisdaemon retry`` does not send a set's member (or manifest) alone, from its sidecar: a member was sent
+    with the others in one import, so it is sent again with them, by retrying the set's zip (one import again);
+    a set refused before its zip was built is dropped again whole. None for any other file (the zip included)."""
+    found = sidecar.get("set")
+    role = (sidecar.get("file") or {}).get("role") if isinstance(sidecar.get("file"), Mapping) else None
+    if not isinstance(found, Mapping) or role not in (CSV, MANIFEST):
+        return None
+    members = ", ".join(str(name) for name in found.get("members") or [])
+    where = f"a member of set {found.get('id')} ({members})"
+    if found.get("zip"):
+        return f"{where}, sent as one import: retry the set's zip {found['zip']} to send its files together again"
+    return f"{where}, refused whole ({sidecar.get('reason_code')}): drop the whole set again, files and manifest"

@@ -192,3 +192,14 @@ def test_each_member_sidecar_names_the_set_and_the_shared_import() -> None:
     assert own["set"]["members"] == ["enrollments.csv", "users.csv"]
     assert sets.set_sidecar(shared, job)["set"]["zip"] == job.work_name
     assert Path(job.work_name).suffix == ".zip"
+
+
+def test_retry_of_a_member_alone_is_refused_naming_the_set_and_what_to_do_instead() -> None:
+    job = sets.built(a_set(), Fingerprint(99, 120, 8), {})
+    shared = {"file": {"name": "set.zip"}, "job_id": job.job_id, "reason_code": "canvas_errors"}
+    member = sets.member_sidecar(shared, sets.members_of(job)[0], job)
+    refusal = sets.retry_refusal(member)
+    assert refusal is not None and "set abc123 (enrollments.csv, users.csv)" in refusal
+    assert f"retry the set's zip {job.work_name}" in refusal
+    assert sets.retry_refusal(sets.set_sidecar(shared, job)) is None  # the zip itself is sent again as one import
+    assert sets.retry_refusal({"file": {"name": "users.csv"}}) is None

@@ -5,6 +5,7 @@ shared import (README "Feed policies")."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import zipfile
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 
 from sisdaemon.sandbox import Sandbox
 from tests.daemon.conftest import DaemonProcess, Spool, creates, wait_for
+from tests.daemon.test_operator_commands import sisdaemon
 
 USERS = b"user_id,login_id,first_name,last_name,email,status\nu1,user1,Ada,One,a@example.edu,active\n"
 COURSES = b"course_id,short_name,long_name,account_id,term_id,status\nc1,C 101,Course 101,,,active\n"
@@ -96,3 +98,83 @@ def test_four_files_dropped_out_of_order_within_collect_seconds_become_one_impor
     assert sidecars["set.zip"]["set"]["zip"] == zipped.name
     assert not list(spool.drop.iterdir()) and not list(spool.work.iterdir())
     assert any(event.get("event") == "set_claimed" for event in daemon.events())
+
+
+def test_a_manifest_feed_takes_nothing_before_the_manifest_then_the_set_whole_as_one_import(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    spool.feed.update({"settle_seconds": 0.3, "manifest": "*.done"})
+    daemon = daemon_process()
+    spool.drop_file("enrollments.csv", ENROLLMENTS)
+    spool.drop_file("users.csv", USERS)
+    wait_for(
+        lambda: any(event.get("event") == "files_await_manifest" for event in daemon.events()),
+        what="the journal saying the files wait for their manifest",
+    )
+    assert creates(sandbox) == [] and len(list(spool.drop.iterdir())) == 2
+    [said] = [event for event in daemon.events() if event.get("event") == "files_await_manifest"]
+    assert said["files"] == ["enrollments.csv", "users.csv"]
+    report = json.loads(sisdaemon("status", "-c", str(spool.config), "--json").stdout)
+    [feed] = report["feeds"]
+    assert feed["waiting"] == 2 and feed["waits_for"]["reason"] == "awaiting_manifest"
+    assert "*.done" in feed["waits_for"]["text"]
+    spool.drop_file("courses.csv", COURSES)
+    spool.drop_file("sections.csv", SECTIONS)
+    spool.drop_file("tonight.done", b"# tonight's export\nenrollments.csv\nusers.csv\n\ncourses.csv\nsections.csv\n")
+    wait_for(lambda: len(spool.filed("done")) == 6, what="the four files, the manifest and the zip in done/")
+    assert daemon.terminate() == 0
+
+    [post] = creates(sandbox)
+    [sis_import] = sandbox.imports()
+    assert sis_import["workflow_state"] == "imported" and warnings_of(sandbox) == []
+    sidecars = {sidecar["file"]["name"]: sidecar for sidecar in spool.sidecars("done")}
+    assert set(sidecars) == {"enrollments.csv", "users.csv", "courses.csv", "sections.csv", "tonight.done", "set.zip"}
+    assert sidecars["tonight.done"]["file"]["role"] == "manifest"
+    for sidecar in sidecars.values():
+        assert sidecar["set"]["manifest"] == "tonight.done" and sidecar["canvas"]["import_id"] == sis_import["id"]
+        assert sorted(sidecar["set"]["members"]) == ["courses.csv", "enrollments.csv", "sections.csv", "users.csv"]
+    assert post.attachment_filename == f"{sidecars['set.zip']['job_id']}_set.zip"
+    assert not list(spool.drop.iterdir()) and not list(spool.work.iterdir())
+
+
+def test_a_manifests_set_missing_a_file_after_the_timeout_goes_to_failed_whole_naming_it(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    spool.feed.update({"settle_seconds": 0.3, "manifest": "*.manifest", "manifest_timeout_seconds": 2})
+    daemon = daemon_process()
+    spool.drop_file("users.csv", USERS)
+    spool.drop_file("courses.csv", COURSES)
+    spool.drop_file("nightly.manifest", b"users.csv\ncourses.csv\nenrollments.csv\nsections.csv\n")
+    wait_for(lambda: len(spool.filed("failed")) == 3, what="the two files and the manifest in failed/")
+    assert daemon.terminate() == 0
+
+    assert creates(sandbox) == []  # nothing of an incomplete set is sent
+    sidecars = {sidecar["file"]["name"]: sidecar for sidecar in spool.sidecars("failed")}
+    assert set(sidecars) == {"users.csv", "courses.csv", "nightly.manifest"}
+    for sidecar in sidecars.values():
+        assert sidecar["outcome"] == "rejected" and sidecar["reason_code"] == "manifest_incomplete"
+        assert sidecar["set"]["missing"] == ["enrollments.csv", "sections.csv"]
+        assert "enrollments.csv, sections.csv" in sidecar["reason"]
+        assert sidecar["set"]["zip"] is None and "canvas" not in sidecar
+    assert not list(spool.drop.iterdir()) and not list(spool.work.iterdir())
+    refused = [event for event in daemon.events() if event.get("event") == "set_refused"]
+    assert [event["reason_code"] for event in refused] == ["manifest_incomplete"]
+    [member] = [path for path in spool.filed("failed") if path.name.endswith("_users.csv")]
+    retried = sisdaemon("retry", "-c", str(spool.config), str(member))
+    assert retried.returncode != 0 and member.exists()
+    assert f"a member of set {sidecars['users.csv']['set']['id']}" in retried.stdout + retried.stderr
+    assert "drop the whole set again" in retried.stdout + retried.stderr
+
+
+def test_a_manifest_naming_a_path_goes_to_failed_alone_and_its_files_stay(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    spool.feed.update({"settle_seconds": 0.3, "manifest": "*.done"})
+    daemon = daemon_process()
+    spool.drop_file("users.csv", USERS)
+    spool.drop_file("bad.done", b"users.csv\n../other/courses.csv\n")
+    wait_for(lambda: len(spool.filed("failed")) == 1, what="the manifest in failed/")
+    assert daemon.terminate() == 0
+    [sidecar] = spool.sidecars("failed")
+    assert sidecar["reason_code"] == "manifest_invalid" and "line 2" in sidecar["reason"]
+    assert creates(sandbox) == [] and [path.name for path in spool.drop.iterdir()] == ["users.csv"]
