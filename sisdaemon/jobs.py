@@ -158,6 +158,10 @@ class Job:
     diff: Mapping[str, Any] | None = None  # the comparison with the feed's last imported file (guard.diff_summary)
     duplicate_of: Mapping[str, Any] | None = None  # skipped: the earlier import with the same sha256
     released_by: Mapping[str, Any] | None = None  # `sisdaemon retry --force`: {"by", "at"}; the guard lets it pass
+    # A set of related files sent as one zip (sets.py): {"members": [{"name", "work_name", "role", "ino", "size",
+    # "mtime_ns", "sha256"}], "built": whether the zip is whole in work/, "manifest": its name or None, and for a
+    # refused set "missing"/"unsettled": the listed names not there}. None for a single file.
+    file_set: Mapping[str, Any] | None = None
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
