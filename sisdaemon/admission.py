@@ -1,17 +1,18 @@
 """Admission: what a claimed file's check decides before its upload (docs/design.md "A dropped file's life").
 
 The check runs once per file content in the pre-flight worker (checker.py): the pre-flight problems, the file's
-sha256 and row counts per SIS type (one read), and for a batch-mode or diffing feed the comparison with the feed's
-last imported file in done/. Its result is applied here, in the flight worker's thread: checker.after_check
-(pre-flight reject), then guard.decide (duplicates, the shrink guard), the job recorded in the ledger.
+sha256 and row counts per SIS type (one read), and for a batch-mode or diffing feed the comparison of each SIS type
+the file holds with the feed's last imported file in done/ that held that type (guard.diff_bases: the shrink guard's
+baseline, so the guard and the diff never disagree about the earlier file). Its result is applied here, in the
+flight worker's thread: checker.after_check (pre-flight reject), then guard.decide (duplicates, the shrink guard),
+the job recorded in the ledger.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 import structlog
 
@@ -48,11 +49,15 @@ class Admission:
         if not guard.needs_check(feed) or job.scan is not None:
             return False
         if job.next_action_at <= now:
-            base = self._diff_base(job)[0]
+            bases = self._diff_bases(job, None)[0]
             if self.checker.start(
-                job.job_id, feed.work_dir / job.work_name, job.name, base=base, temp_dir=feed.work_dir
+                job.job_id,
+                feed.work_dir / job.work_name,
+                job.name,
+                bases=None if bases is None else guard.base_paths(bases, feed.done_dir),
+                temp_dir=feed.work_dir,
             ):
-                log.debug("preflight_started", compared_with=base.name if base else None)
+                log.debug("preflight_started", compared_with=sorted({str(b["file"]) for b in (bases or {}).values()}))
         return True
 
     def collect(self, now: float) -> None:
@@ -63,19 +68,15 @@ class Admission:
                 with bound(job):
                     self._apply_check(job, checked, now)
 
-    def _diff_base(self, job: Job) -> tuple[Path | None, str | None]:
-        """The feed's last imported file in done/ to compare ``job``'s file with (batch-mode and diffing feeds), or
-        (None, why there is none)."""
+    def _diff_bases(
+        self, job: Job, types: Collection[str] | None
+    ) -> tuple[dict[str, dict[str, Any]] | None, dict[str, str]]:
+        """Per SIS type, the earlier file in done/ to compare ``job``'s file with (:func:`guard.diff_bases`; None for
+        a feed that is neither in batch mode nor diffing) and the types not compared, with why."""
         feed = self.feeds[job.feed]
         if not guard.watched(feed.import_):
-            return None, None
-        record = guard.last_imported(self.ledger.history(job.feed).records)
-        if record is None or not record.get("work_name"):
-            return None, "no earlier imported file of this feed to compare with"
-        path = feed.done_dir / str(record["work_name"])
-        if not os.path.lexists(path):
-            return None, f"the last imported file {record['work_name']} is no longer in done/: not compared"
-        return path, None
+            return None, {}
+        return guard.diff_bases(self.ledger.history(job.feed).records, types, feed.done_dir)
 
     def _apply_check(self, job: Job, checked: CheckResult, now: float) -> None:
         """Record a pre-flight result: the file's sha256 and row counts; then checker.after_check (pre-flight) and
@@ -90,6 +91,13 @@ class Admission:
         feed = self.feeds[job.feed]
         report = checked.report
         scan = {"rows": dict(report.types), "types": sorted(set(report.csvs.values()))}
+        bases = self._diff_bases(job, scan["types"])[0]
+        if bases is not None and guard.base_paths(bases, feed.done_dir) != checked.bases:
+            # A file of the feed was filed (or one left done/) while this one was checked: compared with another
+            # earlier file than the shrink guard would now use. Compare again, never disagree.
+            log.info("diff_compared_again", hint="the feed's last imported file of a type changed during the check")
+            self.waits_for_check(job, now)
+            return
         job = dataclasses.replace(job, sha256=report.sha256, scan=scan, next_action_at=now)
         mode = feed.preflight
         if mode != "off":
@@ -112,9 +120,11 @@ class Admission:
         records = list(self.ledger.history(job.feed).records)
         summary = None
         if guard.watched(feed.import_):
-            against = next((r for r in records if checked.base and r.get("work_name") == checked.base.name), None)
-            note = checked.base_error or (None if checked.base else self._diff_base(job)[1])
-            summary = guard.diff_summary(checked.comparison, against, feed.import_, note)
+            compared, not_compared = guard.diff_bases(records, (job.scan or {}).get("types") or [], feed.done_dir)
+            note = checked.base_error
+            if not compared and not not_compared:
+                note = note or "the check recognised no SIS CSV in the file: nothing to compare"
+            summary = guard.diff_summary(checked.comparison, compared, not_compared, feed.import_, note)
         job = guard.decide(job, feed, records, diff=summary, now=now)
         if job.outcome is Outcome.DUPLICATE_SKIPPED:
             log.info(

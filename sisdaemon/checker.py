@@ -2,8 +2,9 @@
 reporting through a queue, so that a large file's check never holds up the flight worker's polls or the loop.
 
 The same read gives the file's sha256 and its data rows per SIS type (for duplicate detection and the shrink guard);
-for a batch-mode or diffing feed the file is then compared with the feed's last imported file
-(:func:`sisdaemon.sis_csv.compare_files`). It never touches the ledger: admission.py applies its result. A check
+for a batch-mode or diffing feed each SIS type the file holds is then compared with the earlier file given for
+that type, the feed's last imported file that held it (:func:`sisdaemon.guard.diff_bases`,
+:func:`sisdaemon.sis_csv.compare_types`). It never touches the ledger: admission.py applies its result. A check
 changes nothing outside this process (the comparison's temporary files are removed, or cleared at start-up after a
 kill), so a crash or a stop during one only means it runs again (docs/design.md "Crash protocol").
 """
@@ -15,8 +16,8 @@ import os
 import queue
 import threading
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,16 @@ from sisdaemon.jobs import Job
 @dataclass
 class CheckResult:
     """What a check found: ``report`` (None when the file could not be read: ``error`` says why; its ``sha256`` and
-    row counts are the file's); ``comparison`` with the earlier file ``base`` when one was given (None when it could
-    not be read: ``base_error`` says why); ``fingerprint``: the file's (without ctime) while it was read, unchanged
+    row counts are the file's); ``bases``: type -> the earlier file that type was compared with (the given bases
+    of the types the file holds); ``comparison`` of those types when bases were given (None when one could not be
+    read: ``base_error`` says why); ``fingerprint``: the file's (without ctime) while it was read, unchanged
     from start to end (else ``error`` says it changed)."""
 
     job_id: str
     report: sis_csv.Report | None = None
     error: str | None = None
     comparison: sis_csv.Comparison | None = None
-    base: Path | None = None
+    bases: dict[str, Path] = field(default_factory=dict)
     base_error: str | None = None
     fingerprint: jobs.Fingerprint | None = None
 
@@ -55,16 +57,25 @@ class Checker:
         self._stop = threading.Event()
 
     def start(
-        self, job_id: str, path: Path, name: str, *, base: Path | None = None, temp_dir: Path | None = None
+        self,
+        job_id: str,
+        path: Path,
+        name: str,
+        *,
+        bases: Mapping[str, Path] | None = None,
+        temp_dir: Path | None = None,
     ) -> bool:
         """Check ``path`` (shown as ``name``) for job ``job_id`` unless a check runs; returns whether it started.
-        ``base``: an earlier file to compare it with (:func:`sisdaemon.sis_csv.compare_files`, its partition files
-        in ``temp_dir``)."""
+        ``bases``: type -> the earlier file to compare that type with (None: no comparison); the types the file
+        holds are compared (:func:`sisdaemon.sis_csv.compare_types`, its partition files in ``temp_dir``)."""
         if self.running is not None:
             return False
         self.running = job_id
         thread = threading.Thread(
-            target=self._run, args=(job_id, path, name, base, temp_dir), name=f"check-{job_id}", daemon=True
+            target=self._run,
+            args=(job_id, path, name, dict(bases) if bases is not None else None, temp_dir),
+            name=f"check-{job_id}",
+            daemon=True,
         )
         thread.start()
         return True
@@ -81,23 +92,26 @@ class Checker:
             except queue.Empty:
                 return
 
-    def _run(self, job_id: str, path: Path, name: str, base: Path | None, temp_dir: Path | None) -> None:
-        result = CheckResult(job_id, base=base)
+    def _run(self, job_id: str, path: Path, name: str, bases: dict[str, Path] | None, temp_dir: Path | None) -> None:
+        result = CheckResult(job_id)
         try:
             before = _fingerprint(path)
             result.report = sis_csv.check_file(path, name=name, should_stop=self._stop.is_set)
-            if base is not None:
+            if bases is not None:
+                held = set(result.report.csvs.values())
+                result.bases = {importer: base for importer, base in bases.items() if importer in held}
                 try:
-                    result.comparison = sis_csv.compare_files(
-                        base,
+                    result.comparison = sis_csv.compare_types(
+                        result.bases,
                         path,
-                        before_name=base.name,
+                        names={base: base.name for base in result.bases.values()},
                         after_name=name,
                         temp_dir=temp_dir,
                         should_stop=self._stop.is_set,
                     )
                 except (OSError, zipfile.BadZipFile) as error:
-                    result.base_error = f"{getattr(error, 'strerror', None) or error}: {base.name}"
+                    where = getattr(error, "filename", None) or ", ".join(sorted(map(str, result.bases.values())))
+                    result.base_error = f"{getattr(error, 'strerror', None) or error}: {os.path.basename(str(where))}"
             if _fingerprint(path) != before:
                 result.report, result.error = None, "the file changed while it was checked"
             result.fingerprint = before

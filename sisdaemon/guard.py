@@ -7,18 +7,23 @@ history (docs/design.md "A dropped file's life").
   until ``sisdaemon retry --force`` releases it. A feed's first file has no baseline and passes, with a note.
 - **Duplicates** (``skip_duplicates_hours``): a file whose sha256 equals that of a file the same feed imported
   within the window goes to done/ unsent, outcome ``duplicate_skipped``.
-- **Diff summary** (batch-mode and diffing feeds): the comparison with the last imported file
-  (:func:`sisdaemon.sis_csv.compare_files`) as counts and a few ids per kind, and what Canvas would delete or set to
-  the drop status (docs/canvas-api.md §1: batch mode deletes the courses, sections and enrollments of the term a
-  file leaves out; diffing drops the rows of the data set's previous import that the new one lacks).
+- **Diff summary** (batch-mode and diffing feeds): each SIS type the file holds compared with the feed's last
+  imported file that held that type (:func:`diff_bases`, on the guard's own :func:`baseline`, so the guard and the
+  diff always name the same earlier file; :func:`sisdaemon.sis_csv.compare_types`) as counts and a few ids per
+  kind, a type never imported before named as such, and what Canvas would delete or set to the drop status
+  (docs/canvas-api.md §1: batch mode deletes the courses, sections and enrollments of the term a file leaves out;
+  diffing drops the rows of the data set's previous import that the new one lacks).
 
-Nothing here does I/O: the history's records and the check's results come in, a job goes out.
+Nothing here does I/O but :func:`diff_bases`'s look whether an earlier file is still in done/ (``exists``, to be
+replaced in tests): the history's records and the check's results come in, a job goes out.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sisdaemon import jobs
@@ -57,11 +62,6 @@ def imported(records: Sequence[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]
             yield record
 
 
-def last_imported(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The feed's last imported file's record (its done/ name is ``work_name``), or None."""
-    return next(imported(records), None)
-
-
 def baseline(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per SIS type, the row count of the feed's last imported file that held that type: ``{type: {"rows",
     "file", "job_id", "import_id"}}`` (records without counts, from before counts were kept, give none)."""
@@ -76,6 +76,40 @@ def baseline(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
                     "import_id": record.get("import_id"),
                 }
     return found
+
+
+def diff_bases(
+    records: Sequence[Mapping[str, Any]],
+    types: Collection[str] | None,
+    done_dir: Path,
+    *,
+    exists: Callable[[Path], bool] = os.path.lexists,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Which earlier file each SIS type of a new file is compared with: the feed's last imported file that held that
+    type, as the shrink guard's :func:`baseline` says (one function decides for both). ``types``: the types the new
+    file holds (None: every type of the baseline, before the new file's types are known). Returns ``(compared,
+    not_compared)``: ``compared`` type -> the baseline's entry (``{"rows", "file", "job_id", "import_id"}``, ``file``
+    its name in ``done_dir``) for the types whose earlier file is still there; ``not_compared`` type -> why not (the
+    feed's first file with that type; its earlier file no longer in done/)."""
+    before = baseline(records)
+    compared: dict[str, dict[str, Any]] = {}
+    not_compared: dict[str, str] = {}
+    for importer in sorted(before) if types is None else types:
+        base = before.get(importer)
+        if base is None:
+            not_compared[importer] = f"first file with {importer} rows in this feed: nothing to compare with"
+        elif not base["file"] or not exists(done_dir / str(base["file"])):
+            not_compared[importer] = (
+                f"the last imported file with {importer} rows, {base['file']}, is no longer in done/: not compared"
+            )
+        else:
+            compared[importer] = base
+    return compared, not_compared
+
+
+def base_paths(compared: Mapping[str, Mapping[str, Any]], done_dir: Path) -> dict[str, Path]:
+    """:func:`diff_bases`'s ``compared`` as type -> the earlier file's path in ``done_dir``."""
+    return {importer: done_dir / str(base["file"]) for importer, base in compared.items()}
 
 
 def shrinkage(
@@ -154,50 +188,71 @@ def canvas_would(comparison: Comparison, options: ImportOptions) -> dict[str, di
 
 
 def diff_summary(
-    comparison: Comparison | None, against: Mapping[str, Any] | None, options: ImportOptions, note: str | None = None
+    comparison: Comparison | None,
+    compared: Mapping[str, Mapping[str, Any]],
+    not_compared: Mapping[str, str],
+    options: ImportOptions,
+    note: str | None = None,
 ) -> dict[str, Any]:
-    """The sidecar's ``diff``: ``{"against": {"file", "job_id", "import_id"} | None, "types": {type: {"before",
-    "after", "added", "removed", "changed", "examples"}}, "canvas_would": canvas_would(...), "problems", "note"}``."""
-    summary: dict[str, Any] = {
-        "against": {key: against.get(key) for key in ("work_name", "job_id", "import_id")} if against else None,
-    }
+    """The sidecar's ``diff``: ``{"against": [{"file", "job_id", "import_id", "types"}], "types": {type: {"against",
+    "before", "after", "added", "removed", "changed", "examples", ...}}, "not_compared": {type: why},
+    "canvas_would": canvas_would(...), "problems", "note"}``. ``compared``: type -> the earlier file's entry
+    (:func:`diff_bases`; ``{"file"}`` at least) that type was compared with; ``against`` lists each earlier file
+    once with its types. ``canvas_would`` is given only when a type was compared (never from a comparison of
+    unlike files)."""
+    summary: dict[str, Any] = {"against": []}
     if comparison is not None:
-        summary["types"] = {
-            name: {
+        files: dict[str, dict[str, Any]] = {}
+        types: dict[str, Any] = {}
+        for name, diff in comparison.types.items():
+            base = compared.get(name) or {"file": diff.against}
+            shown = {key: base.get(key) for key in ("file", "job_id", "import_id")}
+            item = files.setdefault(str(base.get("file")), shown | {"types": []})
+            item["types"].append(name)
+            types[name] = {"against": base.get("file")} | {
                 key: value
                 for key, value in diff.as_dict().items()
                 if key in ("key", "before", "after", "added", "removed", "changed", "examples", "headers_differ")
             }
-            for name, diff in comparison.types.items()
-        }
-        summary["canvas_would"] = canvas_would(comparison, options)
+        summary["against"] = list(files.values())
+        summary["types"] = types
+        if comparison.types:
+            summary["canvas_would"] = canvas_would(comparison, options)
         if comparison.problems:
             summary["problems"] = list(comparison.problems)
+    left_out = {**not_compared, **(comparison.left_out if comparison is not None else {})}
+    if left_out:
+        summary["not_compared"] = left_out
     if note:
         summary["note"] = note
     return summary
 
 
 def summary_line(summary: Mapping[str, Any]) -> str:
-    """The diff summary in one line for people (the shrink guard's reason, the journal)."""
-    if "types" not in summary:
-        return str(summary.get("note") or "no comparison")
+    """The diff summary in one line for people (the shrink guard's reason, the journal): per earlier file the types
+    compared with it, then the types not compared and why."""
     parts = []
-    for name, diff in summary["types"].items():
-        text = f"{name} {diff['before']} -> {diff['after']} rows"
-        if diff.get("key"):
-            text += f" ({diff['added']} added, {diff['removed']} removed, {diff['changed']} changed"
-            removed = diff.get("examples", {}).get("removed", [])[:SHOWN]
-            text += f"; removed e.g. {', '.join(removed)})" if removed else ")"
-        parts.append(text)
+    for base in summary.get("against") or []:
+        shown = []
+        for name in base["types"]:
+            diff = summary["types"][name]
+            text = f"{name} {diff['before']} -> {diff['after']} rows"
+            if diff.get("key"):
+                text += f" ({diff['added']} added, {diff['removed']} removed, {diff['changed']} changed"
+                removed = diff.get("examples", {}).get("removed", [])[:SHOWN]
+                text += f"; removed e.g. {', '.join(removed)})" if removed else ")"
+            shown.append(text)
+        parts.append(f"since {base['file']}: " + "; ".join(shown))
     would = summary.get("canvas_would") or {}
     if would:
         parts.append(
             "Canvas would set "
             + ", ".join(f"{item['rows']} {name} row(s) to {item['status']}" for name, item in would.items())
         )
-    against = summary.get("against") or {}
-    return f"since {against.get('work_name')}: " + "; ".join(parts) if parts else "no rows in either file"
+    parts += [f"{name}: {why}" for name, why in (summary.get("not_compared") or {}).items()]
+    if not parts:
+        return str(summary.get("note") or "no comparison")
+    return "; ".join(parts)
 
 
 def decide(

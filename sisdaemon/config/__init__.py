@@ -8,17 +8,18 @@
 - ``read_token(settings.canvas)`` returns the Canvas API token, or raises :class:`TokenError`, whose message
   names the key and the source but never the token.
 
-The parts: ``schema`` (the pydantic models and their validators), ``loading`` (the YAML file and its error
-lines), ``checks`` (the machine) and ``token`` (the token source). Every key, its type and default:
-``docs/configuration.md`` and ``config.example.yaml``.
+The parts: ``schema`` (the pydantic models and their validators; ``crosskeys``: their base, which reports the
+checks between keys beside the field errors; ``import_rules``: Canvas's rules on import options), ``loading`` (the
+YAML file and its error lines), ``checks`` (the machine) and ``token`` (the token source). Every key, its type and
+default: ``docs/configuration.md`` and ``config.example.yaml``.
 """
 
 from __future__ import annotations
 
 from sisdaemon.config.checks import check_runtime
+from sisdaemon.config.import_rules import DIFFING_OPTIONS
 from sisdaemon.config.loading import ConfigError, load_config, parse_config
 from sisdaemon.config.schema import (
-    DIFFING_OPTIONS,
     FOLDER_KEYS,
     CanvasSettings,
     FeedSettings,

@@ -1,7 +1,8 @@
 """The configuration's schema: the pydantic models (:class:`Settings` and its sections) with their validators.
 
-Each model is frozen, strict and refuses unknown keys. A validator that finds several problems reports each at its
-own key (``_raise_all``), so that the loader (``sisdaemon.config.loading``) can name every one by its dotted key.
+Each model is frozen, strict and refuses unknown keys. Every problem is reported in one run, each at its own key, so
+that the loader (``sisdaemon.config.loading``) can name every one by its dotted key: the checks between a model's
+keys are its ``_cross_key_problems``, run beside the field errors on the fields that validated (config/crosskeys.py).
 Every key, its type and default: ``docs/configuration.md`` and ``config.example.yaml``.
 """
 
@@ -17,25 +18,20 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
+from sisdaemon.config.crosskeys import CheckedModel, Problems, Unknown, Validated, checks, raise_all
 from sisdaemon.config.durations import DURATION_HINT, parse_duration
+from sisdaemon.config.import_rules import import_option_problems
 
 FOLDER_KEYS = ("drop_dir", "work_dir", "done_dir", "failed_dir")
 """A feed's four folders, in the order a file passes through them."""
-DIFFING_OPTIONS = ("diffing_remaster_data_set", "diffing_drop_status", "diffing_user_remove_status")
-"""Options Canvas reads only with a diffing_data_set_identifier (diff_row_count_threshold too)."""
-
-Problems = list[tuple[tuple[str | int, ...], str]]
 
 
 # --- field types --------------------------------------------------------------------------------------------
@@ -44,19 +40,6 @@ Problems = list[tuple[tuple[str | int, ...], str]]
 def _fail(message: str) -> NoReturn:
     # A PydanticCustomError keeps the message as it is (a ValueError would get a "Value error, " prefix).
     raise PydanticCustomError("config", "{message}", {"message": message})
-
-
-def _raise_all(title: str, problems: Problems) -> None:
-    """Report several cross-field problems at once, each at its own key (relative to the model checked).
-
-    pydantic-core merges a ValidationError raised in a validator into the outer one, prefixing the locations.
-    """
-    if problems:
-        details = [
-            InitErrorDetails(type=PydanticCustomError("config", "{message}", {"message": text}), loc=loc, input=None)
-            for loc, text in problems
-        ]
-        raise ValidationError.from_exception_data(title, details)
 
 
 def _to_path(value: object) -> object:
@@ -106,20 +89,24 @@ def _is_loopback(host: str) -> bool:
 
 
 def _base_url(value: str) -> str:
+    """The instance URL without a trailing /; every problem of it in one message."""
     try:
         parts = urlsplit(value.strip())
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
         _fail("is not a valid URL")
+    problems = []
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        _fail("must be an https:// URL, e.g. https://myschool.instructure.com")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        _fail("http:// is allowed only for localhost, 127.0.0.0/8 and ::1; use https://")
+        problems.append("must be an https:// URL, e.g. https://myschool.instructure.com")
+    elif parts.scheme == "http" and not _is_loopback(parts.hostname):
+        problems.append("http:// is allowed only for localhost, 127.0.0.0/8 and ::1; use https://")
     if parts.username is not None or parts.query or parts.fragment:
-        _fail("must not contain a user name, password, ?query or #fragment")
+        problems.append("must not contain a user name, password, ?query or #fragment")
     path = parts.path.rstrip("/")
     if path.lower().endswith("/api/v1"):
-        _fail("give the instance URL without /api/v1")
+        problems.append("give the instance URL without /api/v1")
+    if problems:
+        _fail("; ".join(problems))
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
@@ -137,10 +124,6 @@ AccountId = Annotated[str, BeforeValidator(_int_to_str), _matching(r"\d+|self|si
 EnvName = Annotated[str, _matching(r"[A-Za-z_]\w*", "must be an environment variable's name, not the token")]
 FeedName = Annotated[str, _matching(r"[A-Za-z0-9][\w.-]{0,63}", "must be 1-64 letters, digits, _ . or -")]
 Pattern = Annotated[str, _matching(r"[^/]+", "must be a file name pattern without /")]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 def _to_seconds(value: object) -> object:
@@ -179,7 +162,7 @@ def _absolute_program(argv: tuple[str, ...]) -> tuple[str, ...]:
 # --- the settings -------------------------------------------------------------------------------------------
 
 
-class ImportOptions(_Frozen):
+class ImportOptions(CheckedModel):
     """Canvas's SIS import options for one feed (docs/canvas-api.md §1); ``None`` means not set, and so not sent.
 
     Canvas tests some options by presence rather than value, so only the options set are sent, each as its own
@@ -203,42 +186,9 @@ class ImportOptions(_Frozen):
     # 1,000,000,000 and up are reserved: the daemon sends 1e9 + a random number as an attempt tag (docs/design.md).
     diff_row_count_threshold: Annotated[int, Field(ge=1, le=999_999_999)] | None = None
 
-    @model_validator(mode="after")
-    def _check_combinations(self) -> ImportOptions:
-        # The rules follow sis_imports_api_controller.rb#create (docs/canvas-api.md §1).
-        problems: Problems = []
-        batch, multi = self.batch_mode is True, self.multi_term_batch_mode is not None
-        diffing, override = self.diffing_data_set_identifier is not None, self.override_sis_stickiness is True
-
-        def refuse(key: str, message: str) -> None:
-            problems.append(((key,), message))
-
-        if self.batch_mode is False and multi:
-            refuse("batch_mode", "is false, but multi_term_batch_mode turns batch mode on")
-        if self.batch_mode_term_id is not None and not batch:
-            refuse("batch_mode_term_id", "has no effect unless batch_mode is true")
-        if batch and self.batch_mode_term_id is None and not multi:
-            refuse("batch_mode_term_id", "required when batch_mode is true (else Canvas answers 400)")
-        if self.multi_term_batch_mode is False:
-            refuse("multi_term_batch_mode", "false is not allowed: Canvas turns batch mode on when it is sent")
-        elif multi and batch and self.batch_mode_term_id is not None:
-            refuse("multi_term_batch_mode", "Canvas ignores it when batch_mode_term_id is given; keep one")
-        if self.change_threshold is None and batch:
-            refuse("change_threshold", "required when batch_mode is true")
-        elif self.change_threshold is None and multi:
-            refuse("change_threshold", "required with multi_term_batch_mode (else Canvas answers 400)")
-        for key in ("add_sis_stickiness", "clear_sis_stickiness"):
-            if getattr(self, key) is not None and not override:
-                refuse(key, "has no effect unless override_sis_stickiness is true (Canvas ignores it)")
-        if diffing and (batch or multi):
-            refuse("diffing_data_set_identifier", "cannot be used with batch mode (Canvas ignores diffing then)")
-        for key in (*DIFFING_OPTIONS, "diff_row_count_threshold"):
-            if getattr(self, key) is not None and not diffing:
-                refuse(key, "has no effect without diffing_data_set_identifier")
-        if self.batch_mode_enrollment_drop_status is not None and not (batch or multi):
-            refuse("batch_mode_enrollment_drop_status", "has no effect unless batch mode is on")
-        _raise_all(type(self).__name__, problems)
-        return self
+    @classmethod
+    def _cross_key_problems(cls, values: Validated) -> Problems:
+        return import_option_problems(values)
 
     def set_options(self) -> dict[str, object]:
         """The options set, by Canvas name, typed (``bool``, ``int`` or ``str``), in a stable order."""
@@ -255,7 +205,7 @@ class ImportOptions(_Frozen):
         ]
 
 
-class CanvasSettings(_Frozen):
+class CanvasSettings(CheckedModel):
     """Where Canvas is and how to reach it. Timeouts are in seconds.
 
     ``token_env`` names an environment variable, ``token_file`` a file (a relative one is read from
@@ -271,17 +221,26 @@ class CanvasSettings(_Frozen):
     verify_tls: bool = True
     ca_bundle: ConfigPath | None = None
 
-    @model_validator(mode="after")
-    def _check_combinations(self) -> CanvasSettings:
-        problems: Problems = []
-        if self.token_env is None and self.token_file is None:
-            problems.append((("token_env",), "required: give token_env or token_file"))
-        if self.token_env is not None and self.token_file is not None:
-            problems.append((("token_file",), "give only one of token_env and token_file"))
-        if self.ca_bundle is not None and not self.verify_tls:
-            problems.append((("ca_bundle",), "has no effect when verify_tls is false"))
-        _raise_all(type(self).__name__, problems)
-        return self
+    @classmethod
+    def _cross_key_problems(cls, values: Validated) -> Problems:
+        v = values
+        return checks(
+            (
+                "token_env",
+                lambda: v.token_env is None and v.token_file is None,
+                "required: give token_env or token_file",
+            ),
+            (
+                "token_file",
+                lambda: v.token_env is not None and v.token_file is not None,
+                "give only one of token_env and token_file",
+            ),
+            (
+                "ca_bundle",
+                lambda: v.ca_bundle is not None and not v.verify_tls,
+                "has no effect when verify_tls is false",
+            ),
+        )
 
     @property
     def host(self) -> str:
@@ -296,7 +255,7 @@ class CanvasSettings(_Frozen):
         return str(self.ca_bundle) if self.ca_bundle is not None else self.verify_tls
 
 
-class PollingSettings(_Frozen):
+class PollingSettings(CheckedModel):
     """How imports are polled, and how long the crash protocol waits (docs/design.md). All in seconds, > 0."""
 
     interval_seconds: Seconds = 5
@@ -308,27 +267,32 @@ class PollingSettings(_Frozen):
     initializing_dead_seconds: Seconds = 600
     errors_csv_wait_seconds: Seconds = 120
 
-    @model_validator(mode="after")
-    def _check_interval(self) -> PollingSettings:
-        if self.max_interval_seconds < self.interval_seconds:
-            _raise_all("polling", [(("max_interval_seconds",), "must be at least interval_seconds")])
-        return self
+    @classmethod
+    def _cross_key_problems(cls, values: Validated) -> Problems:
+        v = values
+        return checks(
+            (
+                "max_interval_seconds",
+                lambda: v.max_interval_seconds < v.interval_seconds,
+                "must be at least interval_seconds",
+            )
+        )
 
 
-class LogSettings(_Frozen):
+class LogSettings(CheckedModel):
     """Log lines: ``json`` (one object a line, for journald) or ``console``; the lowest level written."""
 
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class MetricsSettings(_Frozen):
+class MetricsSettings(CheckedModel):
     """Prometheus metrics (``/metrics``) and a health check (``/healthz``) over HTTP; off when the section is absent."""
 
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
 
 
-class HookSettings(_Frozen):
+class HookSettings(CheckedModel):
     """Commands run after a file is filed, each with the sidecar's path as its last argument (docs/configuration.md).
 
     ``on_finished``: after a file went to done/; ``on_failed``: after a file went to failed/. ``timeout_seconds``:
@@ -340,7 +304,7 @@ class HookSettings(_Frozen):
     timeout_seconds: Seconds = 60
 
 
-class FeedSettings(_Frozen):
+class FeedSettings(CheckedModel):
     """One drop folder and what happens to its files. Paths are absolute; times are in seconds.
 
     ``work_dir`` defaults to ``<drop_dir's parent>/work-<name>``. ``import_`` is the YAML key ``import``.
@@ -387,22 +351,34 @@ class FeedSettings(_Frozen):
     manifest_timeout_seconds: Seconds = 3600
 
     @model_validator(mode="after")
-    def _default_work_dir_and_distinct_folders(self) -> FeedSettings:
-        if "work_dir" not in self.model_fields_set:
-            # Frozen, but still being built: nobody has seen this object yet.
-            object.__setattr__(self, "work_dir", self.drop_dir.parent / f"work-{self.name}")
-        problems: Problems = []
-        problems += _set_problems(self)
+    def _default_work_dir_and_manifest_pattern(self) -> FeedSettings:
+        # Frozen, but still being built: nobody has seen this object yet. (The checks ran before, in CheckedModel's wrap
+        # validator: they take the same default, _work_dir.)
+        object.__setattr__(self, "work_dir", _work_dir(self.work_dir, self.drop_dir, self.name))
         if self.manifest is not None and not self.matches(self.manifest):
             # A manifest is detected and settled like any dropped file: its pattern joins the feed's patterns.
             object.__setattr__(self, "patterns", (*self.patterns, self.manifest))
+        return self
+
+    @classmethod
+    def _cross_key_problems(cls, values: Validated) -> Problems:
+        problems = _set_problems(values)
+        folders: dict[str, Path] = {}
+        for key in FOLDER_KEYS:
+            try:
+                folders[key] = (
+                    _work_dir(values.work_dir, values.drop_dir, values.name)
+                    if key == "work_dir"
+                    else getattr(values, key)
+                )
+            except Unknown:
+                continue  # a folder that did not validate is compared with none
         seen: dict[Path, str] = {}
-        for key, path in self.folders().items():
+        for key, path in folders.items():
             if path in seen:
                 problems.append(((key,), f"is the same folder as {seen[path]}"))
             seen.setdefault(path, key)
-        _raise_all(type(self).__name__, problems)
-        return self
+        return problems
 
     def folders(self) -> dict[str, Path]:
         """The four folders by key, in the order a file passes through them (drop, work, done, failed)."""
@@ -413,21 +389,34 @@ class FeedSettings(_Frozen):
         return any(fnmatchcase(name.casefold(), pattern.casefold()) for pattern in self.patterns)
 
 
-def _set_problems(feed: FeedSettings) -> Problems:
+def _work_dir(work_dir: Path, drop_dir: Path, name: str) -> Path:
+    """A feed's work folder: ``work_dir`` when given, else ``<drop_dir's parent>/work-<name>`` (a given one is
+    absolute, so the placeholder ``Path()`` means not given)."""
+    return work_dir if work_dir != Path() else drop_dir.parent / f"work-{name}"
+
+
+def _set_problems(feed: Validated) -> Problems:
     """The combinations of a feed's set keys that cannot work (collect_seconds, manifest and their bounds)."""
-    problems: Problems = []
-    if feed.manifest is not None and feed.collect_seconds:
-        problems.append(
-            (("collect_seconds",), "has no effect with manifest: its manifest says which files go together")
-        )
-    if feed.collect_seconds and feed.collect_max_seconds < feed.collect_seconds:
-        problems.append((("collect_max_seconds",), "must be at least collect_seconds"))
-    if feed.manifest is not None and feed.manifest.casefold().endswith((".csv", ".zip")):
-        problems.append((("manifest",), "must not name .csv or .zip files: those are the files a manifest lists"))
-    return problems
+    return checks(
+        (
+            "collect_seconds",
+            lambda: feed.manifest is not None and feed.collect_seconds,
+            "has no effect with manifest: its manifest says which files go together",
+        ),
+        (
+            "collect_max_seconds",
+            lambda: feed.collect_seconds and feed.collect_max_seconds < feed.collect_seconds,
+            "must be at least collect_seconds",
+        ),
+        (
+            "manifest",
+            lambda: feed.manifest is not None and feed.manifest.casefold().endswith((".csv", ".zip")),
+            "must not name .csv or .zip files: those are the files a manifest lists",
+        ),
+    )
 
 
-class Settings(_Frozen):
+class Settings(CheckedModel):
     """The whole configuration file, checked as far as can be without looking at the machine."""
 
     canvas: CanvasSettings
@@ -452,16 +441,17 @@ class Settings(_Frozen):
                 if path in folders:
                     problems.append(((index, key), f"{path} is {folders[path]} already"))
                 folders.setdefault(path, f"feeds[{index}].{key}")
-        _raise_all("feeds", problems)
+        raise_all("feeds", problems)
         return feeds
 
-    @model_validator(mode="after")
-    def _state_and_locks_apart_from_feeds(self) -> Settings:
-        feed_folders = {path for feed in self.feeds for path in feed.folders().values()}
-        problems: Problems = []
-        if self.state_file.parent in feed_folders:
-            problems.append((("state_file",), "must not be in a feed's folder"))
-        if self.lock_dir in feed_folders:
-            problems.append((("lock_dir",), "must not be a feed's folder"))
-        _raise_all("Settings", problems)
-        return self
+    @classmethod
+    def _cross_key_problems(cls, values: Validated) -> Problems:
+        v = values
+
+        def feed_folders() -> set[Path]:
+            return {path for feed in v.feeds for path in feed.folders().values()}
+
+        return checks(
+            ("state_file", lambda: v.state_file.parent in feed_folders(), "must not be in a feed's folder"),
+            ("lock_dir", lambda: v.lock_dir in feed_folders(), "must not be a feed's folder"),
+        )

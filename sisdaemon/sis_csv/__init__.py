@@ -22,7 +22,15 @@ as Canvas diffs them: ``sisdaemon diff`` and the daemon's diff summary). Every n
 from __future__ import annotations
 
 from sisdaemon.sis_csv.archive import check_file, is_zip, unsafe_member_name
-from sisdaemon.sis_csv.compare import Comparison, TypeDiff, compare_files, remove_stale_diff_dirs, show_key
+from sisdaemon.sis_csv.compare import (
+    Comparison,
+    TypeDiff,
+    compare_files,
+    compare_types,
+    held_types,
+    remove_stale_diff_dirs,
+    show_key,
+)
 from sisdaemon.sis_csv.preflight import check_csv
 from sisdaemon.sis_csv.problems import Cancelled, Problem, Report
 from sisdaemon.sis_csv.reading import (
@@ -85,7 +93,9 @@ __all__ = [
     "check_file",
     "check_utf8",
     "compare_files",
+    "compare_types",
     "detect_importer",
+    "held_types",
     "is_blank_row",
     "is_csv_name",
     "is_ignored_zip_entry",

@@ -12,6 +12,10 @@ Memory holds one partition of the earlier file: P is the earlier file's size ove
 again, in ``temp_dir``, removed at the end (a kill leaves a ``.sisdaemon-diff-*`` folder, which
 :func:`remove_stale_diff_dirs` clears).
 
+Several earlier files can take part (:func:`compare_types`): each SIS type is compared with the earlier file given
+for it (a feed's last imported file that held that type), so a file of users is never compared with a file of
+courses; the earlier side's partitions then hold each earlier file's rows of its own types only.
+
 Rows are compared on the columns both files have (names stripped and lower-cased, values stripped, as Canvas reads
 them); blank rows and rows with every key column empty are not compared (Canvas skips them).
 """
@@ -25,7 +29,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -56,7 +60,8 @@ class TypeDiff:
     ``changed``: keyed rows; ``unkeyed``: rows with every key column empty (not compared); ``duplicates``: rows
     whose key an earlier row of the same file had (not compared); ``headers_differ``: the two files' columns of this
     type differ (Canvas then applies the file whole, without a diff); ``csvs``: how many CSVs of this type each file
-    has (Canvas diffs a type only when each has one); ``examples``: kind -> the first few ids (by line)."""
+    has (Canvas diffs a type only when each has one); ``examples``: kind -> the first few ids (by line);
+    ``against``: the earlier file this type was compared with (its name as given)."""
 
     importer: str
     key: tuple[str, ...]
@@ -70,10 +75,12 @@ class TypeDiff:
     headers_differ: bool = False
     csvs: list[int] = field(default_factory=lambda: [0, 0])
     examples: dict[str, list[str]] = field(default_factory=dict)
+    against: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (``sisdaemon diff --json``, sidecars)."""
         return {
+            "against": self.against,
             "key": list(self.key),
             "before": self.before,
             "after": self.after,
@@ -90,22 +97,38 @@ class TypeDiff:
 
 @dataclass
 class Comparison:
-    """Two files compared: ``types`` by Canvas's importer name, in the order first seen; ``problems``: CSVs that
-    could not be read (or only in part), as ``"<file>: <what>"``."""
+    """A newer file compared with one earlier file or several (one per type): ``types`` by Canvas's importer name,
+    in the order first seen, only the types compared like for like (each held by the newer file and by the earlier
+    file it was compared with); ``left_out``: type -> why it was not compared (held by one side only);
+    ``problems``: CSVs that could not be read (or only in part), as ``"<file>: <what>"``."""
 
     before: str
     after: str
     types: dict[str, TypeDiff] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form: ``{"before", "after", "types": {importer: TypeDiff.as_dict()}, "problems"}``."""
+        """The JSON form: ``{"before", "after", "types": {importer: TypeDiff.as_dict()}, "left_out", "problems"}``."""
         return {
             "before": self.before,
             "after": self.after,
             "types": {name: diff.as_dict() for name, diff in self.types.items()},
+            "left_out": dict(self.left_out),
             "problems": list(self.problems),
         }
+
+    def keep_common(self) -> None:
+        """Leave out the types only one side holds (a type the newer file lacks is not touched by Canvas; one the
+        earlier file lacks has nothing to compare with), naming each in ``left_out``."""
+        for name, diff in list(self.types.items()):
+            if not diff.csvs[1]:
+                self.left_out[name] = f"only in the earlier file {diff.against}: the newer file does not change it"
+            elif not diff.csvs[0]:
+                self.left_out[name] = f"not in the earlier file {diff.against}: nothing to compare with"
+            else:
+                continue
+            del self.types[name]
 
 
 def show_key(columns: tuple[str, ...], values: list[str]) -> str:
@@ -144,6 +167,21 @@ def iter_csvs(path: Path, shown: str) -> Iterator[tuple[str, IO[bytes]]]:
                 yield f"{shown}: {info.filename}", stream
 
 
+def held_types(path: Path) -> set[str]:
+    """The SIS types ``path`` holds (a CSV, or a zip's CSVs), from each CSV's header alone (a CSV whose header
+    cannot be read or names no type is left out). Raises OSError, zipfile.BadZipFile."""
+    found: set[str] = set()
+    for _, stream in iter_csvs(path, str(path)):
+        try:
+            first = next(iter_records(stream), None)  # type: ignore[arg-type]
+        except CsvFileError:
+            continue
+        importer = detect_importer(first.fields) if first is not None else None
+        if importer is not None:
+            found.add(importer)
+    return found
+
+
 class _Examples:
     """The first few ids by line, per (type, kind), in bounded memory (a max-heap of EXAMPLES per list)."""
 
@@ -171,6 +209,8 @@ class _Side:
     def __init__(self, folder: Path, label: str, partitions: int) -> None:
         self.paths = [folder / f"{label}-{index}.csv" for index in range(partitions)]
         self.columns: dict[str, list[str]] = {}
+        self.name = ""  # the file being written now (an earlier side can have several, one after another)
+        self.opened = False
 
 
 def _split(
@@ -180,11 +220,14 @@ def _split(
     index: int,
     comparison: Comparison,
     should_stop: Callable[[], bool] | None,
+    only: Collection[str] | None = None,
 ) -> None:
     """Stream ``path``'s rows into ``side``'s partitions; count them into ``comparison`` (``index``: 0 before, 1
-    after)."""
+    after). ``only``: the types taken from this file (None: all); the other CSVs are skipped unread."""
     partitions = len(side.paths)
-    sinks = [target.open("w", newline="", encoding="utf-8", errors="surrogatepass") for target in side.paths]
+    mode = "a" if side.opened else "w"  # an earlier side's second file adds to the partitions of its first
+    side.opened = True
+    sinks = [target.open(mode, newline="", encoding="utf-8", errors="surrogatepass") for target in side.paths]
     writers = [csv.writer(sink, lineterminator="\n") for sink in sinks]
     rows_seen = 0
     try:
@@ -198,7 +241,11 @@ def _split(
                 if importer is None:
                     comparison.problems.append(f"{name}: the header names no SIS CSV type Canvas knows; not compared")
                     continue
+                if only is not None and importer not in only:
+                    continue
                 diff = comparison.types.setdefault(importer, TypeDiff(importer, DIFF_KEYS.get(importer, ())))
+                if index == 0:
+                    diff.against = side.name
                 diff.csvs[index] += 1
                 at: dict[str, int] = {}
                 for position, cell in enumerate(first.fields):
@@ -313,19 +360,92 @@ def compare_files(
     should_stop: Callable[[], bool] | None = None,
 ) -> Comparison:
     """Compare ``after`` (the newer file) with ``before`` (the earlier one), each a CSV or a zip, keyed per type by
-    :data:`DIFF_KEYS`, streaming both (see the module's doc for memory and disk). ``temp_dir``: where the partition
-    files go (default: the system's; the daemon uses the feed's work folder, on disk rather than a tmpfs).
+    :data:`DIFF_KEYS`, streaming both (see the module's doc for memory and disk), on the types both files hold
+    (:meth:`Comparison.keep_common`: the others are named in ``left_out``). ``temp_dir``: where the partition files
+    go (default: the system's).
 
     Raises OSError (a file that cannot be read, a full temp folder), zipfile.BadZipFile, Cancelled when
     ``should_stop()`` turns true.
     """
-    comparison = Comparison(before_name or str(before), after_name or str(after))
-    partitions = max(1, min(MAX_PARTITIONS, -(-content_size(before) // max(partition_bytes, 1))))
+    comparison = _compare(
+        [(before, before_name or str(before), None)],
+        after,
+        after_name or str(after),
+        None,
+        temp_dir=temp_dir,
+        partition_bytes=partition_bytes,
+        examples=examples,
+        should_stop=should_stop,
+    )
+    comparison.keep_common()
+    return comparison
+
+
+def compare_types(
+    bases: Mapping[str, Path],
+    after: Path,
+    *,
+    names: Mapping[Path, str] | None = None,
+    after_name: str | None = None,
+    temp_dir: Path | None = None,
+    partition_bytes: int = PARTITION_BYTES,
+    examples: int = EXAMPLES,
+    should_stop: Callable[[], bool] | None = None,
+) -> Comparison:
+    """Compare each SIS type of ``bases`` (type -> the earlier file that type is compared with) in ``after``, the
+    newer file, with that type's rows in its earlier file; several types may share an earlier file, which is then
+    read once. Each earlier file gives only its own types' rows; ``after`` gives only the types of ``bases``. A type
+    of ``bases`` that ``after`` does not hold, or its earlier file no longer holds, is left out (``left_out``).
+    ``names``: an earlier file -> its name for people (``TypeDiff.against``; default its path). Memory and disk as
+    :func:`compare_files`, the partitions sized on the earlier files' total size.
+
+    Raises OSError (a file that cannot be read, a full temp folder), zipfile.BadZipFile, Cancelled when
+    ``should_stop()`` turns true.
+    """
+    grouped: dict[Path, set[str]] = {}
+    for importer, path in bases.items():
+        grouped.setdefault(path, set()).add(importer)
+    sources = [(path, (names or {}).get(path) or str(path), types) for path, types in grouped.items()]
+    comparison = _compare(
+        sources,
+        after,
+        after_name or str(after),
+        set(bases),
+        temp_dir=temp_dir,
+        partition_bytes=partition_bytes,
+        examples=examples,
+        should_stop=should_stop,
+    )
+    comparison.keep_common()
+    return comparison
+
+
+def _compare(
+    sources: Sequence[tuple[Path, str, Collection[str] | None]],
+    after: Path,
+    after_name: str,
+    after_only: Collection[str] | None,
+    *,
+    temp_dir: Path | None,
+    partition_bytes: int,
+    examples: int,
+    should_stop: Callable[[], bool] | None,
+) -> Comparison:
+    """Compare ``after`` with the earlier ``sources`` (each: a file, its name for people, the types taken from it
+    or None for all)."""
+    comparison = Comparison(", ".join(name for _, name, _ in sources), after_name)
+    size = sum(content_size(path) for path, _, _ in sources)
+    partitions = max(1, min(MAX_PARTITIONS, -(-size // max(partition_bytes, 1))))
     folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=temp_dir))
     try:
         old, new = _Side(folder, "before", partitions), _Side(folder, "after", partitions)
-        _split(before, comparison.before, old, 0, comparison, should_stop)
-        _split(after, comparison.after, new, 1, comparison, should_stop)
+        for path, name, only in sources:
+            old.name = name
+            _split(path, name, old, 0, comparison, should_stop, only)
+        for part in [] if old.opened else old.paths:
+            part.touch()  # no earlier file: its partitions are empty
+        new.name = after_name
+        _split(after, after_name, new, 1, comparison, should_stop, after_only)
         kept = _Examples(examples)
         _match(old, new, comparison, kept, should_stop)
         for importer, diff in comparison.types.items():

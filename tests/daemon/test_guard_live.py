@@ -71,7 +71,7 @@ def test_a_shrinking_series_is_held_by_the_guard_until_released_and_the_sandbox_
     assert first["shrink_guard"]["note"].startswith("no baseline")
     assert first["shrink_guard"]["rows"] == {"user": 10}
     assert first["shrink_guard"]["canvas"]["diffing_threshold_exceeded"] is False
-    assert first["diff"]["note"] == "no earlier imported file of this feed to compare with"
+    assert first["diff"]["not_compared"] == {"user": "first file with user rows in this feed: nothing to compare with"}
 
     spool.drop_file("users.csv", users(*range(1, 10)))  # one row fewer: 10% is within the default 20%
     assert run_once(spool) == 0
@@ -169,7 +169,7 @@ def test_diff_shows_rows_added_removed_and_changed_since_the_last_import_for_a_c
     user = report["comparison"]["types"]["user"]
     assert (user["before"], user["after"], user["added"], user["removed"], user["changed"]) == (3, 3, 1, 1, 1)
     assert user["examples"] == {"added": ["U4"], "removed": ["U3"], "changed": ["U2"]}
-    assert report["summary"]["against"]["import_id"] == done["canvas"]["import_id"]
+    assert report["summary"]["against"][0]["import_id"] == done["canvas"]["import_id"]
     assert report["summary"]["canvas_would"]["user"] == {"rows": 1, "status": "suspended", "examples": ["U3"]}
 
     archive = spool.root / "tonight.zip"
