@@ -110,9 +110,11 @@ def manpage() -> str:
         ".TP",
         str(EXIT_NOPERM),
         roff(
-            "EX_NOPERM: run, or submit, by a user who does not own the state folder (root included): only its owner "
-            "writes the state. The message names both users and the command to use instead, e.g. "
-            "sudo -u sisdaemon sisdaemon run -c /etc/sisdaemon/nightly.yaml. The unit does not restart on it."
+            "EX_NOPERM: run, submit, pause, resume, retry or abort by a user who does not own the state folder (root "
+            "included): only its owner writes the state. The message names both users and the command to use "
+            "instead: runuser -u sisdaemon -- sisdaemon pause -c /etc/sisdaemon/nightly.yaml nightly (or sudo -u), "
+            "or, for a command that reads the token from the service's credential, systemd-run --pipe --wait "
+            "-p User=sisdaemon -p LoadCredentialEncrypted=canvas-token sisdaemon .... The unit does not restart on it."
         ),
         ".TP",
         str(EXIT_CONFIG),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from sisdaemon.cli_base import (
     NotOwner,
     argv_with_config,
     config_error,
+    credential_name,
     error_lines,
     load_settings,
     not_owner,
@@ -42,7 +42,7 @@ from sisdaemon.cli_base import (
 from sisdaemon.config import ConfigError, Settings, TokenError, load_config, read_token
 from sisdaemon.config.checks import work_dirs_to_create
 from sisdaemon.logs import configure_logging, remember_secret
-from sisdaemon.owner import check_owner, deciding_folder, user_name
+from sisdaemon.owner import check_owner, deciding_folder, instead_lines, user_name
 
 __all__ = [
     "EXIT_CONFIG",
@@ -77,8 +77,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # The folders' access was judged for this user, not for the one that runs the service.
         print(
             f"{args.config}: note: checked as {with_owner.user}, but {with_owner.folder} belongs to "
-            f"{with_owner.owner}, who runs sisdaemon; to check as that user: "
-            + shlex.join(["sudo", "-u", with_owner.owner, "sisdaemon", *argv_with_config(args)]),
+            f"{with_owner.owner}, who runs sisdaemon; to check as that user"
+            + instead_lines(
+                with_owner.owner,
+                argv_with_config(args),
+                credential=credential_name(settings),
+                as_root=with_owner.user == "root",
+            ),
             file=sys.stderr,
         )
     return EXIT_OK

@@ -23,6 +23,7 @@ def check_runtime(
     rename: Callable[[Path, Path], None] = os.rename,
     token: bool = True,
     create_work_dirs: bool = True,
+    check_token: bool = True,
 ) -> list[str]:
     """Check what the configuration needs from this machine; one ``"<dotted.key>: <message>"`` per problem.
 
@@ -34,11 +35,14 @@ def check_runtime(
     folders: a probe file ``.sisdaemon-probe-<pid>-<random>`` goes from drop_dir into each other folder (a
     missing work_dir's parent in its place) and back, and is removed, leaving nothing behind. ``rename`` is
     replaceable for tests. ``token=False`` accepts a token file that may yet appear (missing, empty, unreadable):
-    ``run`` waits for it as for any credential fault.
+    ``run`` waits for it as for any credential fault. ``check_token=False``: the command never reads the token
+    (``pause``, ``resume``, a request to a running daemon), so its source is not looked at: a relative
+    ``token_file`` then needs no ``$CREDENTIALS_DIRECTORY``.
     """
     problems: list[str] = []
     try:
-        read_token(settings.canvas)
+        if check_token:
+            read_token(settings.canvas)
     except TokenError as error:
         if token or not error.may_appear:
             problems.append(str(error))
