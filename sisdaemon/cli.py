@@ -245,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub)
     sub.add_argument("file", help="the CSV or zip file to submit (left in place; a copy is submitted)")
     sub.add_argument("--feed", help="feed whose options and folders to use (default: the first)")
-    sub.add_argument("--wait", action="store_true", help="print the import as it progresses until it is filed")
+    sub.add_argument(
+        "--wait",
+        action="store_true",
+        help="also print where the file stands each time that changes (submit always waits for the result)",
+    )
     with_max_wait(sub)
     sub.set_defaults(func=cmd_submit)
 

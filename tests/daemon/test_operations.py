@@ -83,6 +83,28 @@ def test_submit_hands_the_file_to_a_running_daemon_and_waits_for_it(
     assert len(spool.filed("failed")) == 1 and len(creates(sandbox)) == 1
 
 
+def test_submit_without_wait_through_a_running_daemon_still_waits_for_the_result_and_exits_by_it(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread], tmp_path: Path
+) -> None:
+    spool.feed["preflight"] = "reject"
+    daemon = run_daemon()
+    wait_for(lambda: daemon.daemon.ready.is_set(), what="the daemon to start")
+    good, bad = tmp_path / "users.csv", tmp_path / "bad.csv"
+    good.write_bytes(USERS)
+    bad.write_bytes(b"course_id,randomness\nx,y\n")  # pre-flight refuses it: never sent
+
+    imported = sisdaemon("submit", "-c", str(spool.config), str(good))
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert len(spool.filed("done")) == 1  # filed before submit returned
+    rejected = sisdaemon("submit", "-c", str(spool.config), str(bad))
+    assert rejected.returncode == 1, rejected.stdout + rejected.stderr
+    assert "rejected -> failed/" in rejected.stdout
+    # Without --wait, no progress lines: what was handed over, then the result.
+    assert len(rejected.stdout.splitlines()) == 2, rejected.stdout
+    daemon.stop()
+    assert len(spool.filed("failed")) == 1 and len(creates(sandbox)) == 1
+
+
 def test_a_token_file_is_read_again_after_canvas_refuses_it(
     spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
 ) -> None:
