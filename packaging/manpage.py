@@ -17,6 +17,7 @@ import sisdaemon
 from sisdaemon import __version__
 from sisdaemon.cli import (
     EXIT_CONFIG,
+    EXIT_DATAERR,
     EXIT_FAILED,
     EXIT_FAULT,
     EXIT_LOCKED,
@@ -99,7 +100,13 @@ def manpage() -> str:
         str(EXIT_FAULT),
         roff(
             "A fault of the system, credential or configuration that did not clear; a file still held or settling "
-            "when --once gave up; the state file is damaged; status cannot read the state."
+            "when --once gave up; status cannot read the state."
+        ),
+        ".TP",
+        str(EXIT_DATAERR),
+        roff(
+            "EX_DATAERR: the state file or a feed's history file is damaged (the journal's state_damaged names the "
+            "file and field; no job is lost: its file is still in work/). The unit does not restart on it."
         ),
         ".TP",
         str(EXIT_LOCKED),

@@ -3,9 +3,10 @@ sandbox, demo.
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
 2 usage error (a missing ``-c`` among them), 3 a fault that did not clear (or ``status`` cannot read the state),
-73 another daemon holds the state or account lock (EX_CANTCREAT), 77 a command that writes state run by a user
-other than the state folder's owner (EX_NOPERM), 78 configuration error (EX_CONFIG); the systemd unit does not
-restart on 73, 77 and 78 (``RestartPreventExitStatus=``). ``check``, a monitoring probe, has the plugin codes instead:
+65 the state or a history file is damaged (EX_DATAERR), 73 another daemon holds the state or account lock
+(EX_CANTCREAT), 77 a command that writes state run by a user other than the state folder's owner (EX_NOPERM), 78
+configuration error (EX_CONFIG); the systemd unit does not restart on 65, 73, 77 and 78
+(``RestartPreventExitStatus=``). ``check``, a monitoring probe, has the plugin codes instead:
 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (probe.py). structlog is configured here (sisdaemon.logs), once.
 """
 
@@ -23,6 +24,7 @@ import structlog
 from sisdaemon import __version__, cli_ops, cli_tools, effects
 from sisdaemon.cli_base import (
     EXIT_CONFIG,
+    EXIT_DATAERR,
     EXIT_FAILED,
     EXIT_FAULT,
     EXIT_LOCKED,
@@ -46,6 +48,7 @@ from sisdaemon.owner import check_owner, deciding_folder, instead_lines, user_na
 
 __all__ = [
     "EXIT_CONFIG",
+    "EXIT_DATAERR",
     "EXIT_FAILED",
     "EXIT_FAULT",
     "EXIT_LOCKED",
@@ -157,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_LOCKED
     except StateError as error:
         log.error("state_damaged", error=str(error), hint="no job is lost: its file is still in work/")
+        return EXIT_DATAERR
     except OSError as error:
         log.error("start_failed", error=str(error))
     return EXIT_FAULT
@@ -174,9 +178,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return not_owner(error)
     # The result lines go to stdout; the daemon's log, when submit runs the job itself, to stderr.
     configure_logging("console" if sys.stderr.isatty() else settings.log.format, settings.log.level, sys.stderr)
-    return submit(
-        settings, Path(args.config), Path(args.file), feed_name=args.feed, wait=args.wait, max_wait=args.max_wait
-    )
+    from sisdaemon.state import StateError
+
+    try:
+        return submit(
+            settings, Path(args.config), Path(args.file), feed_name=args.feed, wait=args.wait, max_wait=args.max_wait
+        )
+    except StateError as error:
+        structlog.get_logger("sisdaemon").error("state_damaged", error=str(error))
+        return EXIT_DATAERR
 
 
 def cmd_status(args: argparse.Namespace) -> int:

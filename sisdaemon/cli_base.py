@@ -16,6 +16,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_FAULT = 3
+EXIT_DATAERR = 65  # EX_DATAERR: the state or a history file is damaged; restarting would only loop
 EXIT_LOCKED = 73  # EX_CANTCREAT: the lock cannot be taken; restarting would only loop (RestartPreventExitStatus=)
 EXIT_NOPERM = 77  # EX_NOPERM: not the state's owner; restarting would only loop (RestartPreventExitStatus=)
 EXIT_CONFIG = 78

@@ -9,7 +9,7 @@ through sudo) is recorded with the change.
 
 Exit codes: 0 done; 1 (``retry``) a file sent again ended in failed/ again; 2 the request was refused (no such feed,
 file or job: the message says which); 3 a running daemon did not answer in time (the request stays queued and is
-applied at its next turn) or the files were not filed within ``--max-wait``.
+applied at its next turn) or the files were not filed within ``--max-wait``; 65 the state is damaged.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ log = structlog.get_logger("sisdaemon")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
+EXIT_DATAERR = 65  # EX_DATAERR, as cli_base's
 #: Seconds a command waits for a running daemon's answer (it answers at its next turn, within about a second).
 ANSWER_WAIT_SECONDS = 30.0
 
@@ -118,7 +119,10 @@ def _send_and_print(settings: Settings, request: Mapping[str, Any]) -> tuple[dic
     applied it), or the exit code when it could not be sent (a damaged state, an OS error) or was not answered."""
     try:
         answer, by_daemon = send(settings, {**request, **invoker()})
-    except (StateError, OSError) as error:
+    except StateError as error:
+        print(f"sisdaemon {request['action']}: the state is damaged: {error}", flush=True)
+        return EXIT_DATAERR
+    except OSError as error:
         print(f"sisdaemon {request['action']}: {error}", flush=True)
         return EXIT_GAVE_UP
     if answer is None:

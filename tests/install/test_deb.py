@@ -103,6 +103,7 @@ def test_man_sisdaemon_renders_every_command_and_the_exit_codes() -> None:
     assert re.search(r"^       73\s+EX_CANTCREAT", page, re.MULTILINE)
     assert re.search(r"^       77\s+EX_NOPERM", page, re.MULTILINE)
     assert re.search(r"^       78\s+EX_CONFIG", page, re.MULTILINE)
+    assert re.search(r"^       65\s+EX_DATAERR", page, re.MULTILINE)
 
 
 def test_install_enables_and_starts_nothing() -> None:

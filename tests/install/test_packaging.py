@@ -54,6 +54,7 @@ def test_the_unit_keeps_what_the_daemon_needs_and_does_not_restart_on_a_bad_conf
         str(cli.EXIT_CONFIG),
         str(cli.EXIT_LOCKED),
         str(cli.EXIT_NOPERM),
+        str(cli.EXIT_DATAERR),
     }
     assert settings["Restart"] == ["on-failure"]
     # The spool's parent as ONE path (rename(2) fails between two bind mounts), the folder tmpfiles.d makes.
