@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,8 @@ def collect(settings: Settings) -> dict[str, Any]:
         for job in jobs
     ]
     running = is_locked(lock)
+    if not running and (stranded := stranded_jobs(jobs)):
+        problems.append(stranded)
     return {
         "daemon": {
             "running": running,
@@ -207,6 +210,19 @@ def collect(settings: Settings) -> dict[str, Any]:
     }
 
 
+def stranded_jobs(jobs: list[dict[str, Any]]) -> str | None:
+    """A sentence when jobs are claimed or in flight (``jobs``: the state's stored jobs) while no daemon runs:
+    nothing moves them on (their imports are not followed, their files stay in work/) until one runs again."""
+    if not jobs:
+        return None
+    sent = sum(1 for job in jobs if job.get("import_id") is not None)
+    return (
+        f"the daemon is not running, but {len(jobs)} job(s) are claimed or in flight ({sent} sent to Canvas): "
+        "nothing follows them until it runs again (systemctl start sisdaemon@<instance>; its journal says why it "
+        "stopped)"
+    )
+
+
 def _shown(wait: dict[str, Any] | None) -> dict[str, Any] | None:
     """A wait as ``status`` shows it: ``until`` as ISO 8601 UTC."""
     return None if wait is None else {**wait, "until": iso(wait["until"])}
@@ -218,8 +234,21 @@ def _wait_text(wait: dict[str, Any] | None) -> str:
     return f" — waits: {wait['text']}" + (f" (until {wait['until']})" if wait["until"] else "")
 
 
+#: Control characters (C0, DEL, C1) that would break a line of ``status`` or drive the terminal (ESC).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character written as the journal's JSON writes it (``\\n``, ``\\t``,
+    ``\\u001b``): a file name holding a newline or an escape sequence stays on its line and cannot drive the
+    terminal."""
+    return _CONTROL.sub(lambda match: _SHORT_ESCAPES.get(match.group(), f"\\u{ord(match.group()):04x}"), text)
+
+
 def render_text(report: dict[str, Any]) -> str:
-    """A short human-readable form of :func:`collect`'s report."""
+    """A short human-readable form of :func:`collect`'s report; control characters in names and texts are escaped
+    (:func:`escape_controls`), so each line is one line."""
     daemon = report["daemon"]
     lines = [f"daemon: {'running, pid ' + str(daemon['pid']) if daemon['running'] else 'not running'}"]
     lines += [f"problem: {problem}" for problem in daemon["problems"]]
@@ -253,7 +282,7 @@ def render_text(report: dict[str, Any]) -> str:
         if job["last_error"]:
             line += f" [{job['last_error']}]"
         lines.append(line + _wait_text(job["waits_for"]))
-    return "\n".join(lines)
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 def add_freshness(settings: Settings, feeds: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> None:

@@ -296,3 +296,28 @@ def test_run_once_reports_a_file_it_cannot_read_and_finishes_the_rest_without_wa
     assert result.returncode == 3, result.stdout + result.stderr
     assert "file_unreadable" in result.stdout and "files_left_unreadable" in result.stdout
     assert secret.exists() and len(list((shared / "done").glob("*_users.csv"))) == 1
+
+
+def test_status_after_the_daemon_was_killed_with_jobs_in_flight_is_a_problem_and_escapes_control_characters(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    sandbox.stick_next("created")
+    daemon = started(daemon_process())
+    name = "night\n\tly\x1b[31m.csv"  # a newline, a tab and a terminal escape sequence in a file's name
+    spool.drop_file(name, USERS)
+    wait_for(lambda: any(job.get("import_id") for job in state(spool)["jobs"]), what="the import id recorded")
+    daemon.kill()
+
+    result = sisdaemon("status", "-c", str(spool.config))
+    assert result.returncode == 3, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "daemon: not running" in lines
+    assert any(
+        line.startswith("problem: the daemon is not running, but 1 job(s) are claimed or in flight (1 sent")
+        for line in lines
+    ), result.stdout
+    [job_line] = [line for line in lines if "/night" in line]
+    assert "nightly/night\\n\\tly\\u001b[31m.csv: " in job_line
+    assert "\x1b" not in result.stdout and "\t" not in result.stdout
+    report = json.loads(sisdaemon("status", "-c", str(spool.config), "--json").stdout)
+    assert report["jobs"][0]["file"] == name  # JSON carries the name itself, escaped by JSON
