@@ -1,5 +1,5 @@
-"""The ``sisdaemon`` command: run, submit, status, check, check-config, pause, resume, retry, abort, validate, diff,
-sandbox, demo.
+"""The ``sisdaemon`` command and its subcommands (run, submit, status, check, check-config, pause, resume, retry,
+abort, validate, diff, sandbox, demo).
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
 2 usage error (a missing ``-c`` among them), 3 a fault that did not clear (or ``status`` cannot read the state),
@@ -229,7 +229,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sisdaemon", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="sisdaemon")
     parser.add_argument("--version", action="version", version=f"sisdaemon {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -280,7 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="sisdaemon-demo", help="demo folder (default ./sisdaemon-demo)")
     demo.add_argument("--keep", action="store_true", help="keep what an earlier demo left in the folder")
     demo.set_defaults(func=cmd_demo)
+    parser.description = description(list(commands.choices))
     return parser
+
+
+def description(names: list[str]) -> str:
+    """``sisdaemon --help``'s description: what it is, and every command by name (``names``, as the parser has
+    them, so that none is left out)."""
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+    return (
+        "sisdaemon watches drop folders and submits each finished SIS CSV or zip file to Canvas LMS's SIS Import "
+        f"API, filing it in done/ or failed/. Its commands are {listed}; `sisdaemon COMMAND --help` tells more."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
