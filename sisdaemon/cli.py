@@ -67,7 +67,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the config file and the folders, locks and token it names; print what was found. Changes nothing
     on the machine: a missing work_dir is reported (``run`` creates it), and the rename probe is removed."""
     try:
-        settings = load_settings(args, writes=False, create_work_dirs=False)
+        settings = load_settings(args, writes=False, create_work_dirs=False, hooks=True)
     except ConfigError as error:
         return config_error(error)
     if args.online and (code := _check_online(args, settings)) != EXIT_OK:

@@ -74,13 +74,15 @@ def load_settings(
     token_used: bool = True,
     writes: bool = True,
     create_work_dirs: bool = True,
+    hooks: bool = False,
 ) -> Settings:
     """Load and check the config named by ``args.config`` (static and run-time checks; the token too unless
     ``token_required`` is False). ``token_used``: the command reads the token at all (False for ``pause``,
     ``resume`` and a request to a running daemon: the token's source is then not looked at). ``writes``: the
     command writes state, so only the state folder's owner may run it (checked before the machine, whose access
     checks hold for this user alone). ``create_work_dirs``: make a missing work_dir (``run``, ``submit``), or only
-    check that it can be made (``check-config``).
+    check that it can be made (``check-config``). ``hooks``: also check that each hook's program can be started
+    (``check-config``; ``run`` starts without it).
 
     Raises ConfigError with every problem (a token that cannot be read for want of the service's credential says
     how to run the command with it); NotOwner when ``writes`` and this user does not own the state."""
@@ -94,7 +96,9 @@ def load_settings(
         if wrong is not None:
             credential = credential_name(settings) if token_used else None
             raise NotOwner(wrong.message(f"sisdaemon {args.command}", argv_with_config(args), credential=credential))
-    problems = check_runtime(settings, token=token_required, create_work_dirs=create_work_dirs, check_token=token_used)
+    problems = check_runtime(
+        settings, token=token_required, create_work_dirs=create_work_dirs, check_token=token_used, check_hooks=hooks
+    )
     if problems:
         raise ConfigError(config_path, [_with_recipe(problem, settings, args) for problem in problems])
     if token_required and token_used:

@@ -47,6 +47,23 @@ def test_check_config_names_every_problem_with_its_key_and_exits_78(spool: Spool
     assert "canvas.base_url" in text and "feeds[0].colour" in text and "change_threshold" in text
 
 
+def test_check_config_refuses_a_hook_whose_program_is_missing_or_not_executable_naming_the_key(
+    spool: Spool, tmp_path: Path
+) -> None:
+    not_executable = tmp_path / "notify.sh"
+    not_executable.write_text("#!/bin/sh\n")
+    spool.feed["hooks"] = {"on_finished": ["/bin/nonexistent-hook"], "on_failed": [str(not_executable), "--all"]}
+    result = sisdaemon("check-config", "-c", str(spool.write_config()))
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"{spool.config}: feeds[0].hooks.on_finished: /bin/nonexistent-hook does not exist",
+        f"{spool.config}: feeds[0].hooks.on_failed: {not_executable} is not executable by this user",
+    ]
+    not_executable.chmod(0o755)
+    spool.feed["hooks"]["on_finished"] = ["/bin/true"]
+    assert sisdaemon("check-config", "-c", str(spool.write_config())).returncode == 0
+
+
 def test_run_refuses_a_missing_folder_and_a_missing_token_with_exit_78(spool: Spool) -> None:
     spool.failed.rmdir()
     result = sisdaemon("run", "--once", "-c", str(spool.write_config()), env={TOKEN_ENV: ""})
