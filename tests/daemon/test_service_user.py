@@ -116,11 +116,13 @@ def test_the_command_the_refusal_suggests_to_root_works_as_printed_without_sudo(
     ]
     assert f"(or: sudo -u {throwaway_user} sisdaemon pause -c {config}" in refused.stderr
 
-    # As printed, with `sisdaemon` being this checkout's (python -m sisdaemon) and no credential in reach.
+    # As printed, with `sisdaemon` being this checkout's (python -m sisdaemon) and no credential in reach, by root
+    # logged in (the audit login uid pam_loginuid sets at login, here set by hand).
     python, extra = python_for(throwaway_user)
     at = command.index("sisdaemon")
+    login = ["sh", "-c", 'echo 0 > /proc/self/loginuid && exec "$@"', "login"]
     done = subprocess.run(
-        [*command[:at], *python, "-m", "sisdaemon", *command[at + 1 :]],
+        [*login, *command[:at], *python, "-m", "sisdaemon", *command[at + 1 :]],
         capture_output=True,
         text=True,
         timeout=DEADLINE * 2,
@@ -131,3 +133,6 @@ def test_the_command_the_refusal_suggests_to_root_works_as_printed_without_sudo(
     state = shared / "state" / "state.json"
     assert json.loads(state.read_text())["paused"]["nightly"]["reason"] == "term change"
     assert state.stat().st_uid == uid
+    # The journal names the operator behind runuser, which sets no $SUDO_USER.
+    [paused] = [json.loads(line) for line in done.stderr.splitlines() if '"feed_paused"' in line]
+    assert paused["by"] == throwaway_user and paused["login_user"] == "root" and "sudo_user" not in paused
