@@ -5,10 +5,10 @@ control folder, control.py, applied in the loop's thread) and by the command its
 state lock). Every change is journaled with the invoking user (``by``, ``sudo_user`` when run through sudo, and
 ``login_user``, the user who logged in, when it differs from ``by``: see ops.invoker).
 
-A request is a mapping ``{"action", "by", "at", "sudo_user"?, "login_user"?, ...}``; :meth:`Operations.apply` returns the answer
-``{"ok": bool, "message": str, ...}``. Each operation can be applied twice without harm (a crash between applying a
-request and answering it applies it again): a second pause refreshes the pause, a second retry finds the file taken
-already, a second abort finds the abort asked for already.
+A request is a mapping ``{"action", "by", "at", "sudo_user"?, "login_user"?, ...}``; :meth:`Operations.apply`
+returns the answer ``{"ok": bool, "message": str, ...}``. Each operation can be applied twice without harm (a crash
+between applying a request and answering it applies it again): a second pause refreshes the pause, a second retry
+finds the file taken already, a second abort finds the abort asked for already.
 """
 
 from __future__ import annotations

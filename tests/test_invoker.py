@@ -48,4 +48,3 @@ def test_read_loginuid_reads_the_kernel_s_file_and_treats_unset_as_none(
     if text is not None:
         path.write_text(text)
     assert read_loginuid(path) == expected
-
