@@ -23,7 +23,7 @@ from sisdaemon.state import (
     state_lock_path,
 )
 from sisdaemon.waits import feed_wait, job_wait
-from sisdaemon.watcher import is_candidate_name
+from sisdaemon.watcher import NEVER_TAKEN, is_candidate_name, skip_reason
 
 #: How many of each feed's last finished files ``status`` shows (newest first).
 LAST_FINISHED_SHOWN = 5
@@ -70,6 +70,30 @@ def waiting_in_drop(feed: FeedSettings) -> int | None:
             )
     except OSError:
         return None
+
+
+#: How many names left in a drop folder that will never be taken ``status`` lists per feed (it counts them all).
+NEVER_TAKEN_SHOWN = 10
+
+
+def never_taken(feed: FeedSettings, shown: int = NEVER_TAKEN_SHOWN) -> dict[str, Any] | None:
+    """The names in the feed's drop folder the daemon will never take, as ``{"count", "names": [{"name", "reason",
+    "why"}]}`` (at most ``shown`` names, sorted; reasons: watcher.skip_reason's, or ``folder``); None when there is
+    none or the folder cannot be read (said elsewhere)."""
+    found: list[dict[str, str]] = []
+    try:
+        with os.scandir(feed.drop_dir) as entries:
+            for entry in entries:
+                reason = skip_reason(entry.name, feed.patterns)
+                if reason is None and entry.is_dir(follow_symlinks=False):
+                    reason = "folder"
+                if reason is not None:
+                    found.append({"name": display_name(entry.name), "reason": reason, "why": NEVER_TAKEN[reason]})
+    except OSError:
+        return None
+    if not found:
+        return None
+    return {"count": len(found), "names": sorted(found, key=lambda item: item["name"])[:shown]}
 
 
 #: Below this many free bytes in the state folder's filesystem, the daemon may fail to write its state (the state file
@@ -152,6 +176,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         feeds.append(
             {
                 "waiting": waiting,
+                "never_taken": never_taken(feed),
                 "drop_dir_problem": missing,
                 "waits_for": _shown(wait),
                 "last_finished": last_finished(history),
@@ -267,6 +292,13 @@ def render_text(report: dict[str, Any]) -> str:
         line += f"; last file {feed['last_file_at'] or '-'}, last success {feed['last_success_at'] or '-'}"
         lines.append(line + _wait_text(feed["waits_for"]))
         lines += [f"  {'STALE: ' if item['stale'] else ''}{item['message']}" for item in feed.get("freshness", [])]
+        if left := feed.get("never_taken"):
+            more = left["count"] - len(left["names"])
+            lines.append(
+                f"  NEVER TAKEN: {left['count']} name(s) in drop/ the daemon will never take: "
+                + "; ".join(f"{item['name']} ({item['why']})" for item in left["names"])
+                + (f"; and {more} more" if more else "")
+            )
         for item in feed["last_finished"]:
             reason = f" ({item['reason_code']})" if item["reason_code"] else ""
             where = f"{item['outcome']}{reason} -> {item['folder']}/"
