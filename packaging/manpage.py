@@ -17,6 +17,7 @@ import sisdaemon
 from sisdaemon import __version__
 from sisdaemon.cli import (
     EXIT_CONFIG,
+    EXIT_DATAERR,
     EXIT_FAILED,
     EXIT_FAULT,
     EXIT_LOCKED,
@@ -99,7 +100,13 @@ def manpage() -> str:
         str(EXIT_FAULT),
         roff(
             "A fault of the system, credential or configuration that did not clear; a file still held or settling "
-            "when --once gave up; the state file is damaged; status cannot read the state."
+            "when --once gave up; status cannot read the state."
+        ),
+        ".TP",
+        str(EXIT_DATAERR),
+        roff(
+            "EX_DATAERR: the state file or a feed's history file is damaged (the journal's state_damaged names the "
+            "file and field; no job is lost: its file is still in work/). The unit does not restart on it."
         ),
         ".TP",
         str(EXIT_LOCKED),
@@ -110,9 +117,11 @@ def manpage() -> str:
         ".TP",
         str(EXIT_NOPERM),
         roff(
-            "EX_NOPERM: run, or submit, by a user who does not own the state folder (root included): only its owner "
-            "writes the state. The message names both users and the command to use instead, e.g. "
-            "sudo -u sisdaemon sisdaemon run -c /etc/sisdaemon/nightly.yaml. The unit does not restart on it."
+            "EX_NOPERM: run, submit, pause, resume, retry or abort by a user who does not own the state folder (root "
+            "included): only its owner writes the state. The message names both users and the command to use "
+            "instead: runuser -u sisdaemon -- sisdaemon pause -c /etc/sisdaemon/nightly.yaml nightly (or sudo -u), "
+            "or, for a command that reads the token from the service's credential, systemd-run --pipe --wait "
+            "-p User=sisdaemon -p LoadCredentialEncrypted=canvas-token sisdaemon .... The unit does not restart on it."
         ),
         ".TP",
         str(EXIT_CONFIG),

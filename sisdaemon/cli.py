@@ -1,11 +1,12 @@
-"""The ``sisdaemon`` command: run, submit, status, check, check-config, pause, resume, retry, abort, validate, diff,
-sandbox, demo.
+"""The ``sisdaemon`` command and its subcommands (run, submit, status, check, check-config, pause, resume, retry,
+abort, validate, diff, sandbox, demo).
 
 ``main(argv) -> int``; only :func:`entry_point` exits. Exit codes: 0 all went well, 1 a file ended in failed/,
 2 usage error (a missing ``-c`` among them), 3 a fault that did not clear (or ``status`` cannot read the state),
-73 another daemon holds the state or account lock (EX_CANTCREAT), 77 a command that writes state run by a user
-other than the state folder's owner (EX_NOPERM), 78 configuration error (EX_CONFIG); the systemd unit does not
-restart on 73, 77 and 78 (``RestartPreventExitStatus=``). ``check``, a monitoring probe, has the plugin codes instead:
+65 the state or a history file is damaged (EX_DATAERR), 73 another daemon holds the state or account lock
+(EX_CANTCREAT), 77 a command that writes state run by a user other than the state folder's owner (EX_NOPERM), 78
+configuration error (EX_CONFIG); the systemd unit does not restart on 65, 73, 77 and 78
+(``RestartPreventExitStatus=``). ``check``, a monitoring probe, has the plugin codes instead:
 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (probe.py). structlog is configured here (sisdaemon.logs), once.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +24,7 @@ import structlog
 from sisdaemon import __version__, cli_ops, cli_tools, effects
 from sisdaemon.cli_base import (
     EXIT_CONFIG,
+    EXIT_DATAERR,
     EXIT_FAILED,
     EXIT_FAULT,
     EXIT_LOCKED,
@@ -33,6 +34,7 @@ from sisdaemon.cli_base import (
     NotOwner,
     argv_with_config,
     config_error,
+    credential_name,
     error_lines,
     load_settings,
     not_owner,
@@ -42,10 +44,11 @@ from sisdaemon.cli_base import (
 from sisdaemon.config import ConfigError, Settings, TokenError, load_config, read_token
 from sisdaemon.config.checks import work_dirs_to_create
 from sisdaemon.logs import configure_logging, remember_secret
-from sisdaemon.owner import check_owner, deciding_folder, user_name
+from sisdaemon.owner import check_owner, deciding_folder, instead_lines, user_name
 
 __all__ = [
     "EXIT_CONFIG",
+    "EXIT_DATAERR",
     "EXIT_FAILED",
     "EXIT_FAULT",
     "EXIT_LOCKED",
@@ -64,7 +67,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the config file and the folders, locks and token it names; print what was found. Changes nothing
     on the machine: a missing work_dir is reported (``run`` creates it), and the rename probe is removed."""
     try:
-        settings = load_settings(args, writes=False, create_work_dirs=False)
+        settings = load_settings(args, writes=False, create_work_dirs=False, hooks=True)
     except ConfigError as error:
         return config_error(error)
     if args.online and (code := _check_online(args, settings)) != EXIT_OK:
@@ -77,8 +80,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # The folders' access was judged for this user, not for the one that runs the service.
         print(
             f"{args.config}: note: checked as {with_owner.user}, but {with_owner.folder} belongs to "
-            f"{with_owner.owner}, who runs sisdaemon; to check as that user: "
-            + shlex.join(["sudo", "-u", with_owner.owner, "sisdaemon", *argv_with_config(args)]),
+            f"{with_owner.owner}, who runs sisdaemon; to check as that user"
+            + instead_lines(
+                with_owner.owner,
+                argv_with_config(args),
+                credential=credential_name(settings),
+                as_root=with_owner.user == "root",
+            ),
             file=sys.stderr,
         )
     return EXIT_OK
@@ -152,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_LOCKED
     except StateError as error:
         log.error("state_damaged", error=str(error), hint="no job is lost: its file is still in work/")
+        return EXIT_DATAERR
     except OSError as error:
         log.error("start_failed", error=str(error))
     return EXIT_FAULT
@@ -169,9 +178,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return not_owner(error)
     # The result lines go to stdout; the daemon's log, when submit runs the job itself, to stderr.
     configure_logging("console" if sys.stderr.isatty() else settings.log.format, settings.log.level, sys.stderr)
-    return submit(
-        settings, Path(args.config), Path(args.file), feed_name=args.feed, wait=args.wait, max_wait=args.max_wait
-    )
+    from sisdaemon.state import StateError
+
+    try:
+        return submit(
+            settings, Path(args.config), Path(args.file), feed_name=args.feed, wait=args.wait, max_wait=args.max_wait
+        )
+    except StateError as error:
+        structlog.get_logger("sisdaemon").error("state_damaged", error=str(error))
+        return EXIT_DATAERR
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -214,7 +229,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sisdaemon", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="sisdaemon")
     parser.add_argument("--version", action="version", version=f"sisdaemon {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -240,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub)
     sub.add_argument("file", help="the CSV or zip file to submit (left in place; a copy is submitted)")
     sub.add_argument("--feed", help="feed whose options and folders to use (default: the first)")
-    sub.add_argument("--wait", action="store_true", help="print the import as it progresses until it is filed")
+    sub.add_argument(
+        "--wait",
+        action="store_true",
+        help="also print where the file stands each time that changes (submit always waits for the result)",
+    )
     with_max_wait(sub)
     sub.set_defaults(func=cmd_submit)
 
@@ -261,7 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="sisdaemon-demo", help="demo folder (default ./sisdaemon-demo)")
     demo.add_argument("--keep", action="store_true", help="keep what an earlier demo left in the folder")
     demo.set_defaults(func=cmd_demo)
+    parser.description = description(list(commands.choices))
     return parser
+
+
+def description(names: list[str]) -> str:
+    """``sisdaemon --help``'s description: what it is, and every command by name (``names``, as the parser has
+    them, so that none is left out)."""
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+    return (
+        "sisdaemon watches drop folders and submits each finished SIS CSV or zip file to Canvas LMS's SIS Import "
+        f"API, filing it in done/ or failed/. Its commands are {listed}; `sisdaemon COMMAND --help` tells more."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,21 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from sisdaemon.cli_base import NotOwner, config_error, load_settings, not_owner, with_config, with_max_wait
-from sisdaemon.config import ConfigError, Settings
+from sisdaemon.config import ConfigError, Settings, load_config
 from sisdaemon.logs import configure_logging
 
 
 def _load_for_operator(args: argparse.Namespace, *, token: bool) -> Settings | int:
     """The settings for an operator command (it writes state: only the state folder's owner runs it), or the exit
-    code of why not. ``token``: also check the token, which is needed when no daemon runs and this command runs
-    the job itself. Logging goes to stderr, as for ``submit``."""
-    try:
-        settings = load_settings(args, token_required=False)
-        if token:
-            from sisdaemon.state import is_locked, state_lock_path
+    code of why not. ``token``: the command needs the token when no daemon runs (``retry`` and ``abort`` then run
+    the job themselves); with a daemon running it only writes a request into the control folder, and ``pause`` and
+    ``resume`` never send anything to Canvas, so the token's source is then not looked at (a relative
+    ``token_file`` needs no ``$CREDENTIALS_DIRECTORY``). Logging goes to stderr, as for ``submit``."""
+    from sisdaemon.state import is_locked, state_lock_path
 
-            if not is_locked(state_lock_path(settings.state_file)):
-                settings = load_settings(args, token_required=True)
+    try:
+        if token:
+            settings = load_config(Path(args.config))
+            token = not is_locked(state_lock_path(settings.state_file))
+        settings = load_settings(args, token_required=token, token_used=token)
     except ConfigError as error:
         return config_error(error)
     except NotOwner as error:

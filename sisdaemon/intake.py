@@ -28,6 +28,7 @@ from sisdaemon.logs import Conditions, bound
 from sisdaemon.observer import QUIET, Observer
 from sisdaemon.set_intake import SetIntake
 from sisdaemon.watcher import (
+    NEVER_TAKEN,
     DropWatcher,
     Observation,
     ReadyFile,
@@ -65,6 +66,10 @@ class FeedScan:
     # name -> why it is not taken (dot_name, temp_name, no_pattern_matches, folder), as the last scan found; each is
     # logged at debug once, when first skipped
     skipped: dict[str, str] = field(default_factory=dict)
+    # names the last full scan left out, and those said at info (file_never_taken): a name still left out at the next
+    # full scan is said once, so an upload's temp name that is renamed between two scans is never said
+    left_at_scan: frozenset[str] = frozenset()
+    never_taken_said: frozenset[str] = frozenset()
     scans: int = 0
     looks: int = 0
 
@@ -262,6 +267,7 @@ class Intake:
             if feed_scan.skipped.get(name) != reason:
                 log.debug("file_skipped", feed=feed.name, file=jobs.display_name(name), reason=reason)
         feed_scan.skipped = skipped
+        self._say_never_taken(feed, feed_scan, skipped)
         for key in conditions.active():  # a file held open or unreadable left the folder: its condition ended
             if key[0] in _FILE_CONDITIONS and key[1] == feed.name and key[2] not in observations:
                 self._gone(feed, feed_scan, key[2])
@@ -269,6 +275,24 @@ class Intake:
             self._seen(feed, feed_scan, seen)
         feed_scan.tracker.update(observations, now)
         return True
+
+    def _say_never_taken(self, feed: FeedSettings, feed_scan: FeedScan, skipped: dict[str, str]) -> None:
+        """Say at info, once per name, each name a full scan leaves out that the previous full scan left out too
+        (``file_never_taken``): a file upstream left in drop/ that will never be taken. Costs set operations on the
+        names the scan listed anyway."""
+        left = skipped.keys() & feed_scan.left_at_scan
+        for name in sorted(left - feed_scan.never_taken_said):
+            reason = skipped[name]
+            log.info(
+                "file_never_taken",
+                feed=feed.name,
+                file=jobs.display_name(name),
+                reason=reason,
+                why=NEVER_TAKEN.get(reason, reason),
+                patterns=list(feed.patterns),
+            )
+        feed_scan.never_taken_said = frozenset(left | (feed_scan.never_taken_said & skipped.keys()))
+        feed_scan.left_at_scan = frozenset(skipped)
 
     def _look(self, feed: FeedSettings, feed_scan: FeedScan, names: set[str] | list[str], now: float) -> None:
         """Look at each of ``names`` (one ``lstat``) and tell the tracker what it is now."""

@@ -2,12 +2,13 @@
 
 The one implementation of what each operator command changes, used by the running daemon (a request read from the
 control folder, control.py, applied in the loop's thread) and by the command itself when no daemon runs (under the
-state lock). Every change is journaled with the invoking user (``by``, and ``sudo_user`` when run through sudo).
+state lock). Every change is journaled with the invoking user (``by``, ``sudo_user`` when run through sudo, and
+``login_user``, the user who logged in, when it differs from ``by``: see ops.invoker).
 
-A request is a mapping ``{"action", "by", "at", "sudo_user"?, ...}``; :meth:`Operations.apply` returns the answer
-``{"ok": bool, "message": str, ...}``. Each operation can be applied twice without harm (a crash between applying a
-request and answering it applies it again): a second pause refreshes the pause, a second retry finds the file taken
-already, a second abort finds the abort asked for already.
+A request is a mapping ``{"action", "by", "at", "sudo_user"?, "login_user"?, ...}``; :meth:`Operations.apply`
+returns the answer ``{"ok": bool, "message": str, ...}``. Each operation can be applied twice without harm (a crash
+between applying a request and answering it applies it again): a second pause refreshes the pause, a second retry
+finds the file taken already, a second abort finds the abort asked for already.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ class Operations:
         answered so too (nothing is half done: the state is written before each visible step)."""
         action = request.get("action")
         who = {"by": str(request.get("by") or "unknown"), "at": str(request.get("at") or jobs.iso(now))}
-        if request.get("sudo_user"):
-            who["sudo_user"] = str(request["sudo_user"])
+        for key in ("sudo_user", "login_user"):  # who ran it through sudo; who logged in (the audit login uid)
+            if request.get(key):
+                who[key] = str(request[key])
         try:
             if action == "pause":
                 return self._pause(request, who)

@@ -4,12 +4,13 @@ With a daemon running (it holds the state lock), a command writes a request into
 prints the daemon's answer; the daemon applies it and journals it. With none, the command takes the state lock
 itself and applies the same operation (operations.py) to the state, journaling it on its stderr; ``retry`` and
 ``abort`` then run the daemon once, as ``submit`` does, until the files they touched are filed (and every other job
-in flight with them). Either way the invoking user (``os.getuid()``'s login name, and ``$SUDO_USER`` when run
-through sudo) is recorded with the change.
+in flight with them). Either way the invoking user (``os.getuid()``'s login name, ``$SUDO_USER`` when run
+through sudo, and the audit login uid's name when it differs: the operator behind ``runuser``) is recorded with the
+change.
 
 Exit codes: 0 done; 1 (``retry``) a file sent again ended in failed/ again; 2 the request was refused (no such feed,
 file or job: the message says which); 3 a running daemon did not answer in time (the request stays queued and is
-applied at its next turn) or the files were not filed within ``--max-wait``.
+applied at its next turn) or the files were not filed within ``--max-wait``; 65 the state is damaged.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,43 @@ log = structlog.get_logger("sisdaemon")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
+EXIT_DATAERR = 65  # EX_DATAERR, as cli_base's
 #: Seconds a command waits for a running daemon's answer (it answers at its next turn, within about a second).
 ANSWER_WAIT_SECONDS = 30.0
 
 
-def invoker() -> dict[str, str]:
-    """Who runs this command: ``{"by": login name of os.getuid(), "at": ISO 8601 UTC now, "sudo_user"?}``."""
-    who = {"by": user_name(os.getuid()), "at": str(iso(time.time()))}
-    sudo_user = os.environ.get("SUDO_USER")
+#: The kernel's audit login uid of a process no login session started (a service, a boot script): (uid_t) -1.
+LOGINUID_UNSET = 4294967295
+
+
+def read_loginuid(path: Path = Path("/proc/self/loginuid")) -> int | None:
+    """The kernel's audit login uid of this process: the user who logged in (set by pam_loginuid at login, inherited
+    by every child and kept across ``su``, ``runuser`` and ``sudo``); None when unset (4294967295) or unreadable
+    (no audit support in the kernel, or no /proc)."""
+    try:
+        uid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return None if uid == LOGINUID_UNSET else uid
+
+
+def invoker(
+    *,
+    uid: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+    loginuid: Callable[[], int | None] = read_loginuid,
+) -> dict[str, str]:
+    """Who runs this command: ``{"by": login name of ``uid`` (default os.getuid()), "at": ISO 8601 UTC now,
+    "sudo_user"?: $SUDO_USER, "login_user"?: the name of the audit login uid}``, each of the last two only when it
+    differs from ``by``. ``login_user`` names the operator behind ``runuser -u sisdaemon`` or ``su`` (Debian's ways,
+    which set no $SUDO_USER); ``loginuid`` reads it (:func:`read_loginuid`, replaceable for tests)."""
+    who = {"by": user_name(os.getuid() if uid is None else uid), "at": str(iso(time.time()))}
+    sudo_user = environ.get("SUDO_USER")
     if sudo_user and sudo_user != who["by"]:
         who["sudo_user"] = sudo_user
+    logged_in = loginuid()
+    if logged_in is not None and (login_user := user_name(logged_in)) != who["by"]:
+        who["login_user"] = login_user
     return who
 
 
@@ -118,7 +146,10 @@ def _send_and_print(settings: Settings, request: Mapping[str, Any]) -> tuple[dic
     applied it), or the exit code when it could not be sent (a damaged state, an OS error) or was not answered."""
     try:
         answer, by_daemon = send(settings, {**request, **invoker()})
-    except (StateError, OSError) as error:
+    except StateError as error:
+        print(f"sisdaemon {request['action']}: the state is damaged: {error}", flush=True)
+        return EXIT_DATAERR
+    except OSError as error:
         print(f"sisdaemon {request['action']}: {error}", flush=True)
         return EXIT_GAVE_UP
     if answer is None:

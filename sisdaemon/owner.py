@@ -53,20 +53,38 @@ class WrongUser:
     owner: str
     user: str
 
-    def message(self, command: str, argv: list[str]) -> str:
+    def message(self, command: str, argv: list[str], *, credential: str | None = None) -> str:
         """One line for stderr: both users, and the command line to use instead.
 
         ``command`` names the refused command (``"sisdaemon run"``); ``argv`` is the command's arguments after
-        ``sisdaemon``, with the config given by ``-c`` (sudo drops ``$SISDAEMON_CONFIG``)."""
+        ``sisdaemon``, with the config given by ``-c`` (sudo drops ``$SISDAEMON_CONFIG``). ``credential``: the
+        name of the systemd credential the command must read the token from (a relative ``token_file``), so the
+        command line given runs it as the service runs (``systemd-run -p LoadCredentialEncrypted=``); otherwise
+        ``runuser`` (root's way, always there on Debian, where sudo may not be) and ``sudo``."""
         where = f"the state folder {self.state_folder}"
         if self.folder != self.state_folder:
             where += f" does not exist yet, and its parent {self.folder}"
-        instead = shlex.join(["sudo", "-u", self.owner, "sisdaemon", *argv])
         return (
             f"{command}: {where} belongs to {self.owner}, not to {self.user} (who runs this); only the owner of the "
-            f"state writes it, so that the service can always replace what it finds. Run it as {self.owner}: "
-            f"{instead}"
+            f"state writes it, so that the service can always replace what it finds. Run it as {self.owner}"
+            f"{instead_lines(self.owner, argv, credential=credential, as_root=self.user == 'root')}"
         )
+
+
+def instead_lines(owner: str, argv: list[str], *, credential: str | None, as_root: bool) -> str:
+    """``": <command line>"`` that runs ``sisdaemon ARGV`` as ``owner``: with the service's credential
+    ``credential`` (``systemd-run --pipe --wait -p User= -p LoadCredentialEncrypted=``, as the unit loads it) when
+    the command reads the token from one; else ``runuser -u OWNER --`` for root (``or: sudo -u OWNER ...``), and
+    ``sudo -u OWNER`` for anyone else."""
+    command = ["sisdaemon", *argv]
+    if credential is not None:
+        recipe = ["systemd-run", "--pipe", "--wait", "-p", f"User={owner}"]
+        recipe += ["-p", f"LoadCredentialEncrypted={credential}"]
+        return f" with the service's credential {credential}: {shlex.join([*recipe, *command])}"
+    sudo = shlex.join(["sudo", "-u", owner, *command])
+    if as_root:
+        return f": {shlex.join(['runuser', '-u', owner, '--', *command])} (or: {sudo})"
+    return f": {sudo}"
 
 
 def check_owner(state_file: Path, *, uid: int | None = None) -> WrongUser | None:

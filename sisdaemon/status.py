@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from sisdaemon.state import (
     state_lock_path,
 )
 from sisdaemon.waits import feed_wait, job_wait
-from sisdaemon.watcher import is_candidate_name
+from sisdaemon.watcher import NEVER_TAKEN, is_candidate_name, skip_reason
 
 #: How many of each feed's last finished files ``status`` shows (newest first).
 LAST_FINISHED_SHOWN = 5
@@ -69,6 +70,30 @@ def waiting_in_drop(feed: FeedSettings) -> int | None:
             )
     except OSError:
         return None
+
+
+#: How many names left in a drop folder that will never be taken ``status`` lists per feed (it counts them all).
+NEVER_TAKEN_SHOWN = 10
+
+
+def never_taken(feed: FeedSettings, shown: int = NEVER_TAKEN_SHOWN) -> dict[str, Any] | None:
+    """The names in the feed's drop folder the daemon will never take, as ``{"count", "names": [{"name", "reason",
+    "why"}]}`` (at most ``shown`` names, sorted; reasons: watcher.skip_reason's, or ``folder``); None when there is
+    none or the folder cannot be read (said elsewhere)."""
+    found: list[dict[str, str]] = []
+    try:
+        with os.scandir(feed.drop_dir) as entries:
+            for entry in entries:
+                reason = skip_reason(entry.name, feed.patterns)
+                if reason is None and entry.is_dir(follow_symlinks=False):
+                    reason = "folder"
+                if reason is not None:
+                    found.append({"name": display_name(entry.name), "reason": reason, "why": NEVER_TAKEN[reason]})
+    except OSError:
+        return None
+    if not found:
+        return None
+    return {"count": len(found), "names": sorted(found, key=lambda item: item["name"])[:shown]}
 
 
 #: Below this many free bytes in the state folder's filesystem, the daemon may fail to write its state (the state file
@@ -151,6 +176,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         feeds.append(
             {
                 "waiting": waiting,
+                "never_taken": never_taken(feed),
                 "drop_dir_problem": missing,
                 "waits_for": _shown(wait),
                 "last_finished": last_finished(history),
@@ -194,6 +220,8 @@ def collect(settings: Settings) -> dict[str, Any]:
         for job in jobs
     ]
     running = is_locked(lock)
+    if not running and (stranded := stranded_jobs(jobs)):
+        problems.append(stranded)
     return {
         "daemon": {
             "running": running,
@@ -207,6 +235,19 @@ def collect(settings: Settings) -> dict[str, Any]:
     }
 
 
+def stranded_jobs(jobs: list[dict[str, Any]]) -> str | None:
+    """A sentence when jobs are claimed or in flight (``jobs``: the state's stored jobs) while no daemon runs:
+    nothing moves them on (their imports are not followed, their files stay in work/) until one runs again."""
+    if not jobs:
+        return None
+    sent = sum(1 for job in jobs if job.get("import_id") is not None)
+    return (
+        f"the daemon is not running, but {len(jobs)} job(s) are claimed or in flight ({sent} sent to Canvas): "
+        "nothing follows them until it runs again (systemctl start sisdaemon@<instance>; its journal says why it "
+        "stopped)"
+    )
+
+
 def _shown(wait: dict[str, Any] | None) -> dict[str, Any] | None:
     """A wait as ``status`` shows it: ``until`` as ISO 8601 UTC."""
     return None if wait is None else {**wait, "until": iso(wait["until"])}
@@ -218,8 +259,21 @@ def _wait_text(wait: dict[str, Any] | None) -> str:
     return f" — waits: {wait['text']}" + (f" (until {wait['until']})" if wait["until"] else "")
 
 
+#: Control characters (C0, DEL, C1) that would break a line of ``status`` or drive the terminal (ESC).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character written as the journal's JSON writes it (``\\n``, ``\\t``,
+    ``\\u001b``): a file name holding a newline or an escape sequence stays on its line and cannot drive the
+    terminal."""
+    return _CONTROL.sub(lambda match: _SHORT_ESCAPES.get(match.group(), f"\\u{ord(match.group()):04x}"), text)
+
+
 def render_text(report: dict[str, Any]) -> str:
-    """A short human-readable form of :func:`collect`'s report."""
+    """A short human-readable form of :func:`collect`'s report; control characters in names and texts are escaped
+    (:func:`escape_controls`), so each line is one line."""
     daemon = report["daemon"]
     lines = [f"daemon: {'running, pid ' + str(daemon['pid']) if daemon['running'] else 'not running'}"]
     lines += [f"problem: {problem}" for problem in daemon["problems"]]
@@ -238,6 +292,13 @@ def render_text(report: dict[str, Any]) -> str:
         line += f"; last file {feed['last_file_at'] or '-'}, last success {feed['last_success_at'] or '-'}"
         lines.append(line + _wait_text(feed["waits_for"]))
         lines += [f"  {'STALE: ' if item['stale'] else ''}{item['message']}" for item in feed.get("freshness", [])]
+        if left := feed.get("never_taken"):
+            more = left["count"] - len(left["names"])
+            lines.append(
+                f"  NEVER TAKEN: {left['count']} name(s) in drop/ the daemon will never take: "
+                + "; ".join(f"{item['name']} ({item['why']})" for item in left["names"])
+                + (f"; and {more} more" if more else "")
+            )
         for item in feed["last_finished"]:
             reason = f" ({item['reason_code']})" if item["reason_code"] else ""
             where = f"{item['outcome']}{reason} -> {item['folder']}/"
@@ -253,7 +314,7 @@ def render_text(report: dict[str, Any]) -> str:
         if job["last_error"]:
             line += f" [{job['last_error']}]"
         lines.append(line + _wait_text(job["waits_for"]))
-    return "\n".join(lines)
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 def add_freshness(settings: Settings, feeds: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> None:

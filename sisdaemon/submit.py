@@ -3,7 +3,8 @@
 The file is always handed over through the feed's drop folder, so it is in the spool (and covered by its promises)
 before anything is sent: copied under a dot-name (never taken), fsynced, then renamed to
 ``sisdaemon-submit-<stamp>-<random>_<name>``, a name no upstream file has. If a daemon holds the state lock, it
-takes the file; ``submit`` waits for the result in the feed's history. Otherwise ``submit`` takes the locks and
+takes the file; ``submit`` waits for the result in the feed's history (printing where it stands with ``--wait``)
+and exits by it, as when it runs the job itself. Otherwise ``submit`` takes the locks and
 runs the job itself, taking only that file.
 """
 
@@ -122,9 +123,7 @@ def submit(
                 print(f"{name}: not finished; it stays queued in {feed.drop_dir} for the next daemon run", flush=True)
                 return EXIT_GAVE_UP
             return result
-    if not wait:
-        return EXIT_OK
-    return _wait_for(settings, feed, name, max_wait)
+    return _wait_for(settings, feed, name, max_wait, progress=wait)
 
 
 def _result(settings: Settings, feed: FeedSettings, name: str, *, quiet: bool = False) -> int | None:
@@ -143,19 +142,26 @@ def _result(settings: Settings, feed: FeedSettings, name: str, *, quiet: bool = 
     return None
 
 
-def _wait_for(settings: Settings, feed: FeedSettings, name: str, max_wait: float) -> int:
-    """Wait for the running daemon to file ``name``, printing where it stands each time that changes (read from the
-    state file: why it waits, its import's state and progress, the import it is queued behind)."""
+def _wait_for(settings: Settings, feed: FeedSettings, name: str, max_wait: float, *, progress: bool) -> int:
+    """Wait for the running daemon to file ``name`` and return its exit code (0 done/, 1 failed/, 3 not filed within
+    ``max_wait``), as when ``submit`` runs the job itself. ``progress`` (``--wait``): print where it stands each time
+    that changes (read from the state file: why it waits, its import's state and progress, the import it is queued
+    behind); otherwise only its result."""
     deadline = time.monotonic() + max_wait
     pause = threading.Event()
     last = None
-    print(
-        f"{name}: queued in {feed.drop_dir} ({waiting_in_drop(feed)} file(s) waiting; the oldest go first)", flush=True
-    )
+    if progress:
+        print(
+            f"{name}: queued in {feed.drop_dir} ({waiting_in_drop(feed)} file(s) waiting; the oldest go first)",
+            flush=True,
+        )
     while time.monotonic() < deadline:
         result = _result(settings, feed, name)
         if result is not None:
             return result
+        if not progress:
+            pause.wait(0.5)
+            continue
         try:
             state = StateStore(settings.state_file).load()
         except StateError:

@@ -40,6 +40,7 @@ from sisdaemon.settle import Observation, ReadyFile, SettleTracker
 
 __all__ = [
     "IGNORED_SUFFIXES",
+    "NEVER_TAKEN",
     "DropWatcher",
     "Observation",
     "ReadyFile",
@@ -53,6 +54,16 @@ __all__ = [
 
 #: Names never taken (docs/design.md "Folders, names and what is taken"): upload temp names of rsync, WinSCP, editors.
 IGNORED_SUFFIXES = (".part", ".filepart", ".tmp", "~")
+
+
+#: What each reason a name is never taken (:func:`skip_reason`, ``"folder"``) means to the sysadmin who finds it
+#: left in drop/ (``status``, the journal's ``file_never_taken``).
+NEVER_TAKEN = {
+    "dot_name": "a dot-name (an upload's temporary name): taken once renamed to a name the patterns match",
+    "temp_name": "an upload's temporary name (.part, .filepart, .tmp, ~): taken once renamed without it",
+    "no_pattern_matches": "no pattern of the feed matches it",
+    "folder": "a sub-folder: only files in drop/ itself are taken",
+}
 
 
 def skip_reason(name: str, patterns: Iterable[str]) -> str | None:

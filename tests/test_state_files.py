@@ -266,22 +266,22 @@ def run_with(
 
 
 @pytest.mark.parametrize("content", ["[]", '"x"', '{"version": 1, "jobs": [{"job_id": "ab12"}]}'])
-def test_sisdaemon_run_on_a_damaged_state_file_exits_3_with_one_line_naming_the_file(
+def test_run_on_a_damaged_state_file_exits_65_not_restarted_with_one_line_naming_the_file(
     tmp_path: Path, content: str
 ) -> None:
     result = run_with(tmp_path, state=content)
 
-    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.returncode == 65, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["event"] for line in lines] == ["state_damaged"]
     assert "state.json: " in lines[0]["error"]
 
 
-def test_sisdaemon_run_on_a_damaged_history_file_exits_3_naming_the_file_and_field(tmp_path: Path) -> None:
+def test_run_on_a_damaged_history_file_exits_65_naming_the_file_and_field(tmp_path: Path) -> None:
     result = run_with(tmp_path, history='{"version": 1, "records": null}')
 
-    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.returncode == 65, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["event"] for line in lines] == ["state_damaged"]

@@ -1,6 +1,6 @@
 """What the configuration needs from this machine: the token source, ``ca_bundle``, the state file's and locks'
 folders, each feed's folders (``work_dir`` created when missing, for ``run`` and ``submit`` only) and that files can
-be renamed between them.
+be renamed between them, and (for ``check-config``) that each hook's program can be started.
 """
 
 from __future__ import annotations
@@ -23,22 +23,29 @@ def check_runtime(
     rename: Callable[[Path, Path], None] = os.rename,
     token: bool = True,
     create_work_dirs: bool = True,
+    check_token: bool = True,
+    check_hooks: bool = False,
 ) -> list[str]:
     """Check what the configuration needs from this machine; one ``"<dotted.key>: <message>"`` per problem.
 
     Checks the token source (never quoting the token), ``ca_bundle``, the state file's folder, ``lock_dir`` (or
-    the folder it would be created in) and each feed's folders. A missing ``work_dir`` whose parent exists is
+    the folder it would be created in), each feed's folders, and (``check_hooks``: ``check-config``) that its hooks'
+    programs exist and are executable (``run`` starts without them: a hook is a notification, and one missing at
+    run time is said as ``hook_not_started``). A missing ``work_dir`` whose parent exists is
     created (mode 0750) when ``create_work_dirs`` is true (``run``, ``submit``); when it is false
     (``check-config``, which changes nothing on the machine) its parent must be writable instead, and
     :func:`work_dirs_to_create` says what ``run`` will make. Proves that files can be renamed between a feed's
     folders: a probe file ``.sisdaemon-probe-<pid>-<random>`` goes from drop_dir into each other folder (a
     missing work_dir's parent in its place) and back, and is removed, leaving nothing behind. ``rename`` is
     replaceable for tests. ``token=False`` accepts a token file that may yet appear (missing, empty, unreadable):
-    ``run`` waits for it as for any credential fault.
+    ``run`` waits for it as for any credential fault. ``check_token=False``: the command never reads the token
+    (``pause``, ``resume``, a request to a running daemon), so its source is not looked at: a relative
+    ``token_file`` then needs no ``$CREDENTIALS_DIRECTORY``.
     """
     problems: list[str] = []
     try:
-        read_token(settings.canvas)
+        if check_token:
+            read_token(settings.canvas)
     except TokenError as error:
         if token or not error.may_appear:
             problems.append(str(error))
@@ -61,6 +68,26 @@ def check_runtime(
     seen: dict[tuple[int, int], str] = {}
     for index, feed in enumerate(settings.feeds):
         problems += _check_feed(f"feeds[{index}]", feed, seen, rename, create_work_dirs)
+        if check_hooks:
+            problems += hook_problems(f"feeds[{index}]", feed)
+    return problems
+
+
+def hook_problems(prefix: str, feed: FeedSettings) -> list[str]:
+    """One ``"<prefix>.hooks.on_finished: ..."`` per hook whose program (an absolute path: the schema requires it)
+    does not exist or is not an executable file for this user; ``[]`` when every hook can be started."""
+    problems: list[str] = []
+    for key in ("on_finished", "on_failed"):
+        argv = getattr(feed.hooks, key)
+        if not argv:
+            continue
+        program = Path(argv[0])
+        if not os.path.lexists(program):
+            problems.append(f"{prefix}.hooks.{key}: {program} does not exist")
+        elif not program.is_file():
+            problems.append(f"{prefix}.hooks.{key}: {program} is not a file")
+        elif not os.access(program, os.X_OK):
+            problems.append(f"{prefix}.hooks.{key}: {program} is not executable by this user")
     return problems
 
 

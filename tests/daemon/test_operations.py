@@ -47,6 +47,23 @@ def test_check_config_names_every_problem_with_its_key_and_exits_78(spool: Spool
     assert "canvas.base_url" in text and "feeds[0].colour" in text and "change_threshold" in text
 
 
+def test_check_config_refuses_a_hook_whose_program_is_missing_or_not_executable_naming_the_key(
+    spool: Spool, tmp_path: Path
+) -> None:
+    not_executable = tmp_path / "notify.sh"
+    not_executable.write_text("#!/bin/sh\n")
+    spool.feed["hooks"] = {"on_finished": ["/bin/nonexistent-hook"], "on_failed": [str(not_executable), "--all"]}
+    result = sisdaemon("check-config", "-c", str(spool.write_config()))
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"{spool.config}: feeds[0].hooks.on_finished: /bin/nonexistent-hook does not exist",
+        f"{spool.config}: feeds[0].hooks.on_failed: {not_executable} is not executable by this user",
+    ]
+    not_executable.chmod(0o755)
+    spool.feed["hooks"]["on_finished"] = ["/bin/true"]
+    assert sisdaemon("check-config", "-c", str(spool.write_config())).returncode == 0
+
+
 def test_run_refuses_a_missing_folder_and_a_missing_token_with_exit_78(spool: Spool) -> None:
     spool.failed.rmdir()
     result = sisdaemon("run", "--once", "-c", str(spool.write_config()), env={TOKEN_ENV: ""})
@@ -79,6 +96,28 @@ def test_submit_hands_the_file_to_a_running_daemon_and_waits_for_it(
     result = sisdaemon("submit", "-c", str(spool.config), str(bad), "--wait")
     assert result.returncode == 1, result.stdout + result.stderr  # it ended in failed/
     assert "failed" in result.stdout
+    daemon.stop()
+    assert len(spool.filed("failed")) == 1 and len(creates(sandbox)) == 1
+
+
+def test_submit_without_wait_through_a_running_daemon_still_waits_for_the_result_and_exits_by_it(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread], tmp_path: Path
+) -> None:
+    spool.feed["preflight"] = "reject"
+    daemon = run_daemon()
+    wait_for(lambda: daemon.daemon.ready.is_set(), what="the daemon to start")
+    good, bad = tmp_path / "users.csv", tmp_path / "bad.csv"
+    good.write_bytes(USERS)
+    bad.write_bytes(b"course_id,randomness\nx,y\n")  # pre-flight refuses it: never sent
+
+    imported = sisdaemon("submit", "-c", str(spool.config), str(good))
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert len(spool.filed("done")) == 1  # filed before submit returned
+    rejected = sisdaemon("submit", "-c", str(spool.config), str(bad))
+    assert rejected.returncode == 1, rejected.stdout + rejected.stderr
+    assert "rejected -> failed/" in rejected.stdout
+    # Without --wait, no progress lines: what was handed over, then the result.
+    assert len(rejected.stdout.splitlines()) == 2, rejected.stdout
     daemon.stop()
     assert len(spool.filed("failed")) == 1 and len(creates(sandbox)) == 1
 

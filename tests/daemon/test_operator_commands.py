@@ -296,3 +296,65 @@ def test_run_once_reports_a_file_it_cannot_read_and_finishes_the_rest_without_wa
     assert result.returncode == 3, result.stdout + result.stderr
     assert "file_unreadable" in result.stdout and "files_left_unreadable" in result.stdout
     assert secret.exists() and len(list((shared / "done").glob("*_users.csv"))) == 1
+
+
+def test_status_after_the_daemon_was_killed_with_jobs_in_flight_is_a_problem_and_escapes_control_characters(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    sandbox.stick_next("created")
+    daemon = started(daemon_process())
+    name = "night\n\tly\x1b[31m.csv"  # a newline, a tab and a terminal escape sequence in a file's name
+    spool.drop_file(name, USERS)
+    wait_for(lambda: any(job.get("import_id") for job in state(spool)["jobs"]), what="the import id recorded")
+    daemon.kill()
+
+    result = sisdaemon("status", "-c", str(spool.config))
+    assert result.returncode == 3, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "daemon: not running" in lines
+    assert any(
+        line.startswith("problem: the daemon is not running, but 1 job(s) are claimed or in flight (1 sent")
+        for line in lines
+    ), result.stdout
+    [job_line] = [line for line in lines if "/night" in line]
+    assert "nightly/night\\n\\tly\\u001b[31m.csv: " in job_line
+    assert "\x1b" not in result.stdout and "\t" not in result.stdout
+    report = json.loads(sisdaemon("status", "-c", str(spool.config), "--json").stdout)
+    assert report["jobs"][0]["file"] == name  # JSON carries the name itself, escaped by JSON
+
+
+def test_names_in_drop_that_will_never_be_taken_are_said_once_at_info_and_shown_by_status(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    daemon = started(daemon_process())
+    (spool.drop / "users.txt").write_bytes(USERS)
+    (spool.drop / "users.csv.part").write_bytes(USERS)
+    (spool.drop / ".users.csv").write_bytes(USERS)
+    (spool.drop / "subdir.csv").mkdir()
+    left = {"users.txt": "no_pattern_matches", "users.csv.part": "temp_name", ".users.csv": "dot_name"}
+    left["subdir.csv"] = "folder"
+
+    def said() -> list[dict[str, Any]]:
+        return [e for e in daemon.events() if e.get("event") == "file_never_taken"]
+
+    wait_for(lambda: len(said()) == 4, what="each name said once")
+    (spool.drop / "later.txt").write_bytes(USERS)
+    wait_for(lambda: any(e["file"] == "later.txt" for e in said()), what="a name left later said too")
+    # Said once each, at info, across the full scans since; the debug line stays as it was.
+    lines = said()
+    assert sorted(e["file"] for e in lines) == sorted([*left, "later.txt"])
+    assert all(e["level"] == "info" and e["reason"] == left.get(e["file"], "no_pattern_matches") for e in lines)
+    assert [e for e in daemon.events() if e.get("event") == "file_skipped" and e["file"] == "users.txt"]
+
+    report = json.loads(sisdaemon("status", "-c", str(spool.config), "--json").stdout)
+    [feed] = report["feeds"]
+    assert feed["waiting"] == 0 and feed["never_taken"]["count"] == 5
+    assert {item["name"]: item["reason"] for item in feed["never_taken"]["names"]} == {
+        **left,
+        "later.txt": "no_pattern_matches",
+    }
+    text = sisdaemon("status", "-c", str(spool.config))
+    assert text.returncode == 0, text.stdout
+    assert "  NEVER TAKEN: 5 name(s) in drop/ the daemon will never take: .users.csv (a dot-name" in text.stdout
+    assert "users.txt (no pattern of the feed matches it)" in text.stdout
+    assert daemon.terminate() == 0

@@ -129,7 +129,11 @@ def test_run_and_submit_as_root_refuse_a_state_folder_owned_by_another_user_nami
     [line] = run.stderr.splitlines()
     assert f"belongs to {throwaway_user}, not to root" in line
     # $SISDAEMON_CONFIG does not survive sudo: the command to use names the config.
-    assert line.endswith(f"Run it as {throwaway_user}: sudo -u {throwaway_user} sisdaemon run -c {config} --once")
+    # root's way on Debian (no sudo there) first, then sudo's.
+    assert line.endswith(
+        f"Run it as {throwaway_user}: runuser -u {throwaway_user} -- sisdaemon run -c {config} --once "
+        f"(or: sudo -u {throwaway_user} sisdaemon run -c {config} --once)"
+    )
 
     submit = sisdaemon("submit", "-c", str(config), str(upload))
     assert submit.returncode == 77, submit.stderr

@@ -103,6 +103,22 @@ def test_man_sisdaemon_renders_every_command_and_the_exit_codes() -> None:
     assert re.search(r"^       73\s+EX_CANTCREAT", page, re.MULTILINE)
     assert re.search(r"^       77\s+EX_NOPERM", page, re.MULTILINE)
     assert re.search(r"^       78\s+EX_CONFIG", page, re.MULTILINE)
+    assert re.search(r"^       65\s+EX_DATAERR", page, re.MULTILINE)
+
+
+def test_the_documents_the_readme_and_the_example_config_point_to_are_installed() -> None:
+    shipped = Path("/usr/share/doc/sisdaemon")
+    readme = (ROOT / "README.md").read_text()
+    for name in sorted(set(re.findall(r"docs/([\w-]+\.(?:md|yml))", readme))):
+        assert (shipped / name).exists() or (shipped / f"{name}.gz").exists(), name
+    # What a sysadmin copies and edits is shipped as it is, not compressed.
+    assert (shipped / "operations.md.gz").exists() and (shipped / "alerting-rules.yml").is_file()
+    pointer = next(line for line in EXAMPLE.read_text().splitlines() if "/usr/share/doc/sisdaemon/" in line)
+    named = re.findall(r"/usr/share/doc/sisdaemon/([\w.-]+\w)|\band ([\w.-]+\.gz)\b", pointer)
+    files = [first or second for first, second in named]
+    assert "config.example.yaml" in files and files, pointer
+    for name in files:
+        assert (shipped / name).is_file(), f"{EXAMPLE} points to {shipped / name}, which is not installed"
 
 
 def test_install_enables_and_starts_nothing() -> None:

@@ -54,6 +54,7 @@ def test_the_unit_keeps_what_the_daemon_needs_and_does_not_restart_on_a_bad_conf
         str(cli.EXIT_CONFIG),
         str(cli.EXIT_LOCKED),
         str(cli.EXIT_NOPERM),
+        str(cli.EXIT_DATAERR),
     }
     assert settings["Restart"] == ["on-failure"]
     # The spool's parent as ONE path (rename(2) fails between two bind mounts), the folder tmpfiles.d makes.
@@ -65,7 +66,7 @@ def test_the_unit_keeps_what_the_daemon_needs_and_does_not_restart_on_a_bad_conf
 def test_a_command_run_by_another_user_than_the_state_s_owner_has_its_own_exit_code_documented_in_the_readme() -> None:
     assert cli.EXIT_NOPERM == 77 and cli.EXIT_NOPERM not in {cli.EXIT_FAULT, cli.EXIT_CONFIG, cli.EXIT_LOCKED}
     readme = (ROOT / "README.md").read_text()
-    assert "**77**" in readme and "sudo -u sisdaemon sisdaemon" in readme
+    assert "**77**" in readme and "runuser -u sisdaemon -- sisdaemon" in readme
 
 
 def test_a_held_lock_has_its_own_exit_code_documented_in_the_readme() -> None:
