@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from sisdaemon import jobs, spool
+from sisdaemon import file_options, jobs, params_files, spool
 from sisdaemon.canvas import CanvasClient, CanvasError
 from sisdaemon.config import FeedSettings, PollingSettings
 from sisdaemon.gate import Gate
@@ -114,10 +114,15 @@ class Filer:
             sidecar = spool.build_sidecar(
                 job, base_url=self.base_url, account_id=self.ledger.account_id, to_wall=self.to_wall
             )
+            if job.file_options:  # the options sent (or refused) and where each came from
+                sidecar["import_options"] = file_options.sidecar_section(
+                    job.file_options, params_files.params_in_folder(job)
+                )
             spool.write_sidecar(folder, job.work_name, sidecar, temp_dir=feed.work_dir)
             spool.move_durably(source, target)
         elif not os.path.lexists(target):
             log.error("finished_file_missing", path=str(source))
+        self._file_params(feed, job, folder)
         counts = ((job.sis_import or {}).get("data") or {}).get("counts")
         self.ledger.record_finished(job, counts)
         if job.folder != "done":
@@ -133,6 +138,14 @@ class Filer:
         )
         if self.on_event:
             self.on_event("filed", job)
+
+    def _file_params(self, feed: FeedSettings, job: Job, folder: Path) -> None:
+        """The params file follows its data file into ``folder`` (idempotent: filing again after a crash finishes
+        it; a claim cut between its two renames is finished first)."""
+        in_folder = params_files.params_in_folder(job)
+        if in_folder is not None and not os.path.lexists(folder / in_folder):
+            params_files.claim_beside(feed, job)
+            params_files.file_beside(feed, job, folder)
 
     def _fetch_errors_csv(self, job: Job, folder: Path, now: float) -> bool:
         """Download the errors CSV beside the sidecar, waiting a bounded time for Canvas to write it.

@@ -159,6 +159,9 @@ class Job:
     diff: Mapping[str, Any] | None = None  # the comparison with the feed's last imported file (guard.diff_summary)
     duplicate_of: Mapping[str, Any] | None = None  # skipped: the earlier import with the same sha256
     released_by: Mapping[str, Any] | None = None  # `sisdaemon retry --force`: {"by", "at"}; the guard lets it pass
+    # The file's Canvas options and where each came from (file_options.work_out): recorded at the claim when a params
+    # file or the file name sets them (so a restart sends the same), else at each attempt from the feed's options.
+    file_options: Mapping[str, Any] | None = None
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from sisdaemon.config.durations import DURATION_HINT, parse_duration
+from sisdaemon.config.term_pattern import compile_term_pattern
 
 FOLDER_KEYS = ("drop_dir", "work_dir", "done_dir", "failed_dir")
 """A feed's four folders, in the order a file passes through them."""
@@ -255,6 +256,26 @@ class ImportOptions(_Frozen):
         ]
 
 
+def _import_option_name(value: str) -> str:
+    if value not in ImportOptions.model_fields:
+        _fail(f"{value!r} is not one of Canvas's sis_import options: {', '.join(ImportOptions.model_fields)}")
+    return value
+
+
+def _term_pattern(value: str) -> str:
+    try:
+        compile_term_pattern(value)
+    except ValueError as error:
+        _fail(str(error))
+    return value
+
+
+ParamName = Annotated[str, AfterValidator(_import_option_name)]
+"""The name of one of Canvas's sis_import options that :class:`ImportOptions` knows (a params file may set it)."""
+TermPattern = Annotated[str, AfterValidator(_term_pattern)]
+"""A file name pattern with one ``{term}`` (config/term_pattern.py)."""
+
+
 class CanvasSettings(_Frozen):
     """Where Canvas is and how to reach it. Timeouts are in seconds.
 
@@ -376,6 +397,10 @@ class FeedSettings(_Frozen):
     expect_file_every: Duration | None = None
     expect_success_every: Duration | None = None
     hooks: HookSettings = Field(default_factory=HookSettings)
+    # Per-file options (file_options.py): the import options a `<file>.params.yaml` dropped beside a file may set for
+    # that file (empty: a params file refuses its file), and a pattern taking the batch-mode term from the file name.
+    allow_params: Annotated[tuple[ParamName, ...], BeforeValidator(_list_to_tuple)] = ()
+    term_from_name: TermPattern | None = None
 
     @model_validator(mode="after")
     def _default_work_dir_and_distinct_folders(self) -> FeedSettings:
@@ -388,6 +413,17 @@ class FeedSettings(_Frozen):
             if path in seen:
                 problems.append(((key,), f"is the same folder as {seen[path]}"))
             seen.setdefault(path, key)
+        if self.term_from_name is not None:
+            options = self.import_
+            # A term from the file name turns batch mode on for that file: what batch mode needs must be there.
+            if options.batch_mode is False:
+                problems.append((("term_from_name",), "needs batch mode, but import.batch_mode is false"))
+            if options.change_threshold is None:
+                problems.append((("term_from_name",), "needs import.change_threshold (it turns batch mode on)"))
+            if options.multi_term_batch_mode is not None:
+                problems.append((("term_from_name",), "cannot be used with import.multi_term_batch_mode"))
+            if options.diffing_data_set_identifier is not None:
+                problems.append((("term_from_name",), "cannot be used with import.diffing_data_set_identifier"))
         _raise_all(type(self).__name__, problems)
         return self
 
