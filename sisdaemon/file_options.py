@@ -55,16 +55,20 @@ def data_name_for(params_name: str) -> str:
     return params_name[: -len(PARAMS_SUFFIX)]
 
 
-def parse_params(text: bytes, params_name: str, allowed: Iterable[str]) -> dict[str, tuple[Any, int]]:
+def parse_params(text: bytes, params_name: str, allowed_keys: Iterable[str]) -> dict[str, tuple[Any, int]]:
     """The options a params file sets: ``{key: (value as YAML gives it, line)}`` (lines from 1).
 
     The file is a YAML mapping of Canvas's sis_import option names to values, read as the configuration is
     (``true``/``false`` the only booleans, a key given twice an error); an empty file sets nothing. Values are
     checked later, with the feed's options (:func:`work_out`).
 
-    Raises ParamsRefused naming ``params_name``, and the key and line where there is one: not UTF-8, bad YAML, not
-    a mapping, a key that is not one of Canvas's sis_import options, or one the feed's ``allow_params`` leaves out.
+    Raises ParamsRefused naming ``params_name``, and the key and line where there is one: ``allowed_keys`` is empty
+    (the feed takes no params file, whatever it holds), not UTF-8, bad YAML, not a mapping, a key that is not one of
+    Canvas's sis_import options, or one the feed's ``allow_params`` leaves out.
     """
+    allowed = set(allowed_keys)
+    if not allowed:
+        raise ParamsRefused(f"params file {params_name}: this feed takes no params file (its allow_params is empty)")
     try:
         source = text.decode("utf-8")
     except UnicodeDecodeError:
@@ -87,15 +91,14 @@ def parse_params(text: bytes, params_name: str, allowed: Iterable[str]) -> dict[
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
         raise ParamsRefused(f"params file {params_name}, line 1: must be a mapping of option: value lines")
     lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
-    allowed = set(allowed)
     problems = []
     for key in data:
         line = lines.get(str(key), 1)
         if key not in ImportOptions.model_fields:
             problems.append(f"line {line}: {key!s}: unknown key, not one of Canvas's sis_import options")
         elif key not in allowed:
-            shown = ", ".join(sorted(allowed)) or "nothing: the feed allows no params file"
-            problems.append(f"line {line}: {key}: not allowed by the feed's allow_params ({shown})")
+            listed = ", ".join(sorted(allowed))
+            problems.append(f"line {line}: {key}: not allowed by the feed's allow_params ({listed})")
     if problems:
         raise ParamsRefused(f"params file {params_name}: " + "; ".join(problems))
     return {str(key): (value, lines.get(str(key), 1)) for key, value in data.items()}
