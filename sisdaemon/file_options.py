@@ -171,11 +171,19 @@ def from_feed(feed: FeedSettings) -> dict[str, Any]:
     }
 
 
-def for_attempt(recorded: Mapping[str, Any] | None, feed: FeedSettings) -> dict[str, Any]:
-    """The options an upload sends: those recorded at the claim when the file has its own (a params file, a term
-    from its name: a restart or a reload sends the same), else the feed's as they are now (:func:`from_feed`)."""
+def for_attempt(recorded: Mapping[str, Any] | None, feed: FeedSettings, name: str) -> dict[str, Any]:
+    """The options an upload of the file ``name`` sends: those recorded at the claim when the file has its own (a
+    params file, a term from its name: a restart or a reload sends the same), else the feed's as they are now
+    (:func:`from_feed`), with the term its name gives where the feed has ``term_from_name`` (a file claimed without
+    it: ``sisdaemon retry``, or a claim recorded before the feed had one). Should the name's term not go with the
+    feed's options (config/schema.py keeps that from happening), the feed's are sent, with the reason as a warning."""
     if recorded and recorded.get("per_file") and "options" in recorded:
         return dict(recorded)
+    if feed.term_from_name is not None:
+        try:
+            return work_out(feed, name)
+        except ParamsRefused as refused:
+            return {**from_feed(feed), "warnings": [str(refused)], "per_file": True}
     return from_feed(feed)
 
 

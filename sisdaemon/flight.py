@@ -188,13 +188,15 @@ class Flight:
             return
         if not self.gate.ready(now):  # a cheap GET: a refused token never costs a large upload
             return
+        feed = self.feeds[job.feed]
+        job = dataclasses.replace(
+            job, file_options=file_options.for_attempt(job.file_options, feed, spool.submitted_name(job.name))
+        )
         refused = self.terms.refusal(job, now)  # its own term (file name, params file) is one Canvas knows
         if refused is not None:
             log.error("unknown_term", reason=refused.reason, hint="nothing was sent; see the sidecar in failed/")
             self.ledger.put(refused)
             return
-        feed = self.feeds[job.feed]
-        job = dataclasses.replace(job, file_options=file_options.for_attempt(job.file_options, feed))
         options = job.file_options["options"] if job.file_options else {}
         tag = None
         if "diff_row_count_threshold" not in options and self.ledger.tags_echoed is not False:

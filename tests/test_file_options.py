@@ -236,8 +236,11 @@ def test_an_upload_sends_what_the_claim_recorded_or_else_the_feed_s_options_now(
     settings = feed(**BATCH_FEED)
     recorded = work_out(settings, "enrollments_2026FA.csv")
 
-    assert file_options.for_attempt(recorded, settings) == recorded
-    assert file_options.for_attempt(None, settings)["options"] == {"change_threshold": 10}
+    assert file_options.for_attempt(recorded, settings, "users.csv") == recorded
+    assert file_options.for_attempt(None, settings, "users.csv")["options"] == {"change_threshold": 10}
+    # claimed without options of its own (`sisdaemon retry`): the name's term still applies
+    assert file_options.for_attempt(None, settings, "enrollments_2026FA.csv") == recorded
+    assert file_options.for_attempt(None, feed(), "users.csv") == file_options.from_feed(feed())
     assert file_options.form_fields(recorded["options"]) == [
         ("batch_mode", "true"),
         ("batch_mode_term_id", "sis_term_id:2026FA"),

@@ -4,6 +4,9 @@ and terms from file names reach Canvas as the import's options, or refuse their 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from structlog.testing import capture_logs
 from sisdaemon.config import load_config
 from sisdaemon.params_files import ORPHAN_SECONDS, ParamsFiles
 from sisdaemon.sandbox import Sandbox
-from tests.daemon.conftest import OTHER_TOKEN, TOKEN, DaemonProcess, Spool, creates
+from tests.daemon.conftest import OTHER_TOKEN, TOKEN, TOKEN_ENV, DaemonProcess, Spool, creates
 
 USERS = b"user_id,login_id,first_name,last_name,status\nu1,user1,Ada,One,active\nu2,user2,Bo,Two,active\n"
 ONCE = ("--once", "--max-wait", "60")
@@ -134,6 +137,18 @@ def test_a_params_file_with_a_key_not_allowed_refuses_its_file_and_both_go_to_fa
     assert sidecar["import_options"]["params_file"] == params_path.name
     assert spool.filed("done") == [] and list(spool.drop.iterdir()) == [] and list(spool.work.iterdir()) == []
     assert any(event.get("event") == "params_refused" for event in process.events())
+
+    # Sent again without its params file, it could run with other options: retry refuses it, naming the params file.
+    retry = subprocess.run(
+        [sys.executable, "-m", "sisdaemon", "retry", "-c", str(spool.config), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, TOKEN_ENV: TOKEN},
+    )
+    assert retry.returncode == 2, retry.stdout + retry.stderr
+    assert f"dropped with a params file ({data.name}.params.yaml)" in retry.stdout
+    assert data.exists() and creates(sandbox) == []
 
 
 def test_a_params_file_is_refused_when_the_feed_allows_none(
