@@ -394,7 +394,8 @@ class Intake:
         try:
             prepared = self.params.prepare(feed, item.name, now)  # its params file, read before the claim
         except OSError:
-            return  # the drop folder cannot be looked at now: tried again at the next turn
+            tracker.forget(item.name)  # its params file cannot be looked at now: found again by the next full scan
+            return
         if prepared.hold_until is not None:  # its params file is still being written, or cannot be read
             hold = params_files.hold(feed, feed_scan.tracker, item.name, prepared, self.conditions)
             feed_scan.next_settle = min(hold, feed_scan.next_settle or hold)

@@ -12,6 +12,7 @@ between the two renames (docs/design.md "Crash protocol"). A params file whose d
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -84,8 +85,14 @@ class ParamsFiles:
         params_name = file_options.params_name_for(name)
         shown = spool.submitted_name(name)
         try:
-            result = self.lstat(str(feed.drop_dir / params_name))
+            result: os.stat_result | None = self.lstat(str(feed.drop_dir / params_name))
         except FileNotFoundError:
+            result = None
+        except OSError as error:
+            if error.errno != errno.ENAMETOOLONG:
+                raise
+            result = None  # a data file's name so long that no params file can be named after it
+        if result is None:
             self.seen.get(feed.name, {}).pop(params_name, None)
             if feed.term_from_name is None:
                 return Prepared()

@@ -248,3 +248,13 @@ def test_a_params_file_without_its_data_file_is_said_once_and_never_taken(spool:
     assert len(orphaned) == 1 and orphaned[0]["log_level"] == "info"
     assert orphaned[0]["file"] == "users.csv.params.yaml"
     assert (spool.drop / "users.csv.params.yaml").exists()
+
+
+def test_a_name_too_long_for_a_params_file_beside_it_has_none(spool: Spool) -> None:
+    feed = load_config(spool.write_config()).feeds[0]
+    name = "u" * 240 + ".csv"  # legal (NAME_MAX 255), but its params file's name would not be
+    spool.drop_file(name, USERS)
+
+    prepared = ParamsFiles().prepare(feed, name, 0.0)
+
+    assert prepared.hold_until is None and prepared.refusal is None and prepared.file_options is None
