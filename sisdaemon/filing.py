@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from sisdaemon import bundle, jobs, sets, spool
+from sisdaemon import bundle, file_options, jobs, params_files, sets, spool
 from sisdaemon.canvas import CanvasClient, CanvasError
 from sisdaemon.config import FeedSettings, PollingSettings
 from sisdaemon.gate import Gate
@@ -112,6 +112,10 @@ class Filer:
                 self.ledger.put(job)
         account_id = self.ledger.account_id
         sidecar = spool.build_sidecar(job, base_url=self.base_url, account_id=account_id, to_wall=self.to_wall)
+        if job.file_options:  # the options sent (or refused) and where each came from
+            sidecar["import_options"] = file_options.sidecar_section(
+                job.file_options, params_files.params_in_folder(job)
+            )
         if sets.is_set(job):  # each member beside the zip, with its own sidecar naming the set (bundle.py)
             bundle.file_members(job, feed.work_dir, folder, sidecar)
             sidecar = sets.set_sidecar(sidecar, job)
@@ -120,6 +124,7 @@ class Filer:
             spool.move_durably(source, target)
         elif not os.path.lexists(target) and sets.is_built(job):  # a set refused before its zip was built has none
             log.error("finished_file_missing", path=str(source))
+        self._file_params(feed, job, folder)
         counts = ((job.sis_import or {}).get("data") or {}).get("counts")
         self.ledger.record_finished(job, counts)
         if job.folder != "done":
@@ -135,6 +140,14 @@ class Filer:
         )
         if self.on_event:
             self.on_event("filed", job)
+
+    def _file_params(self, feed: FeedSettings, job: Job, folder: Path) -> None:
+        """The params file follows its data file into ``folder`` (idempotent: filing again after a crash finishes
+        it; a claim cut between its two renames is finished first)."""
+        in_folder = params_files.params_in_folder(job)
+        if in_folder is not None and not os.path.lexists(folder / in_folder):
+            params_files.claim_beside(feed, job)
+            params_files.file_beside(feed, job, folder)
 
     def _fetch_errors_csv(self, job: Job, folder: Path, now: float) -> bool:
         """Download the errors CSV beside the sidecar, waiting a bounded time for Canvas to write it.

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import bundle, jobs, lost, polling, sets, spool
+from sisdaemon import bundle, file_options, jobs, lost, polling, sets, spool
 from sisdaemon.admission import Admission
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind, unapplied_options
 from sisdaemon.checker import Checker
@@ -27,6 +27,7 @@ from sisdaemon.gate import Gate
 from sisdaemon.jobs import AbortReason, Job, JobState
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, bound
+from sisdaemon.terms import TermCheck
 from sisdaemon.turns import Turns
 from sisdaemon.upload import Uploader, UploadResult
 from sisdaemon.writers import WriterCheck
@@ -75,6 +76,7 @@ class Flight:
         #: Whose turn it is: the journal's lines for a job waiting for the account's one upload, and where an
         #: import stands in Canvas's queue.
         self.turns = Turns(ledger, gate, client, self.conditions, to_wall=to_wall)
+        self.terms = TermCheck(gate, client)  # a file's own batch-mode term, asked of Canvas before its upload
         self.admission = Admission(
             feeds,
             ledger,
@@ -192,7 +194,15 @@ class Flight:
         if not self.gate.ready(now):  # a cheap GET: a refused token never costs a large upload
             return
         feed = self.feeds[job.feed]
-        options = feed.import_.set_options()
+        job = dataclasses.replace(
+            job, file_options=file_options.for_attempt(job.file_options, feed, spool.submitted_name(job.name))
+        )
+        refused = self.terms.refusal(job, now)  # its own term (file name, params file) is one Canvas knows
+        if refused is not None:
+            log.error("unknown_term", reason=refused.reason, hint="nothing was sent; see the sidecar in failed/")
+            self.ledger.put(refused)
+            return
+        options = job.file_options["options"] if job.file_options else {}
         tag = None
         if "diff_row_count_threshold" not in options and self.ledger.tags_echoed is not False:
             tag = jobs.TAG_BASE + secrets.randbits(30)
@@ -200,7 +210,7 @@ class Flight:
             job = dataclasses.replace(job, zip_members=spool.zip_csv_members(self._work_path(job)))
         job = jobs.begin_attempt(job, tag=tag, intent_at=self.client.server_now_iso(), now=now)
         self.ledger.put(job)  # the intent is recorded before the POST
-        fields = list(feed.import_.form_fields())
+        fields = file_options.form_fields(options)
         if tag is not None:
             fields.append(("diff_row_count_threshold", str(tag)))
         self.gate.uploading = job.job_id
@@ -306,7 +316,7 @@ class Flight:
         with structlog.contextvars.bound_contextvars(import_id=job.import_id):
             log.info("import_submitted", how=how, workflow_state=job.workflow_state, provisional=provisional)
             self._emit("submitted", job)
-            options = dict(self.feeds[job.feed].import_.set_options())
+            options = dict((job.file_options or {}).get("options") or self.feeds[job.feed].import_.set_options())
             if job.tag is not None and self.ledger.tags_echoed:
                 options["diff_row_count_threshold"] = job.tag
             missing = unapplied_options(options, sis_import)

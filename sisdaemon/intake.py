@@ -11,6 +11,7 @@ the feed has room and Canvas accepts the token, so a backlog stays in drop/ wher
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import threading
@@ -19,13 +20,14 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from sisdaemon import jobs, sets, spool
+from sisdaemon import jobs, params_files, sets, spool
 from sisdaemon.config import FeedSettings
 from sisdaemon.gate import Gate
 from sisdaemon.jobs import Fingerprint, Job
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, bound
 from sisdaemon.observer import QUIET, Observer
+from sisdaemon.params_files import ParamsFiles
 from sisdaemon.set_intake import SetIntake
 from sisdaemon.watcher import (
     NEVER_TAKEN,
@@ -112,6 +114,7 @@ class Intake:
         self.on_event = on_event
         self.only = only
         self.lstat = lstat
+        self.params = ParamsFiles(lstat)  # params files beside dropped files (params_files.py)
         self.scans: dict[str, FeedScan] = {}
         #: Grouped feeds (collect_seconds, manifest) take their ready files as sets (set_intake.py).
         self.set_intake = SetIntake(
@@ -268,6 +271,7 @@ class Intake:
                 log.debug("file_skipped", feed=feed.name, file=jobs.display_name(name), reason=reason)
         feed_scan.skipped = skipped
         self._say_never_taken(feed, feed_scan, skipped)
+        self.params.scanned(feed, skipped, observations, now)
         for key in conditions.active():  # a file held open or unreadable left the folder: its condition ended
             if key[0] in _FILE_CONDITIONS and key[1] == feed.name and key[2] not in observations:
                 self._gone(feed, feed_scan, key[2])
@@ -429,7 +433,19 @@ class Intake:
                 tracker.forget(item.name)
                 return
             self.conditions.end(("open_writer", feed.name, item.name), "file_writer_closed", feed=feed.name, file=shown)
+        try:
+            prepared = self.params.prepare(feed, item.name, now)  # its params file, read before the claim
+        except OSError:
+            tracker.forget(item.name)  # its params file cannot be looked at now: found again by the next full scan
+            return
+        if prepared.hold_until is not None:  # its params file is still being written, or cannot be read
+            hold = params_files.hold(feed, feed_scan.tracker, item.name, prepared, self.conditions)
+            feed_scan.next_settle = min(hold, feed_scan.next_settle or hold)
+            return
+        self.conditions.end(("params_unreadable", feed.name, item.name), "file_readable", feed=feed.name)
         job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
+        if prepared.file_options is not None:
+            job = dataclasses.replace(job, file_options=prepared.file_options)  # recorded with the claim
         with bound(job), self.ledger.claiming(job.job_id):
             try:
                 self.ledger.put(job)
@@ -459,6 +475,10 @@ class Intake:
                 return
             feed_scan.unmovable.pop(item.name, None)
             self.conditions.end(key, "claim_recovered")
+            try:
+                params_files.claim_beside(feed, job)  # after the data file's rename: recovery finishes a cut one
+            except OSError as error:
+                log.error("params_file_not_moved", error=str(error), hint="moved at filing, or at the next start")
             tracker.forget(item.name)
             if self.only is not None and item.name in self.only.get(feed.name, set()):
                 self.only[feed.name].discard(item.name)
@@ -472,5 +492,9 @@ class Intake:
             if item.fingerprint.size == 0:
                 job = jobs.reject(job, "empty_file", "the file stayed empty (0 bytes) for the grace period", now=now)
                 self.ledger.put(job)
+                return
+            if prepared.refusal is not None:
+                log.error("params_refused", reason=prepared.refusal, hint="nothing was sent; see failed/")
+                self.ledger.put(jobs.reject(job, "params_refused", prepared.refusal, now=now))
                 return
             self.on_claimed(job, now)

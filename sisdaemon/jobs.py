@@ -162,6 +162,9 @@ class Job:
     # "mtime_ns", "sha256"}], "built": whether the zip is whole in work/, "manifest": its name or None, and for a
     # refused set "missing"/"unsettled": the listed names not there}. None for a single file.
     file_set: Mapping[str, Any] | None = None
+    # The file's Canvas options and where each came from (file_options.work_out): recorded at the claim when a params
+    # file or the file name sets them (so a restart sends the same), else at each attempt from the feed's options.
+    file_options: Mapping[str, Any] | None = None
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:

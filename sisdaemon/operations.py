@@ -26,6 +26,7 @@ import structlog
 
 from sisdaemon import jobs, sets, spool
 from sisdaemon.config import FeedSettings
+from sisdaemon.file_options import PARAMS_SUFFIX
 from sisdaemon.jobs import Job, JobState
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import bound
@@ -191,6 +192,12 @@ class Operations:
             return "a sidecar, an errors CSV or a temporary file, not a file that was sent", None
         if not stat.S_ISREG(status.st_mode):
             return "not a regular file (it was filed as it was dropped: replace it with a real file in drop/)", None
+        if os.path.lexists(feed.failed_dir / (name + PARAMS_SUFFIX)):
+            # Its options came from that params file; sent again without them it could run in another term.
+            return (
+                f"it was dropped with a params file ({name}{PARAMS_SUFFIX}), which retry does not apply: drop both "
+                "into drop/ again, the params file first"
+            ), None
         sidecar_path = feed.failed_dir / spool.sidecar_name(name)
         try:
             sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))

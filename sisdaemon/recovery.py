@@ -1,10 +1,10 @@
 """Start-up recovery: reconcile the state file with the folders after a stop or a crash (a named code path, as rq's
 ``StartedJobRegistry.cleanup`` is).
 
-claimed: finish an interrupted rename out of drop/ (or, for ``sisdaemon retry``, out of failed/, and the rename of
-the retried file's old sidecar). submitting: the POST's answer is unknown; the flight looks for the
-import. finishing: the flight finishes writing the sidecar and the move. Files in work/ that no job records are
-reported, never moved (only a person can tell whether Canvas has them).
+claimed: finish an interrupted rename out of drop/, then its params file's (or, for ``sisdaemon retry``, out of
+failed/, and the rename of the retried file's old sidecar). submitting: the POST's answer is unknown; the flight
+looks for the import. finishing: the flight finishes writing the sidecar and the move. Files in work/ that no job
+records are reported, never moved (only a person can tell whether Canvas has them).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import structlog
 
-from sisdaemon import bundle, jobs, sets, spool
+from sisdaemon import bundle, jobs, params_files, sets, spool
 from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.jobs import JobState
 from sisdaemon.ledger import Ledger
@@ -61,6 +61,8 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
                     log.error("claimed_file_missing", path=str(work))
                     ledger.discard(job.job_id)
                     continue
+            if job.state is not JobState.FINISHING:  # killed between the data file's and its params file's renames
+                params_files.claim_beside(feed, job)
             # Times from an earlier run are readings of that run's clock: one in the future (the wall clock was
             # stepped back between the runs) must not put a job off; it is due now.
             job = jobs.due_by(job, now)
@@ -102,6 +104,7 @@ def orphans_in_work(settings: Settings, state: State | None) -> list[dict[str, s
     """Files in a feed's work folder that no job in the state records, as ``[{"feed", "path"}]`` (at most
     :data:`ORPHANS_SHOWN`). They are left alone: only a person can tell whether Canvas has them."""
     known = {name for job in state.jobs.values() for name in bundle.work_names(job)} if state else set()
+    known |= {params_files.params_in_folder(job) or job.work_name for job in state.jobs.values()} if state else set()
     found: list[dict[str, str]] = []
     for feed in settings.feeds:
         try:

@@ -146,6 +146,18 @@ class SettleTracker:
         """Whether ``name`` is being settled or is ready (seen, still there)."""
         return name in self._records
 
+    def hold(self, name: str, until: float) -> None:
+        """Keep ``name`` from being ready before ``until`` (seconds since the epoch), as if its settle wait ended
+        then: something beside it (its params file) is still being written. A look at or after ``until`` that finds
+        it unchanged makes it ready again (:meth:`due` names it then)."""
+        record = self._records.get(name)
+        if record is None:
+            return
+        record.ready = False
+        record.version = next(self._versions)
+        record.wait = max(record.wait, until - record.since)
+        heapq.heappush(self._due, (record.since + record.wait, record.version, name))
+
     def forget(self, name: str) -> None:
         """Stop tracking ``name`` (taken, or to be found again by a later look)."""
         self._records.pop(name, None)

@@ -35,6 +35,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from sisdaemon.file_options import is_params_name
 from sisdaemon.jobs import Fingerprint
 from sisdaemon.settle import Observation, ReadyFile, SettleTracker
 
@@ -69,12 +70,15 @@ NEVER_TAKEN = {
 def skip_reason(name: str, patterns: Iterable[str]) -> str | None:
     """Why a drop-folder entry's name is never taken, or None when it may be: ``"dot_name"`` (hidden, as SFTP
     clients' and rsync's temp names are), ``"temp_name"`` (an upload temp suffix of :data:`IGNORED_SUFFIXES`) or
+    ``"params_file"`` (``<file>.params.yaml``: read with its data file, whatever the patterns) or
     ``"no_pattern_matches"`` (none of the feed's ``patterns`` matches, case-insensitive)."""
     lowered = name.lower()
     if name.startswith("."):
         return "dot_name"
     if lowered.endswith(IGNORED_SUFFIXES):
         return "temp_name"
+    if is_params_name(name):
+        return "params_file"  # read with its data file, never taken on its own (params_files.py)
     if not any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns):
         return "no_pattern_matches"
     return None

@@ -66,13 +66,14 @@ def test_every_commented_out_value_in_the_example_is_of_a_valid_type_and_value()
     # Only rules between options remain (both token sources, batch mode with diffing, ...): no wrong type, no
     # value outside its set, no unknown key.
     assert {error["type"] for error in caught.value.errors()} == {"config"}
-    assert switched_on == 20
+    assert switched_on == 22
 
 
 def test_the_example_with_one_token_source_and_diffing_instead_of_batch_mode_loads(tmp_path: Path) -> None:
     text = uncommented(EXAMPLE.read_text())
     text = text.replace("  token_env: CANVAS_TOKEN", "  # token_env: CANVAS_TOKEN")
-    for key in ("batch_mode", "batch_mode_term_id", "multi_term_batch_mode", "batch_mode_enrollment_drop_status"):
+    batch = ("batch_mode", "batch_mode_term_id", "multi_term_batch_mode", "batch_mode_enrollment_drop_status")
+    for key in (*batch, "term_from_name"):  # a term from the file name turns batch mode on
         text = re.sub(rf"^(\s+){key}:", rf"\1# {key}:", text, flags=re.MULTILINE)
 
     settings = parse_config(yaml.safe_load(text), source=EXAMPLE, config_dir=tmp_path)

@@ -77,8 +77,11 @@ def checks(*rules: tuple[str, Callable[[], object], str]) -> Problems:
 def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     """A validator of one field of ``model`` alone: its type with its constraints and validators."""
     field = model.model_fields[name]
-    # A type built at run time from the model's own field: mypy cannot see it as a type form.
-    return TypeAdapter(Annotated[field.annotation, field])  # type: ignore[arg-type]
+    # A type built at run time from the model's own field (its constraints and validators, not its alias, which
+    # only a model field may carry): mypy cannot see it as a type form.
+    if not field.metadata:
+        return TypeAdapter(field.annotation if field.annotation is not None else Any)
+    return TypeAdapter(Annotated[field.annotation, *field.metadata])  # type: ignore[arg-type]
 
 
 def _fields_that_validated(

@@ -162,3 +162,14 @@ def _model_in(annotation: object) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return next((found for arg in typing.get_args(annotation) if (found := _model_in(arg))), None)
+
+
+#: The loader of the configuration (YAML 1.2 booleans, duplicate keys refused), for other YAML the daemon reads
+#: (a params file: file_options.py).
+StrictLoader = _Loader
+
+
+def describe_problem(detail: Any) -> str:
+    """One ``"<dotted.key>: <message>"`` line for one of pydantic's error details (``ValidationError.errors()``),
+    never quoting the value: as the configuration's problems are said."""
+    return _describe(detail)

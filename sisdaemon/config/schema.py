@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from sisdaemon.config.crosskeys import CheckedModel, Problems, Unknown, Validated, checks, raise_all
 from sisdaemon.config.durations import DURATION_HINT, parse_duration
 from sisdaemon.config.import_rules import import_option_problems
+from sisdaemon.config.term_pattern import compile_term_pattern
 
 FOLDER_KEYS = ("drop_dir", "work_dir", "done_dir", "failed_dir")
 """A feed's four folders, in the order a file passes through them."""
@@ -205,6 +206,26 @@ class ImportOptions(CheckedModel):
         ]
 
 
+def _import_option_name(value: str) -> str:
+    if value not in ImportOptions.model_fields:
+        _fail(f"{value!r} is not one of Canvas's sis_import options: {', '.join(ImportOptions.model_fields)}")
+    return value
+
+
+def _term_pattern(value: str) -> str:
+    try:
+        compile_term_pattern(value)
+    except ValueError as error:
+        _fail(str(error))
+    return value
+
+
+ParamName = Annotated[str, AfterValidator(_import_option_name)]
+"""The name of one of Canvas's sis_import options that :class:`ImportOptions` knows (a params file may set it)."""
+TermPattern = Annotated[str, AfterValidator(_term_pattern)]
+"""A file name pattern with one ``{term}`` (config/term_pattern.py)."""
+
+
 class CanvasSettings(CheckedModel):
     """Where Canvas is and how to reach it. Timeouts are in seconds.
 
@@ -349,6 +370,10 @@ class FeedSettings(CheckedModel):
     # still missing a file manifest_timeout_seconds after its manifest settled goes to failed/ whole.
     manifest: Pattern | None = None
     manifest_timeout_seconds: Seconds = 3600
+    # Per-file options (file_options.py): the import options a `<file>.params.yaml` dropped beside a file may set for
+    # that file (empty: a params file refuses its file), and a pattern taking the batch-mode term from the file name.
+    allow_params: Annotated[tuple[ParamName, ...], BeforeValidator(_list_to_tuple)] = ()
+    term_from_name: TermPattern | None = None
 
     @model_validator(mode="after")
     def _default_work_dir_and_manifest_pattern(self) -> FeedSettings:
@@ -378,6 +403,20 @@ class FeedSettings(CheckedModel):
             if path in seen:
                 problems.append(((key,), f"is the same folder as {seen[path]}"))
             seen.setdefault(path, key)
+        try:
+            term_from_name, options = values.term_from_name, values.import_
+        except Unknown:
+            term_from_name = None  # a key that did not validate: the check is skipped
+        if term_from_name is not None:
+            # A term from the file name turns batch mode on for that file: what batch mode needs must be there.
+            if options.batch_mode is False:
+                problems.append((("term_from_name",), "needs batch mode, but import.batch_mode is false"))
+            if options.change_threshold is None:
+                problems.append((("term_from_name",), "needs import.change_threshold (it turns batch mode on)"))
+            if options.multi_term_batch_mode is not None:
+                problems.append((("term_from_name",), "cannot be used with import.multi_term_batch_mode"))
+            if options.diffing_data_set_identifier is not None:
+                problems.append((("term_from_name",), "cannot be used with import.diffing_data_set_identifier"))
         return problems
 
     def folders(self) -> dict[str, Path]:
