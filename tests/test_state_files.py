@@ -71,6 +71,36 @@ def test_a_saved_state_with_every_kind_of_value_loads_back_equal(tmp_path: Path)
     assert store.load() == state
 
 
+def test_a_jobs_stored_form_is_every_field_as_json_and_the_state_file_one_compact_line(tmp_path: Path) -> None:
+    mapping = {"by": "ops", "at": "2026-01-01T00:00:00Z", "nested": {"list": [1, 2], "none": None}}
+    busy = a_job(
+        "ef56",
+        state=JobState.SUBMITTED,
+        old_tags=(1_000_000_001,),
+        dead_import_ids=(5,),
+        abort_reason=AbortReason.FILE_CHANGED,
+        outcome=Outcome.IMPORTED,
+        notes=("one",),
+        zip_members=("users.csv",),
+        **{
+            name: mapping
+            for name in ("sis_import", "retry_of", "aborted_by", "preflight", "scan", "guard", "diff", "duplicate_of")
+        },
+        released_by=mapping,
+    )
+    stored = busy.to_dict()
+    # The same JSON as the deep copy dataclasses.asdict made before (issue 9 made it shallow), and it loads back.
+    assert json.dumps(stored, sort_keys=True) == json.dumps(dataclasses.asdict(busy), sort_keys=True)
+    assert jobs.Job.from_dict(json.loads(json.dumps(stored))) == busy
+    assert stored["sis_import"] is busy.sis_import  # shared, not copied
+
+    store = StateStore(tmp_path / "state.json")
+    store.save(State(jobs={"ef56": busy}))
+    text = store.path.read_text()
+    assert text.endswith("}\n") and text.count("\n") == 1 and '": ' not in text and ", " not in text
+    assert store.load() == State(jobs={"ef56": busy})
+
+
 def test_a_state_file_in_the_format_already_on_disk_still_loads(tmp_path: Path) -> None:
     on_disk = {
         "version": 1,
