@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from sisdaemon import history as history_module
-from sisdaemon import jobs
+from sisdaemon import jobs, polling
 from sisdaemon.jobs import AbortReason, Fingerprint, JobState, Outcome
 from sisdaemon.state import HISTORY_LIMIT, History, State, StateError, StateStore, history_path
 
@@ -435,3 +436,21 @@ def test_a_version_1_history_is_rewritten_in_lines_at_its_first_save(tmp_path: P
     again = History(path)
     assert [record["job_id"] for record in again.records] == ["ab12", "cd34"]
     assert (again.import_ids, again.last_counts) == ([7], {"users": 4})
+
+
+def test_the_history_finds_the_record_the_polling_estimate_uses_as_a_pass_over_its_records_would(
+    tmp_path: Path,
+) -> None:
+    chance = random.Random(9)
+    history = History(tmp_path / "state.history.nightly.json")
+    names = ["users.csv", "courses.csv", "enrollments.csv", None]
+    for number in range(HISTORY_LIMIT * 2 + 500):  # records dropped at the limit, and many names seen once
+        name = chance.choice(names) if number % 3 else f"once-{number}.csv"
+        timed = chance.random() < 0.6
+        record = {"job_id": f"j{number}", "file": name, "size": 100, "running_seconds": number if timed else None}
+        history.add(record, None, success=True)
+        if number % 97 == 0 or number > HISTORY_LIMIT * 2 + 480:
+            for asked in ["users.csv", "courses.csv", "nothing.csv", f"once-{number - 3}.csv"]:
+                expected = polling.expected_running_seconds(history.records, asked, 100)
+                assert polling.scaled_running_seconds(history.timed_record(asked), 100) == expected, (number, asked)
+    assert len(history._timed_by_file) <= 2 * HISTORY_LIMIT + 1
