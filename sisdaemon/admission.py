@@ -112,7 +112,12 @@ class Admission:
                 log.info("preflight_warnings", warnings=len(report.problems))
         if job.state is JobState.CLAIMED:
             job = self._decide(job, checked, now)
-        self.ledger.put(job)
+        if job.state is JobState.CLAIMED:
+            # Nothing is done on the strength of it before the next write (the intent before the POST carries it);
+            # a crash only makes the check run again.
+            self.ledger.put_later(job)
+        else:
+            self.ledger.put(job)  # finishing: its final names are on disk before the move
 
     def _decide(self, job: Job, checked: CheckResult, now: float) -> Job:
         """Duplicates and the shrink guard (guard.decide), with the diff summary of a batch-mode or diffing feed."""

@@ -299,6 +299,7 @@ class Daemon:
                     self.client.cancel()
                     if not self.worker.stop():
                         log.error("flight_worker_did_not_stop", hint="a Canvas call did not end when cancelled")
+                    self.ledger.flush()  # what the worker's last turn left for a write (Ledger.put_later)
                     self.intake.stop()
                     self.control_watch.stop()
                     self.hooks.stop()

@@ -3,8 +3,9 @@
 requests' ``timeout=`` bounds each socket operation, not a call: a server that sends one byte every few seconds
 holds a call for ever (issue 7, defect 1). Here every call is a :class:`Call` with a monotonic deadline. The
 connections requests uses are urllib3's, made by a pool class that records each connection the calling thread
-sends on (:func:`new_session` mounts it); a timer, or :meth:`Call.end` from any other thread, shuts those sockets
-down, which ends a blocked read or send at once with an error. The HTTP itself stays requests' and urllib3's.
+sends on (:func:`new_session` mounts it); at the deadline one thread that watches every call, or :meth:`Call.end`
+from any other thread, shuts those sockets down, which ends a blocked read or send at once with an error. The HTTP
+itself stays requests' and urllib3's.
 
 Limits: a connection attempt still in ``connect()`` cannot be shut down (it has no socket yet); it is bounded by
 the connect timeout, and the call ends as soon as it connects, before anything is sent.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
+import itertools
 import socket
 import threading
 import time
@@ -82,20 +85,72 @@ class Call:
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+class _Watch:
+    """One thread that ends every running :class:`Call` whose deadline passes (a thread per call, as
+    ``threading.Timer`` makes, cost a thread's start and join per Canvas call: issue 9). Started at the first call;
+    waits without a timeout while no call runs."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Call]] = []  # (deadline, token, call), soonest first
+        self._running: set[int] = set()  # tokens of the calls whose ``with`` body has not ended
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, call: Call) -> int:
+        """Watch ``call`` until :meth:`remove`; returns its token."""
+        with self._changed:
+            token = next(self._tokens)
+            heapq.heappush(self._heap, (call.deadline, token, call))
+            self._running.add(token)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="canvas-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == token:
+                self._changed.notify()  # sooner than what the thread waits for
+        return token
+
+    def remove(self, token: int) -> None:
+        """Stop watching a call. Once this returns, its :meth:`Call.end` for the deadline has run or never will
+        (the thread ends calls while holding the lock taken here)."""
+        with self._changed:
+            self._running.discard(token)
+            if len(self._heap) > 2 * len(self._running) + 64:  # calls that ended early, still in the heap
+                self._heap = [entry for entry in self._heap if entry[1] in self._running]
+                heapq.heapify(self._heap)
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                while self._heap and self._heap[0][1] not in self._running:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._changed.wait()
+                    continue
+                deadline, token, call = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._changed.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                self._running.discard(token)
+                call.end(DEADLINE)  # quick: shuts sockets down, never waits on this lock
+
+
+_watch = _Watch()
+
+
 @contextlib.contextmanager
 def running(call: Call) -> Iterator[Call]:
-    """Make ``call`` the calling thread's current call for the ``with`` body, ended by a timer at its deadline."""
+    """Make ``call`` the calling thread's current call for the ``with`` body, ended at its deadline (by one
+    watching thread shared by every call)."""
     previous = getattr(_current, "call", None)
     _current.call = call
-    timer = threading.Timer(max(call.deadline - time.monotonic(), 0.0), call.end, args=(DEADLINE,))
-    timer.name = "canvas-deadline"
-    timer.daemon = True
-    timer.start()
+    token = _watch.add(call)
     try:
         yield call
     finally:
-        timer.cancel()
-        timer.join()
+        _watch.remove(token)
         _current.call = previous
 
 

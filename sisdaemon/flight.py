@@ -296,7 +296,7 @@ class Flight:
 
     def _expected_running(self, job: Job) -> float | None:
         """How long Canvas will likely run ``job``'s import, from its feed's history (polling.py)."""
-        return polling.expected_running_seconds(self.ledger.history(job.feed).records, job.name, job.size)
+        return polling.scaled_running_seconds(self.ledger.history(job.feed).timed_record(job.name), job.size)
 
     def _adopt(self, job: Job, sis_import: dict[str, Any], now: float, *, how: str, provisional: bool = False) -> Job:
         """The import is ours: record it (state and ledger), check Canvas applied every option. Returns the job as

@@ -125,6 +125,11 @@ class History:
         self.last_success_at: float | None = None
         self._recorded: set[str] = set()
         self._known_ids: set[int] = set()
+        # For timed_record, without a pass over the records per poll: records are numbered as they are added (the
+        # kept ones are the last len(records) numbers); the newest timed record of each file name, and of any.
+        self._added = 0
+        self._timed_by_file: dict[Any, tuple[int, dict[str, Any]]] = {}
+        self._newest_timed: tuple[int, dict[str, Any]] | None = None
         self._pending: list[dict[str, Any]] = []  # lines not yet appended
         self._lines = 0  # whole lines in the file
         self._valid_bytes: int | None = None  # where the whole lines end (None: no file, or version 1 to rewrite)
@@ -207,8 +212,15 @@ class History:
         job_id = str(record["job_id"])
         if job_id in self._recorded:
             return False  # one record per job (an older version could write a job twice): the first one counts
-        self.records.append(dict(record))
+        kept = dict(record)
+        self.records.append(kept)
         self._recorded.add(job_id)
+        if isinstance(kept.get("running_seconds"), int | float):
+            self._newest_timed = self._timed_by_file[kept.get("file")] = (self._added, kept)
+            if len(self._timed_by_file) > 2 * HISTORY_LIMIT:  # names of records long dropped
+                first_kept = self._added + 1 - min(len(self.records), HISTORY_LIMIT)
+                self._timed_by_file = {key: item for key, item in self._timed_by_file.items() if item[0] >= first_kept}
+        self._added += 1
         if len(self.records) > HISTORY_LIMIT:
             for dropped in self.records[:-HISTORY_LIMIT]:
                 self._recorded.discard(str(dropped["job_id"]))
@@ -231,6 +243,16 @@ class History:
                 self._known_ids.discard(dropped)
             del self.import_ids[:-HISTORY_LIMIT]
         return True
+
+    def timed_record(self, name: str) -> dict[str, Any] | None:
+        """The record :func:`sisdaemon.polling.expected_running_seconds` chooses among :attr:`records`: the newest
+        with a ``running_seconds`` of the file name ``name``, else the newest with one of any name, else None. O(1):
+        called at every poll (issue 9)."""
+        first_kept = self._added - len(self.records)
+        for found in (self._timed_by_file.get(name), self._newest_timed):
+            if found is not None and found[0] >= first_kept:
+                return found[1]
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """What the history holds, as one object (the shape of version 1's file)."""

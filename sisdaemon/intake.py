@@ -44,7 +44,9 @@ from sisdaemon.writers import WriterCheck
 
 log = structlog.get_logger("sisdaemon")
 
-#: Seconds between a wake-up event and the look it triggers (events come in bursts while a file is written).
+#: Seconds between a wake-up event and the look it triggers (events come in bursts while a file is written). Not
+#: when a name arrived (created, or renamed in whole: DropWatcher.arrived): that is looked at once, and its settle
+#: wait starts then (issue 9: a file is taken within 0.3 s of its settle time).
 DEBOUNCE = 0.2
 
 #: The conditions that are about one dropped file; they end when the file leaves the drop folder.
@@ -198,8 +200,9 @@ class Intake:
         watch says itself whether its events brought news."""
         for name, feed_scan in self.scans.items():
             feed = self.feeds[name]
-            if not feed_scan.next_scan and feed_scan.watcher.pending():
-                feed_scan.next_scan = now + DEBOUNCE
+            if feed_scan.watcher.pending():
+                soonest = now if feed_scan.watcher.arrived() else now + DEBOUNCE
+                feed_scan.next_scan = min(feed_scan.next_scan or soonest, soonest)
             rescan = now >= feed_scan.next_rescan
             events = bool(feed_scan.next_scan) and now >= feed_scan.next_scan
             due = (

@@ -168,13 +168,19 @@ class Job:
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready form stored in the state file."""
-        data = dataclasses.asdict(self)
-        data["fingerprint"] = dataclasses.asdict(self.fingerprint)
-        data["old_tags"] = list(self.old_tags)
-        data["dead_import_ids"] = list(self.dead_import_ids)
-        data["notes"] = list(self.notes)
-        data["zip_members"] = list(self.zip_members)
+        """The JSON-ready form stored in the state file: one key per field, the fingerprint as a dict, tuples as
+        lists, enums as their values.
+
+        Shallow: the nested mappings (``sis_import``, ``scan``, ...) are the job's own, shared, not copied (a deep
+        copy per job per state write was a third of the daemon's CPU; issue 9): read it, never change it."""
+        data = dict(self.__dict__)
+        data["fingerprint"] = dict(self.fingerprint.__dict__)
+        data["state"] = self.state.value
+        for name in ("abort_reason", "outcome"):
+            if data[name] is not None:
+                data[name] = data[name].value
+        for name in ("old_tags", "dead_import_ids", "notes", "zip_members"):
+            data[name] = list(data[name])
         return data
 
     @classmethod

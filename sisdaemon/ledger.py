@@ -59,6 +59,9 @@ class Ledger:
         # or not a regular file): the flight worker leaves them alone until the claim is whole. In memory only: at a
         # start-up, recovery settles a claim a crash cut short.
         self._claiming: set[str] = set()
+        # Whether the state in memory holds a change no step needs on disk yet (put_later, record_finished): the
+        # next write carries it, or flush at the end of the flight worker's turn.
+        self._unsaved = False
 
     # --- loading ------------------------------------------------------------------------------------------------
 
@@ -167,8 +170,17 @@ class Ledger:
 
     @_locked
     def save(self) -> None:
-        """Write the state file (atomic, durable). Raises OSError (and remembers it in :attr:`write_fault`)."""
+        """Write the state file (atomic, durable), with every change made so far. Raises OSError (and remembers it
+        in :attr:`write_fault`)."""
         self._written(lambda: self.store.save(self.state))
+        self._unsaved = False
+
+    @_locked
+    def flush(self) -> bool:
+        """Write the changes that waited for a write (:meth:`put_later`, :meth:`record_finished`), if any; the
+        flight worker calls it at the end of each turn, the daemon once its worker stopped. Returns whether the
+        state on disk is now whole (False: the write failed, see :attr:`write_fault`; the next write retries)."""
+        return self.try_save() if self._unsaved else True
 
     @_locked
     def try_save(self) -> bool:
@@ -185,6 +197,14 @@ class Ledger:
         """Record a new or changed job, then persist it (before the step it prepares). Raises OSError."""
         self.state.jobs[job.job_id] = job
         self.save()
+
+    @_locked
+    def put_later(self, job: Job) -> None:
+        """Record a changed job that no step depends on finding on disk (docs/design.md "Crash protocol": e.g. a
+        pre-flight check's result, which a crash only makes run again): the next write carries it, or
+        :meth:`flush` at the end of the flight worker's turn. Several such changes of one turn cost one write."""
+        self.state.jobs[job.job_id] = job
+        self._unsaved = True
 
     @_locked
     def keep(self, job: Job) -> None:
@@ -295,15 +315,17 @@ class Ledger:
 
     @_locked
     def record_finished(self, job: Job, counts: Mapping[str, int] | None) -> None:
-        """A job is filed: append its record to the feed's history, then drop it from the state; each persisted
-        in that order (a crash between the two leaves the job, whose finishing step is idempotent). The history
-        write is one appended line (history.py). Raises OSError."""
+        """A job is filed: append its record to the feed's history (one fsync'd line, history.py), then drop it
+        from the state. The drop is written with the next write of the state, or by :meth:`flush` at the end of
+        the flight worker's turn, never before the history line: no step depends on it being on disk (a crash
+        before it leaves the job ``finishing`` with its file filed, and finishing again is idempotent: the
+        history takes one record per job). Raises OSError (the history line; the job then stays)."""
         record = history_record(job)
         history = self.histories[job.feed]
         history.add(record, counts, success=job.folder == "done")
         self._written(history.save)
         del self.state.jobs[job.job_id]
-        self.save()
+        self._unsaved = True
 
 
 def history_record(job: Job) -> dict[str, Any]:

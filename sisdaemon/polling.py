@@ -54,7 +54,13 @@ def expected_running_seconds(records: Sequence[Mapping[str, Any]], name: str, si
     feed's newest, scaled by the sizes (the factor kept between 0.5 and 2). None when no record says."""
     timed = [record for record in records if isinstance(record.get("running_seconds"), int | float)]
     same = [record for record in timed if record.get("file") == name]
-    chosen = (same or timed)[-1] if timed else None
+    return scaled_running_seconds((same or timed)[-1] if timed else None, size)
+
+
+def scaled_running_seconds(chosen: Mapping[str, Any] | None, size: int) -> float | None:
+    """:func:`expected_running_seconds` from the record it chooses (``History.timed_record`` finds it without a
+    pass over the history): its ``running_seconds`` scaled by ``size`` over its size (the factor kept between 0.5
+    and 2). None when ``chosen`` is None."""
     if chosen is None:
         return None
     seconds = float(chosen["running_seconds"])

@@ -190,8 +190,9 @@ class StateStore:
         return State() if data is ABSENT else State.from_dict(data, self.path)
 
     def save(self, state: State) -> None:
-        """Write ``state`` atomically and durably. Raises OSError."""
-        write_json_atomic(self.path, state.to_dict(), effect="state")
+        """Write ``state`` atomically and durably, as compact JSON (written several times per file: issue 9).
+        Raises OSError."""
+        write_json_atomic(self.path, state.to_dict(), effect="state", compact=True)
 
 
 def known_import_ids(histories: Iterable[History], state: State) -> set[int]:

@@ -19,7 +19,7 @@ import urllib3.fields
 
 from sisdaemon import effects
 
-__all__ = ["HASH_AHEAD", "UPLOAD_BLOCK", "BodyDigest", "UploadBody", "multipart_frame"]
+__all__ = ["HASH_AHEAD", "HASH_INLINE", "UPLOAD_BLOCK", "BodyDigest", "UploadBody", "multipart_frame"]
 
 #: Bytes of the file read at a time for an upload (and handed to the connection as one ``sendall``).
 UPLOAD_BLOCK = 1 << 20
@@ -27,6 +27,10 @@ UPLOAD_BLOCK = 1 << 20
 #: Blocks read and sent but not hashed yet, at most: the memory the hash adds to an upload (a few MiB), and how far it
 #: may fall behind the send before the send waits for it.
 HASH_AHEAD = 2
+
+#: Blocks smaller than this, given before any larger one, are hashed at once in the sender's thread: for a small file
+#: (the most common upload) a thread's start, hand-over and join cost far more than its hash (issue 9).
+HASH_INLINE = 256 * 1024
 
 
 class BodyDigest:
@@ -37,7 +41,8 @@ class BodyDigest:
     sends it, instead of taking turns with the send on one core (docs/performance.md "Upload speed": at 256 MiB over
     loopback, 1.7x curl -T's time in turns, about 1.2x side by side). The thread starts with the first block and ends
     at :meth:`finish`, which :meth:`hexdigest` calls and the sender calls however the upload ends, so no thread
-    outlives its upload. At most :data:`HASH_AHEAD` blocks wait to be hashed: the memory it adds is bounded.
+    outlives its upload. At most :data:`HASH_AHEAD` blocks wait to be hashed: the memory it adds is bounded. Blocks
+    under :data:`HASH_INLINE` given before the thread started (a small file's one block) are hashed at once instead.
     """
 
     def __init__(self) -> None:
@@ -48,6 +53,10 @@ class BodyDigest:
 
     def update(self, data: bytes) -> None:
         """Hash ``data`` after the bytes given before; waits while :data:`HASH_AHEAD` blocks are not hashed yet."""
+        if self._thread is None and len(data) < HASH_INLINE:
+            self.bytes += len(data)
+            self._hash.update(data)  # in order: no block waits in the thread's queue while none started
+            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="upload-sha256", daemon=True)
             self._thread.start()

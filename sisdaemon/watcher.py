@@ -33,6 +33,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 from watchdog.observers.polling import PollingObserver
 
 from sisdaemon.file_options import is_params_name
@@ -52,6 +53,13 @@ __all__ = [
     "scan",
     "skip_reason",
 ]
+
+#: Seconds watchdog holds an inotify IN_MOVED_FROM to pair it with its IN_MOVED_TO (watchdog's own default: 0.5).
+#: Its reader waits that long on such an event at the head of its queue, paired or not, and every event behind it
+#: waits too: each claim's rename out of the drop folder (an IN_MOVED_FROM never paired, work/ is not watched) held
+#: the next dropped file's event up to half a second (issue 9). Pairing changes nothing here: a rename within the
+#: folder reads the same as a delete of its old name and a create of its new one (:class:`_WakeHandler`).
+MOVE_PAIRING_SECONDS = 0.01
 
 #: Names never taken (docs/design.md "Folders, names and what is taken"): upload temp names of rsync, WinSCP, editors.
 IGNORED_SUFFIXES = (".part", ".filepart", ".tmp", "~")
@@ -180,12 +188,14 @@ class _Changes:
         self.lock = threading.Lock()
         self.names: set[str] = set()
         self.full = False
+        self.arrived = False  # one of the names arrived (created or renamed in): worth a look at once
         self.expected: dict[str, int] = {}
 
 
 class _WakeHandler(FileSystemEventHandler):
     """Records each event's names in ``changes`` and sets ``wake``, unless the event is no news: a name never taken
-    (``wanted`` says no), the drop folder's own "modified", or the departure of a file the daemon is moving out.
+    (``wanted`` says no), the drop folder's own "modified", or the departure of a file the daemon is moving out. A
+    name that arrives (created, or the new name of a rename) marks ``changes.arrived``.
     ``wanted`` None: a wake-up for any event, nothing recorded (the control folder's watch)."""
 
     def __init__(
@@ -220,6 +230,8 @@ class _WakeHandler(FileSystemEventHandler):
                         del self._changes.expected[name]
                     continue
                 self._changes.names.add(name)
+                if event.event_type == "created" or (index == 1 and event.event_type == "moved"):
+                    self._changes.arrived = True
                 news = True
         if news:
             self._wake.set()
@@ -285,6 +297,8 @@ class DropWatcher:
     def _new_observer(self) -> BaseObserver:
         if self._mode == "poll":
             return PollingObserver(timeout=self._poll_seconds)
+        # watchdog's setting of its move pairing (a class attribute, read when a watch is made): see the constant.
+        InotifyMoveEventGrouper.delay = MOVE_PAIRING_SECONDS
         return Observer()
 
     def ensure_watching(self) -> bool:
@@ -314,12 +328,19 @@ class DropWatcher:
         with self._changes.lock:
             return bool(self._changes.names) or self._changes.full
 
+    def arrived(self) -> bool:
+        """Whether a name among those pending arrived (created, or renamed in): a renamed-in file is whole, and a
+        first look at a new one costs one ``lstat``, so the intake looks at once rather than after its debounce."""
+        with self._changes.lock:
+            return self._changes.arrived
+
     def take_changes(self) -> tuple[set[str], bool]:
         """The names events were about since the last call, and whether a full scan is needed (the kernel's queue
         overflowed, the folder went, or the watch is new); both are reset."""
         with self._changes.lock:
             names, full = self._changes.names, self._changes.full
             self._changes.names, self._changes.full = set(), False
+            self._changes.arrived = False
             if full:
                 self._changes.expected.clear()  # a full scan follows: a departure's event, if ever, is one more look
         return names, full

@@ -88,6 +88,12 @@ class FlightWorker:
             self.wake.clear()
 
     def _turn(self) -> None:
+        try:
+            self._steps()
+        finally:
+            self.ledger.flush()  # the turn's changes that waited for a write (Ledger.put_later): one write
+
+    def _steps(self) -> None:
         now = self.clock()
         try:
             self.flight.collect_uploads(now)

@@ -142,3 +142,15 @@ def test_the_hash_runs_beside_the_send_and_its_thread_ends_with_a_call_cut_short
     assert failure.value.kind is FaultKind.TRANSIENT and not failure.value.created_nothing
     assert 0 < digest.bytes < path.stat().st_size  # part of the file was read and hashed, not all of it
     assert not [thread.name for thread in threading.enumerate() if thread.name == "upload-sha256"]
+
+
+def test_a_small_files_hash_is_taken_in_the_senders_thread_and_a_large_ones_beside_it() -> None:
+    small, large = b"u1,l1,active\n" * 100, b"x" * canvas.UPLOAD_BLOCK
+    digest = BodyDigest()
+    digest.update(small)  # under HASH_INLINE, first: hashed at once, no thread
+    assert not [thread.name for thread in threading.enumerate() if thread.name == "upload-sha256"]
+    digest.update(large)  # a large block starts the thread; the small ones after it go through it, in order
+    digest.update(small)
+    assert digest.hexdigest() == hashlib.sha256(small + large + small).hexdigest()
+    assert digest.bytes == 2 * len(small) + len(large)
+    assert not [thread.name for thread in threading.enumerate() if thread.name == "upload-sha256"]

@@ -3,6 +3,7 @@ a plain callable, the effects seam, the writer check."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -39,14 +40,38 @@ def test_the_ledger_persists_a_job_before_put_returns_and_forgets_it_once_filed(
     finished = jobs.reject(job, "empty_file", "empty", now=NOW)
     ledger.put(finished)
     ledger.record_finished(finished, counts=None)
-    assert json.loads(state_file.read_text())["jobs"] == []
     lines = [json.loads(line) for line in (tmp_path / "state.history.nightly.json").read_text().splitlines()]
     assert [line["record"]["job_id"] for line in lines if "record" in line] == [job.job_id]
+    # The history line is on disk first; the state's drop waits for the next write (no step needs it on disk).
+    assert ledger.jobs() == [] and [item["state"] for item in json.loads(state_file.read_text())["jobs"]] == [
+        "finishing"
+    ]
+    assert ledger.flush()
+    assert json.loads(state_file.read_text())["jobs"] == []
 
     again = Ledger(state_file)
     again.load(["nightly"])
     assert again.jobs() == []
     assert again.history("nightly").records[-1]["outcome"] == "rejected"
+
+
+def test_a_change_put_later_is_written_by_the_next_write_or_a_flush_and_a_flush_with_none_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    state_file = tmp_path / "state.json"
+    ledger = Ledger(state_file)
+    ledger.load(["nightly"])
+    first, second = a_job("abc1234567"), a_job("def1234567")
+    ledger.put(first)
+    ledger.put_later(dataclasses.replace(first, sha256="ab" * 32))
+    assert json.loads(state_file.read_text())["jobs"][0]["sha256"] is None  # not written yet
+    ledger.put(second)  # the next write carries it
+    assert [item["sha256"] for item in json.loads(state_file.read_text())["jobs"]] == ["ab" * 32, None]
+    written = state_file.stat().st_ino
+    assert ledger.flush() and state_file.stat().st_ino == written  # nothing waited: no write
+    ledger.put_later(dataclasses.replace(second, sha256="cd" * 32))
+    assert ledger.flush() and state_file.stat().st_ino != written
+    assert [item["sha256"] for item in json.loads(state_file.read_text())["jobs"]] == ["ab" * 32, "cd" * 32]
 
 
 def test_the_ledger_keeps_a_change_in_memory_only_when_asked(tmp_path: Path) -> None:

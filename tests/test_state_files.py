@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from sisdaemon import history as history_module
-from sisdaemon import jobs
+from sisdaemon import jobs, polling
 from sisdaemon.jobs import AbortReason, Fingerprint, JobState, Outcome
 from sisdaemon.state import HISTORY_LIMIT, History, State, StateError, StateStore, history_path
 
@@ -69,6 +70,36 @@ def test_a_saved_state_with_every_kind_of_value_loads_back_equal(tmp_path: Path)
     store.save(state)
 
     assert store.load() == state
+
+
+def test_a_jobs_stored_form_is_every_field_as_json_and_the_state_file_one_compact_line(tmp_path: Path) -> None:
+    mapping = {"by": "ops", "at": "2026-01-01T00:00:00Z", "nested": {"list": [1, 2], "none": None}}
+    busy = a_job(
+        "ef56",
+        state=JobState.SUBMITTED,
+        old_tags=(1_000_000_001,),
+        dead_import_ids=(5,),
+        abort_reason=AbortReason.FILE_CHANGED,
+        outcome=Outcome.IMPORTED,
+        notes=("one",),
+        zip_members=("users.csv",),
+        **{
+            name: mapping
+            for name in ("sis_import", "retry_of", "aborted_by", "preflight", "scan", "guard", "diff", "duplicate_of")
+        },
+        released_by=mapping,
+    )
+    stored = busy.to_dict()
+    # The same JSON as the deep copy dataclasses.asdict made before (issue 9 made it shallow), and it loads back.
+    assert json.dumps(stored, sort_keys=True) == json.dumps(dataclasses.asdict(busy), sort_keys=True)
+    assert jobs.Job.from_dict(json.loads(json.dumps(stored))) == busy
+    assert stored["sis_import"] is busy.sis_import  # shared, not copied
+
+    store = StateStore(tmp_path / "state.json")
+    store.save(State(jobs={"ef56": busy}))
+    text = store.path.read_text()
+    assert text.endswith("}\n") and text.count("\n") == 1 and '": ' not in text and ", " not in text
+    assert store.load() == State(jobs={"ef56": busy})
 
 
 def test_a_state_file_in_the_format_already_on_disk_still_loads(tmp_path: Path) -> None:
@@ -405,3 +436,21 @@ def test_a_version_1_history_is_rewritten_in_lines_at_its_first_save(tmp_path: P
     again = History(path)
     assert [record["job_id"] for record in again.records] == ["ab12", "cd34"]
     assert (again.import_ids, again.last_counts) == ([7], {"users": 4})
+
+
+def test_the_history_finds_the_record_the_polling_estimate_uses_as_a_pass_over_its_records_would(
+    tmp_path: Path,
+) -> None:
+    chance = random.Random(9)
+    history = History(tmp_path / "state.history.nightly.json")
+    names = ["users.csv", "courses.csv", "enrollments.csv", None]
+    for number in range(HISTORY_LIMIT * 2 + 500):  # records dropped at the limit, and many names seen once
+        name = chance.choice(names) if number % 3 else f"once-{number}.csv"
+        timed = chance.random() < 0.6
+        record = {"job_id": f"j{number}", "file": name, "size": 100, "running_seconds": number if timed else None}
+        history.add(record, None, success=True)
+        if number % 97 == 0 or number > HISTORY_LIMIT * 2 + 480:
+            for asked in ["users.csv", "courses.csv", "nothing.csv", f"once-{number - 3}.csv"]:
+                expected = polling.expected_running_seconds(history.records, asked, 100)
+                assert polling.scaled_running_seconds(history.timed_record(asked), 100) == expected, (number, asked)
+    assert len(history._timed_by_file) <= 2 * HISTORY_LIMIT + 1

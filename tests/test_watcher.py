@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
 from sisdaemon.jobs import Fingerprint
 from sisdaemon.settle import Observation, ReadyFile, SettleTracker
-from sisdaemon.watcher import is_candidate_name, look, scan
+from sisdaemon.watcher import MOVE_PAIRING_SECONDS, DropWatcher, is_candidate_name, look, scan
 
 PATTERNS = ("*.csv", "*.zip")
 
@@ -138,3 +143,34 @@ def test_a_scan_sees_regular_files_and_special_files_but_not_folders_or_temp_nam
     assert look(tmp_path, "sub.csv", PATTERNS) == (None, "folder")
     assert look(tmp_path, "gone.csv", PATTERNS) == (None, None)
     assert look(tmp_path, ".users.csv.XyZ", PATTERNS) == (None, "dot_name")
+
+
+def test_a_name_renamed_or_created_in_is_an_arrival_looked_at_at_once_and_a_write_is_not(tmp_path: Path) -> None:
+    wake = threading.Event()
+    watcher = DropWatcher(tmp_path, wake, wanted=lambda name: is_candidate_name(name, PATTERNS))
+    (tmp_path / "users.csv").write_bytes(b"user_id\n")
+    try:
+        assert watcher.ensure_watching()
+        # watchdog's pairing of renames, which held every event behind a claim's rename out for 0.5 s, is short
+        assert InotifyMoveEventGrouper.delay == MOVE_PAIRING_SECONDS
+        watcher.take_changes()
+        with open(tmp_path / "users.csv", "ab") as handle:  # a write in place: news, but no arrival
+            handle.write(b"u1\n")
+        _wait(watcher.pending)
+        assert not watcher.arrived()
+        assert watcher.take_changes() == ({"users.csv"}, False) and not watcher.arrived()
+        (tmp_path / ".later.csv.tmp").write_bytes(b"user_id\n")
+        os.rename(tmp_path / ".later.csv.tmp", tmp_path / "later.csv")  # a careful uploader's rename in
+        _wait(lambda: "later.csv" in watcher._changes.names)
+        assert watcher.arrived()
+        names, _ = watcher.take_changes()
+        assert "later.csv" in names and not watcher.arrived()
+    finally:
+        watcher.stop()
+
+
+def _wait(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, "timed out waiting for the watch's event"
+        time.sleep(0.01)
