@@ -124,6 +124,7 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
         "waits_for",
         "last_finished",
         "freshness",
+        "never_taken",
     }
     sandbox.stick_next("created")  # the import waits in Canvas's queue until unstuck
     daemon = run_daemon()
@@ -140,6 +141,7 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
         "progress",
         "last_error",
         "waits_for",
+        "members",
     }
     assert job["file"] == "users.csv"
     assert job["state"] == "submitted" or job["state"] == "claimed" or job["state"] == "submitting"
