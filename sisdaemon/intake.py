@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from sisdaemon import jobs, spool
+from sisdaemon import jobs, lineup, spool
 from sisdaemon.config import FeedSettings
 from sisdaemon.gate import Gate
 from sisdaemon.jobs import Fingerprint, Job
 from sisdaemon.ledger import Ledger
+from sisdaemon.lineup import Lineup
 from sisdaemon.logs import Conditions, bound
 from sisdaemon.observer import QUIET, Observer
 from sisdaemon.watcher import (
@@ -106,7 +107,10 @@ class Intake:
         self.on_event = on_event
         self.only = only
         self.lstat = lstat
+        #: Canvas's order, supersede and max_pending_imports (lineup.py, order.py)
+        self.lineup = Lineup(feeds, ledger, self.conditions)
         self.scans: dict[str, FeedScan] = {}
+        self.turned_at = 0.0  # the last scan_due's time: holds that ended before it wait for a claim, not the clock
         for feed in feeds.values():
             self.add_feed(feed)
 
@@ -119,7 +123,7 @@ class Intake:
             return settings is not None and is_candidate_name(entry, settings.patterns)
 
         self.scans[name] = FeedScan(
-            SettleTracker(feed.settle_seconds, feed.empty_grace_seconds),
+            SettleTracker(feed.settle_seconds, feed.empty_grace_seconds, lineup.classifier(feed.drop_dir)),
             DropWatcher(
                 feed.drop_dir, self.wake, mode=feed.watch, poll_seconds=min(feed.rescan_seconds, 5), wanted=wanted
             ),
@@ -170,12 +174,13 @@ class Intake:
                 times.append(feed_scan.next_scan)
             if feed_scan.next_settle is not None:
                 times.append(feed_scan.next_settle + 0.01)
-        return times
+        return times + self.lineup.due_times(self.turned_at)
 
     def scan_due(self, now: float, woke: bool = False) -> None:
         """Look at each drop folder when due: names its events brought (debounced), the periodic full scan, a file
         whose settle wait ends, or ready files left over that may now be claimed. ``woke`` is not needed: each
         watch says itself whether its events brought news."""
+        self.turned_at = now
         for name, feed_scan in self.scans.items():
             feed = self.feeds[name]
             if not feed_scan.next_scan and feed_scan.watcher.pending():
@@ -200,6 +205,7 @@ class Intake:
         """Whether ``feed`` has room for another job, is neither held nor paused, and Canvas may be called."""
         return (
             self.ledger.jobs_of(feed.name) < feed.max_in_flight
+            and self.lineup.account_has_room()  # max_pending_imports: a backlog stays in drop/
             and not self.ledger.blocked(feed.name)
             and self.ledger.write_fault is None  # a claim is recorded before its rename: no claim without a disk
             and self.gate.is_open(now)
@@ -300,19 +306,27 @@ class Intake:
                 self.conditions.end(key, "file_condition_ended", feed=feed.name, file=shown, condition=kind)
 
     def _claim_ready(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> None:
-        """Claim ready files, oldest first, while the feed has room."""
+        """Claim ready files in Canvas's order, then oldest first (lineup.py), while the feed and the account have
+        room; on a ``supersede`` feed, first file the older snapshots a newer ready one replaces."""
         tracker = feed_scan.tracker
+        if not self.ledger.blocked(feed.name) and self.ledger.write_fault is None:
+            for older, newer in self.lineup.superseded(feed, tracker):  # never sent: Canvas need not be up
+                self._claim(feed, feed_scan, older, now, superseded_by=newer)
         item = tracker.first_ready()
         feed_scan.backlog = item is not None
+        if item is None:
+            self.lineup.end_hold(feed.name)
         if item is None or not self.gate.verified(now):
+            self.lineup.after_claims(feed.name, waiting=item is not None)
             return  # not verified lately, Canvas refuses us or is down: every file stays in drop/ for now
-        while item is not None and self.may_claim(feed, now):
+        while item is not None and self.may_claim(feed, now) and self.lineup.may_go(feed, tracker, item, now):
             self._claim(feed, feed_scan, item, now)
             after = tracker.first_ready()
             if after == item:
                 break  # not taken and still first (its claim could not be recorded): tried again at the next turn
             item = after
         feed_scan.backlog = item is not None
+        self.lineup.after_claims(feed.name, waiting=item is not None)
 
     def _take_named(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> None:
         """``sisdaemon submit``: the named files only, written whole before their rename, taken without settling."""
@@ -333,7 +347,14 @@ class Intake:
             self._claim(feed, feed_scan, item, now)
             feed_scan.backlog = index + 1 < len(ready)
 
-    def _claim(self, feed: FeedSettings, feed_scan: FeedScan, item: ReadyFile, now: float) -> None:
+    def _claim(
+        self,
+        feed: FeedSettings,
+        feed_scan: FeedScan,
+        item: ReadyFile,
+        now: float,
+        superseded_by: Mapping[str, object] | None = None,
+    ) -> None:
         source = feed.drop_dir / item.name
         tracker = feed_scan.tracker
         unmovable = feed_scan.unmovable.get(item.name)
@@ -387,7 +408,15 @@ class Intake:
                 tracker.forget(item.name)
                 return
             self.conditions.end(("open_writer", feed.name, item.name), "file_writer_closed", feed=feed.name, file=shown)
-        job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
+        job = jobs.claim(
+            secrets.token_hex(5),
+            feed.name,
+            item.name,
+            item.fingerprint,
+            seen_at=item.seen_at,
+            now=now,
+            superseded_by=superseded_by,  # recorded with the claim: a crash after the rename still never sends it
+        )
         with bound(job), self.ledger.claiming(job.job_id):
             try:
                 self.ledger.put(job)
@@ -430,5 +459,9 @@ class Intake:
             if item.fingerprint.size == 0:
                 job = jobs.reject(job, "empty_file", "the file stayed empty (0 bytes) for the grace period", now=now)
                 self.ledger.put(job)
+                return
+            if job.superseded_by is not None:
+                self.ledger.put(jobs.supersede(job, now=now))
+                log.info("file_superseded", superseded_by=job.superseded_by.get("file"))
                 return
             self.on_claimed(job, now)

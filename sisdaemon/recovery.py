@@ -53,6 +53,10 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
                     log.error("claimed_file_missing", path=str(work))
                     ledger.discard(job.job_id)
                     continue
+            if job.state is JobState.CLAIMED and job.superseded_by is not None:
+                # Killed between a superseded file's claim and its filing: it is filed, never sent.
+                job = jobs.supersede(job, now=now)  # kept below, saved before the flight worker starts
+                log.info("file_superseded", reason="recovery", superseded_by=(job.superseded_by or {}).get("file"))
             # Times from an earlier run are readings of that run's clock: one in the future (the wall clock was
             # stepped back between the runs) must not put a job off; it is due now.
             job = jobs.due_by(job, now)
