@@ -94,6 +94,7 @@ def supersede_plan(ready: Iterable[Waiting]) -> dict[str, Waiting]:
     """For a ``supersede`` feed: each ready file that a newer ready file of the same kind replaces, by name -> that
     newest file (the newest by mtime, then name, of its kind). Files of unknown kind are never superseded.
     O(n) in the ready files given."""
+    ready = list(ready)
     newest: dict[Kind, Waiting] = {}
     for item in ready:
         if item.kind is None:

@@ -70,7 +70,7 @@ def test_only_the_newest_file_of_each_kind_is_kept() -> None:
         Waiting("mystery.csv", 1, None),
         Waiting("mystery2.csv", 2, None),
     ]
-    plan = supersede_plan(ready)
+    plan = supersede_plan(iter(ready))  # any iterable, read once
     assert set(plan) == {"users_mon.csv", "users_tue.csv"}
     assert {newer.name for newer in plan.values()} == {"users_wed.csv"}
 
@@ -236,3 +236,15 @@ def test_the_policy_keys_default_and_are_validated_naming_the_key(tmp_path: Path
         "feeds[0].max_pending_imports: must be at least 1",
         "feeds[0].supersede: must be true or false, not a string",
     ]
+
+
+def test_a_reload_applies_the_policy_keys_at_once(tmp_path: Path) -> None:
+    from sisdaemon.reload import plan_reload
+    from tests.test_config import config, load
+
+    running = load(tmp_path, config())
+    new = load(tmp_path, config(feed={"max_pending_imports": 1, "supersede": True}))
+    current = {feed.name: feed for feed in running.feeds}
+    plan = plan_reload(running, current, new, busy_feeds=["nightly"])
+    assert plan.changed == ("feeds[nightly]",) and plan.pending == ()
+    assert plan.feeds["nightly"].max_pending_imports == 1 and plan.feeds["nightly"].supersede is True
