@@ -78,7 +78,8 @@ class Intake:
     each claim of a regular, non-empty file (the flight checks it in work/). ``on_event``: called with ("claimed",
     job) for ``submit --wait``. ``conditions`` logs lasting conditions (a writer holding a file open, an unreadable
     file, a missing drop folder) when they start and end, not at every scan. ``lstat``: every look at a dropped file
-    goes through it (tests count them). ``observer`` hears each new file seen.
+    goes through it (tests count them). ``observer`` hears each new file seen. ``wake_flight``: wakes the flight worker
+    for a job claimed only to be filed (a superseded file).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class Intake:
         conditions: Conditions | None = None,
         observer: Observer = QUIET,
         lstat: Callable[[str], os.stat_result] = os.lstat,
+        wake_flight: Callable[[], None] = lambda: None,
     ) -> None:
         self.observer = observer
         self.feeds = feeds
@@ -107,6 +109,7 @@ class Intake:
         self.on_event = on_event
         self.only = only
         self.lstat = lstat
+        self.wake_flight = wake_flight
         #: Canvas's order, supersede and max_pending_imports (lineup.py, order.py)
         self.lineup = Lineup(feeds, ledger, self.conditions)
         self.scans: dict[str, FeedScan] = {}
@@ -310,8 +313,13 @@ class Intake:
         room; on a ``supersede`` feed, first file the older snapshots a newer ready one replaces."""
         tracker = feed_scan.tracker
         if not self.ledger.blocked(feed.name) and self.ledger.write_fault is None:
-            for older, newer in self.lineup.superseded(feed, tracker):  # never sent: Canvas need not be up
+            superseded = self.lineup.superseded(feed, tracker)
+            room = lineup.SUPERSEDE_BATCH - self.ledger.jobs_of(feed.name)  # the state stays small
+            for older, newer in superseded[: max(room, 0)]:  # never sent: Canvas need not be up
                 self._claim(feed, feed_scan, older, now, superseded_by=newer)
+            if len(superseded) > room:
+                feed_scan.backlog = True  # the rest once these are filed; none of them is claimed to be sent
+                return
         item = tracker.first_ready()
         feed_scan.backlog = item is not None
         if item is None:
@@ -463,5 +471,6 @@ class Intake:
             if job.superseded_by is not None:
                 self.ledger.put(jobs.supersede(job, now=now))
                 log.info("file_superseded", superseded_by=job.superseded_by.get("file"))
+                self.wake_flight()  # it files the job
                 return
             self.on_claimed(job, now)

@@ -28,6 +28,9 @@ from sisdaemon.settle import Classify, Observation, ReadyFile, SettleTracker
 ORDER_HOLD = "claim_held_for_order"
 #: The journal's condition (and event) of ready files that wait for the account's pending imports.
 PENDING_WAIT = "claims_wait_for_pending_imports"
+#: At most this many jobs of a feed in the state while older snapshots are superseded: the rest are superseded once
+#: these are filed (the state holds only claimed and in-flight jobs, whatever the backlog).
+SUPERSEDE_BATCH = 16
 
 
 def classifier(drop_dir: Path) -> Classify:
