@@ -7,6 +7,7 @@ import io
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from sisdaemon import headers, order
 from sisdaemon.jobs import Fingerprint
@@ -248,3 +249,16 @@ def test_a_reload_applies_the_policy_keys_at_once(tmp_path: Path) -> None:
     plan = plan_reload(running, current, new, busy_feeds=["nightly"])
     assert plan.changed == ("feeds[nightly]",) and plan.pending == ()
     assert plan.feeds["nightly"].max_pending_imports == 1 and plan.feeds["nightly"].supersede is True
+
+
+def test_status_says_files_wait_for_the_account_s_pending_imports() -> None:
+    from sisdaemon.waits import feed_wait
+
+    common: dict[str, Any] = {"paused": None, "held": None, "fault": None, "in_flight": 2, "max_in_flight": 4}
+    wait = feed_wait(waiting=8, pending=2, max_pending=2, **common)
+    assert wait is not None and wait["reason"] == "max_pending_imports" and wait["until"] is None
+    assert "2 file(s) of this Canvas account" in wait["text"] and "max_pending_imports 2" in wait["text"]
+    assert feed_wait(waiting=8, pending=1, max_pending=2, **common) is None
+    assert feed_wait(waiting=0, pending=2, max_pending=2, **common) is None  # nothing waits
+    full = feed_wait(waiting=3, pending=4, max_pending=5, **{**common, "in_flight": 4})
+    assert full is not None and full["reason"] == "feed_full"
