@@ -16,7 +16,6 @@ import email.utils
 import errno
 import os
 import secrets
-import socket
 import threading
 import time
 import urllib.parse
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import structlog
 import urllib3.exceptions
 import urllib3.filepost
 
@@ -40,6 +40,7 @@ from sisdaemon.answers import (
     post_outcome_known,
     unapplied_options,
 )
+from sisdaemon.exchange import ANSWER_LIMIT, NETWORK_ERRORS, Answer, failure, path_of
 from sisdaemon.observer import QUIET, Observer
 from sisdaemon.redaction import (
     LONGEST_SECRET_BYTES,
@@ -78,16 +79,13 @@ __all__ = [
     "unapplied_options",
 ]
 
+log = structlog.get_logger("sisdaemon")
+
 API = "/api/v1"
 #: Rate-limit headroom below which calls slow down (Canvas's high-water mark is 600; request_throttle.rb).
 RATE_LIMIT_LOW = 150.0
 #: Canvas's bucket drains 10 units a second (request_throttle.rb defaults).
 RATE_LIMIT_OUTFLOW = 10.0
-#: The largest answer read into memory (bytes); Canvas's pages are far smaller. A larger one is a fault, not a crash.
-ANSWER_LIMIT = 32 * 1024 * 1024
-_CHUNK = 64 * 1024
-# What a failing exchange raises, from requests or from the urllib3 and socket layers below it.
-_NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
 class CanvasClient:
@@ -135,6 +133,7 @@ class CanvasClient:
         self._cancelled = False
         self._server_offset: float | None = None  # Canvas's clock minus ours, from the last Date header
         self.rate_limit_remaining: float | None = None
+        self._slowing = False  # calls wait for the rate limit's headroom (said once when it starts and ends)
 
     # --- plumbing ------------------------------------------------------------------------------------------------
 
@@ -197,6 +196,22 @@ class CanvasClient:
             return 0.0
         return min((RATE_LIMIT_LOW - max(remaining, 0.0)) / RATE_LIMIT_OUTFLOW, 15.0)
 
+    def _say_headroom(self, pause: float) -> None:
+        """One journal line when calls start slowing down for the rate limit (``pause``: seconds before this call)
+        and one when they stop: not a line per call."""
+        if pause and not self._slowing:
+            self._slowing = True
+            log.warning(
+                "canvas_rate_limit_low",
+                rate_limit_remaining=self.rate_limit_remaining,
+                pause_seconds=round(pause, 1),
+                hint=f"each call waits until Canvas's rate-limit headroom is back above {RATE_LIMIT_LOW:g}; the "
+                "token's limit is shared with every other integration using it",
+            )
+        elif not pause and self._slowing:
+            self._slowing = False
+            log.info("canvas_rate_limit_recovered", rate_limit_remaining=self.rate_limit_remaining)
+
     def _url(self, path: str) -> str:
         return f"{self.base_url}{API}/{path.lstrip('/')}"
 
@@ -213,14 +228,14 @@ class CanvasClient:
         ends_at: float | None = None,
         read_timeout: float | None = None,
         **options: Any,
-    ) -> Iterator[_Answer]:
+    ) -> Iterator[Answer]:
         """Send one request and yield its answer (headers read, body not yet), all within ``seconds`` (or by
         ``ends_at``, a ``time.monotonic()`` instant, when several exchanges share one budget) and ended early by
         :meth:`cancel`. ``label``: how error texts name the call; ``route``: how the observer names it (templated,
         never an id). ``options``: for ``session.request``.
 
         Raises CanvasError (TRANSIENT) when the call fails, passes its deadline or is cancelled, including while
-        the body is read through the yielded :class:`_Answer`.
+        the body is read through the yielded :class:`Answer`.
         """
         call = deadline.Call(seconds, deadline=ends_at)
         with self._lock:
@@ -241,11 +256,11 @@ class CanvasClient:
                         verify=self.verify,
                         **options,
                     )
-                except _NETWORK_ERRORS as error:
-                    raise _failure(call, label, error) from None
+                except NETWORK_ERRORS as error:
+                    raise failure(call, label, error) from None
                 if call.ended:
-                    raise _failure(call, label, None)
-                yield _Answer(response, call, label)
+                    raise failure(call, label, None)
+                yield Answer(response, call, label)
         finally:
             if response is not None:
                 response.close()  # releases a fully read connection for reuse, closes any other
@@ -259,10 +274,11 @@ class CanvasClient:
         """One API call, its answer read whole (:data:`ANSWER_LIMIT`) within ``timeout``. ``route``: the call's
         templated path, for the observer. Raises CanvasError."""
         pause = self.throttle_pause()
+        self._say_headroom(pause)
         if pause:
             self.observer.throttle_wait("rate_limit_low", pause)
             self._wait(pause)
-        label = f"{method} {_path_of(url)}"
+        label = f"{method} {path_of(url)}"
         with self._exchange(
             self._session,
             method,
@@ -297,7 +313,7 @@ class CanvasClient:
         kind, message = classify(response.status_code, content_type, redact(response.text)[:2000])
         if kind is FaultKind.NOT_FOUND:
             kind = not_found
-        raise CanvasError(kind, f"{method} {_path_of(url)}: {message}", status=response.status_code)
+        raise CanvasError(kind, f"{method} {path_of(url)}: {message}", status=response.status_code)
 
     # --- calls ---------------------------------------------------------------------------------------------------
 
@@ -440,7 +456,7 @@ class CanvasClient:
                 session,
                 "POST",
                 url,
-                label=f"POST {_path_of(url)}",
+                label=f"POST {path_of(url)}",
                 route="accounts/:id/sis_imports",
                 seconds=self.upload_timeout,
                 read_timeout=self.upload_timeout,
@@ -470,7 +486,7 @@ class CanvasClient:
             kind = FaultKind.TRANSIENT
         raise CanvasError(
             kind,
-            f"POST {_path_of(url)}: {message}",
+            f"POST {path_of(url)}: {message}",
             status=response.status_code,
             created_nothing=known,
             reason_code="too_large" if kind is FaultKind.FILE else None,
@@ -547,144 +563,3 @@ class CanvasClient:
                 effects.happened("errors_csv.saved")
                 return
         raise CanvasError(FaultKind.CONFIGURATION, f"errors CSV download: more than {max_redirects} redirects")
-
-
-class _Answer:
-    """An answer whose headers are read; its body is read through here, within the call's deadline."""
-
-    def __init__(self, response: requests.Response, call: deadline.Call, label: str) -> None:
-        self.response = response
-        self._call = call
-        self._label = label
-
-    def chunks(self) -> Iterator[bytes]:
-        """The body in chunks. Raises CanvasError (TRANSIENT) when the call fails, is ended, or the body stops
-        short because the call was ended (a body without a length would otherwise look whole)."""
-        iterator = self.response.iter_content(_CHUNK)
-        while True:
-            try:
-                chunk = next(iterator, None)
-            except _NETWORK_ERRORS as error:
-                raise _failure(self._call, self._label, error) from None
-            if chunk is None:
-                # urllib3 checks a Content-Length or chunked body's end itself; a body that ends when the connection
-                # closes may instead have been cut short by the call's end.
-                framed = "content-length" in self.response.headers or "chunked" in self.response.headers.get(
-                    "transfer-encoding", ""
-                )
-                if self._call.ended and not framed:
-                    raise _failure(self._call, self._label, None)
-                return
-            if self._call.ended:
-                raise _failure(self._call, self._label, None)
-            yield chunk
-
-    def read_whole(self, limit: int = ANSWER_LIMIT) -> requests.Response:
-        """Read the whole body (at most ``limit`` bytes) into the response, so that ``.content``, ``.text`` and
-        ``.json()`` work as for a response read at once. Raises CanvasError."""
-        data = bytearray()
-        for chunk in self.chunks():
-            data += chunk
-            if len(data) > limit:
-                raise CanvasError(FaultKind.TRANSIENT, f"{self._label}: answer larger than {limit} bytes")
-        self.response._content = bytes(data)
-        self.response._content_consumed = True  # type: ignore[attr-defined]  # requests' own flag for that
-        return self.response
-
-    def read_start(self, limit: int) -> bytes:
-        """At most ``limit`` bytes of the body (to classify a refusal); a failure to read it gives what came."""
-        data = bytearray()
-        with contextlib.suppress(CanvasError):
-            for chunk in self.chunks():
-                data += chunk
-                if len(data) >= limit:
-                    break
-        return bytes(data[:limit])
-
-
-def _failure(call: deadline.Call, label: str, error: BaseException | None) -> CanvasError:
-    """The CanvasError for an exchange that failed (``error``) or was ended (``call.ended``). ``created_nothing``
-    is what a POST needs: true only when no connection was made for the call."""
-    if call.ended == deadline.CANCELLED:
-        return CanvasError(
-            FaultKind.TRANSIENT, f"{label}: cancelled (sisdaemon is stopping)", created_nothing=not call.may_have_sent
-        )
-    if call.ended == deadline.DEADLINE:
-        return CanvasError(
-            FaultKind.TRANSIENT,
-            f"{label}: no whole answer within {call.seconds:g} s",
-            created_nothing=not call.may_have_sent,
-        )
-    assert error is not None
-    never_made = isinstance(error, requests.RequestException) and _connection_never_made(error)
-    return CanvasError(FaultKind.TRANSIENT, f"{label}: {_describe(error)}", created_nothing=never_made)
-
-
-def _path_of(url: str) -> str:
-    """The path of a URL, for messages (no query string, which can carry a verifier)."""
-    return urllib.parse.urlsplit(url).path
-
-
-def _describe(error: BaseException) -> str:
-    """A short, token-free description of a requests (or urllib3, or socket) exception."""
-    if isinstance(error, requests.ConnectTimeout):
-        return "connect timeout"
-    if isinstance(error, requests.ReadTimeout):
-        return "read timeout (no answer)"
-    if isinstance(error, requests.exceptions.SSLError):
-        return "TLS handshake failed"
-    plain = _plain_connect_failure(error)
-    if plain is not None:
-        return plain
-    if not isinstance(error, requests.RequestException | urllib3.exceptions.HTTPError):
-        return type(error).__name__  # a socket error: its name says it (ConnectionResetError, ...)
-    reason = error.args[0] if error.args else error
-    reason = getattr(reason, "reason", reason)
-    return f"{type(error).__name__}: {type(reason).__name__}"
-
-
-#: What an operator reads for the OS errors a connection can fail with (errno names from errno(3)).
-_CONNECT_ERRORS = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.EHOSTUNREACH: "no route to host",
-    errno.ENETUNREACH: "network unreachable",
-    errno.ETIMEDOUT: "connection timed out",
-    errno.ECONNRESET: "connection reset",
-}
-
-
-def _plain_connect_failure(error: BaseException) -> str | None:
-    """``"connection refused to canvas.example.edu:443"`` (or ``"cannot resolve host ..."``, ``"no route to host
-    ..."``) when a connection failed for one of those OS reasons, else None. The host and port come from the
-    request's URL (never its query or headers)."""
-    where = ""
-    request = getattr(error, "request", None)
-    url = getattr(request, "url", None)
-    if isinstance(url, str):
-        split = urllib.parse.urlsplit(url)
-        where = f" to {split.hostname}:{split.port or (443 if split.scheme == 'https' else 80)}"
-    seen: list[BaseException] = []
-    pending: list[Any] = [error]
-    while pending and len(seen) < 12:
-        item = pending.pop(0)
-        if not isinstance(item, BaseException) or any(item is known for known in seen):
-            continue
-        seen.append(item)
-        if isinstance(item, socket.gaierror):
-            return f"cannot resolve host{where.replace(' to ', ' ', 1)}"
-        if isinstance(item, OSError) and item.errno in _CONNECT_ERRORS:
-            return _CONNECT_ERRORS[item.errno] + where
-        pending += [getattr(item, "reason", None), item.__cause__, item.__context__, *item.args[:1]]
-    return None
-
-
-def _connection_never_made(error: requests.RequestException) -> bool:
-    """Whether a failed POST certainly never reached Canvas: connect timeout, refused connection, DNS or TLS
-    handshake failure. A reset or timeout after connecting is not (the body may have been received)."""
-    if isinstance(error, requests.ConnectTimeout | requests.exceptions.SSLError):
-        return True
-    if isinstance(error, requests.ConnectionError):
-        reason = error.args[0] if error.args else None
-        reason = getattr(reason, "reason", reason)
-        return isinstance(reason, urllib3.exceptions.NewConnectionError)
-    return False

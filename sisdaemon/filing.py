@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from sisdaemon import jobs, spool
+from sisdaemon import bundle, jobs, sets, spool
 from sisdaemon.canvas import CanvasClient, CanvasError
 from sisdaemon.config import FeedSettings, PollingSettings
 from sisdaemon.gate import Gate
@@ -110,13 +110,15 @@ class Filer:
                 finally:
                     os.close(fd)
                 self.ledger.put(job)
+        account_id = self.ledger.account_id
+        sidecar = spool.build_sidecar(job, base_url=self.base_url, account_id=account_id, to_wall=self.to_wall)
+        if sets.is_set(job):  # each member beside the zip, with its own sidecar naming the set (bundle.py)
+            bundle.file_members(job, feed.work_dir, folder, sidecar)
+            sidecar = sets.set_sidecar(sidecar, job)
         if os.path.lexists(source):
-            sidecar = spool.build_sidecar(
-                job, base_url=self.base_url, account_id=self.ledger.account_id, to_wall=self.to_wall
-            )
             spool.write_sidecar(folder, job.work_name, sidecar, temp_dir=feed.work_dir)
             spool.move_durably(source, target)
-        elif not os.path.lexists(target):
+        elif not os.path.lexists(target) and sets.is_built(job):  # a set refused before its zip was built has none
             log.error("finished_file_missing", path=str(source))
         counts = ((job.sis_import or {}).get("data") or {}).get("counts")
         self.ledger.record_finished(job, counts)

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import jobs, lost, polling, spool
+from sisdaemon import bundle, jobs, lost, polling, sets, spool
 from sisdaemon.admission import Admission
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind, unapplied_options
 from sisdaemon.checker import Checker
@@ -153,6 +153,8 @@ class Flight:
         """fstat the claimed file: a change since it settled, or a writer holding it open, means the writer is still
         at it; it settles again."""
         feed = self.feeds[job.feed]
+        if not sets.is_built(job):
+            return  # a set whose zip is not built yet: its members were checked when they were claimed
         try:
             fd = spool.open_for_reading(self._work_path(job))
         except OSError as error:
@@ -176,6 +178,9 @@ class Flight:
     def _claimed(self, job: Job, now: float) -> None:
         if job.stable_since is not None:
             self.check_in_work(job, now)
+            return
+        if not sets.is_built(job):
+            self._build_set(job)
             return
         if self.admission.waits_for_check(job, now):
             return  # checked once, before its first upload; its result comes back through collect_uploads
@@ -202,6 +207,13 @@ class Flight:
         self.turns.upload_starts(job.job_id)
         log.info("upload_started", attempt=job.attempts, size=job.size)
         self.uploader.start(job, self._work_path(job), fields)
+
+    def _build_set(self, job: Job) -> None:
+        """Build a set's zip in work/ from its members and record it as built, before its check and upload
+        (bundle.py). Raises OSError (tried again later)."""
+        built = bundle.build_zip(job, self.feeds[job.feed].work_dir)
+        self.ledger.put(built)  # recorded as built before anything is sent from it
+        log.info("set_zip_built", size=built.size, files=len(sets.members_of(built, sets.CSV)))
 
     def collect_uploads(self, now: float) -> None:
         """Apply every finished pre-flight check's and upload's result to its job."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from sisdaemon import jobs, lineup, spool
+from sisdaemon import jobs, lineup, sets, spool
 from sisdaemon.config import FeedSettings
 from sisdaemon.gate import Gate
 from sisdaemon.jobs import Fingerprint, Job
@@ -27,6 +27,7 @@ from sisdaemon.ledger import Ledger
 from sisdaemon.lineup import Lineup
 from sisdaemon.logs import Conditions, bound
 from sisdaemon.observer import QUIET, Observer
+from sisdaemon.set_intake import SetIntake
 from sisdaemon.watcher import (
     DropWatcher,
     Observation,
@@ -113,6 +114,16 @@ class Intake:
         #: Canvas's order, supersede and max_pending_imports (lineup.py, order.py)
         self.lineup = Lineup(feeds, ledger, self.conditions)
         self.scans: dict[str, FeedScan] = {}
+        #: Grouped feeds (collect_seconds, manifest) take their ready files as sets (set_intake.py).
+        self.set_intake = SetIntake(
+            ledger,
+            self.conditions,
+            writer_check,
+            take_alone=lambda feed, item, now: self._claim(feed, self.scans[feed.name], item, now),
+            on_claimed=on_claimed,
+            on_event=on_event,
+            lstat=lstat,
+        )
         self.turned_at = 0.0  # the last scan_due's time: holds that ended before it wait for a claim, not the clock
         for feed in feeds.values():
             self.add_feed(feed)
@@ -135,6 +146,7 @@ class Intake:
     def remove_feed(self, name: str) -> None:
         """Stop detecting for feed ``name`` (a feed removed from the config with nothing in flight)."""
         feed_scan = self.scans.pop(name, None)
+        self.set_intake.feeds.pop(name, None)
         if feed_scan is not None:
             feed_scan.watcher.stop()
 
@@ -177,7 +189,7 @@ class Intake:
                 times.append(feed_scan.next_scan)
             if feed_scan.next_settle is not None:
                 times.append(feed_scan.next_settle + 0.01)
-        return times + self.lineup.due_times(self.turned_at)
+        return times + self.set_intake.due_times() + self.lineup.due_times(self.turned_at)
 
     def scan_due(self, now: float, woke: bool = False) -> None:
         """Look at each drop folder when due: names its events brought (debounced), the periodic full scan, a file
@@ -195,6 +207,7 @@ class Intake:
                 or events
                 or (feed_scan.next_settle is not None and now >= feed_scan.next_settle)
                 or (feed_scan.backlog and self.may_claim(feed, now))
+                or self.set_intake.due(name, now)
             )
             if not due:
                 continue
@@ -327,6 +340,12 @@ class Intake:
         if item is None or not self.gate.verified(now):
             self.lineup.after_claims(feed.name, waiting=item is not None)
             return  # not verified lately, Canvas refuses us or is down: every file stays in drop/ for now
+        if sets.grouped(feed):  # sets of related files (set_intake.py)
+            feed_scan.backlog = self.set_intake.take(
+                feed, tracker, feed_scan.watcher, now, lambda: self.may_claim(feed, now)
+            )
+            self.lineup.after_claims(feed.name, waiting=feed_scan.backlog)
+            return
         while item is not None and self.may_claim(feed, now) and self.lineup.may_go(feed, tracker, item, now):
             self._claim(feed, feed_scan, item, now)
             after = tracker.first_ready()

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, MutableMapping
 from contextlib import AbstractContextManager
@@ -158,20 +159,23 @@ class Conditions:
     def __init__(self, remind_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.remind_seconds = remind_seconds
         self.clock = clock
-        self._active: dict[ConditionKey, tuple[float, float]] = {}  # key -> (since, last said)
+        self._active: dict[ConditionKey, tuple[float, float]] = {}  # key -> (since, last said); under _lock
+        self._lock = threading.Lock()  # the loop, the flight worker and the monitor share one Conditions
 
     def __contains__(self, key: ConditionKey) -> bool:
-        return key in self._active
+        with self._lock:
+            return key in self._active
 
     def start(self, key: ConditionKey, event: str, *, level: str = "warning", **fields: Any) -> bool:
         """The condition ``key`` holds now: log ``event`` if it is new or a reminder is due. Returns True when a
         line was written."""
         now = self.clock()
-        since, said = self._active.get(key, (now, float("-inf")))
-        if now - said < self.remind_seconds:
-            self._active[key] = (since, said)
-            return False
-        self._active[key] = (since, now)
+        with self._lock:
+            since, said = self._active.get(key, (now, float("-inf")))
+            if now - said < self.remind_seconds:
+                self._active[key] = (since, said)
+                return False
+            self._active[key] = (since, now)
         reminder = said != float("-inf")
         extra = {"reminder": True, "for_seconds": round(now - since)} if reminder else {}
         getattr(log, level)(event, **fields, **extra)
@@ -180,7 +184,8 @@ class Conditions:
     def end(self, key: ConditionKey, event: str, **fields: Any) -> bool:
         """The condition ``key`` no longer holds: log ``event`` (info) if it was active. Returns True when a line
         was written."""
-        started = self._active.pop(key, None)
+        with self._lock:
+            started = self._active.pop(key, None)
         if started is None:
             return False
         log.info(event, **fields, after_seconds=round(self.clock() - started[0]))
@@ -188,4 +193,5 @@ class Conditions:
 
     def active(self) -> list[ConditionKey]:
         """The conditions that hold now."""
-        return list(self._active)
+        with self._lock:
+            return list(self._active)

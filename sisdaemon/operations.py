@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import jobs, spool
+from sisdaemon import jobs, sets, spool
 from sisdaemon.config import FeedSettings
 from sisdaemon.jobs import Job, JobState
 from sisdaemon.ledger import Ledger
@@ -198,6 +198,8 @@ class Operations:
             return f"its sidecar {sidecar_path.name} cannot be read ({error})", None
         if not isinstance(sidecar, dict):
             sidecar = {}
+        if (refusal := sets.retry_refusal(sidecar)) is not None:
+            return refusal, None
         job = jobs.claim(
             secrets.token_hex(5),
             feed.name,

@@ -33,6 +33,7 @@ from sisdaemon.ledger import Ledger
 from sisdaemon.operations import Operations
 from sisdaemon.owner import user_name
 from sisdaemon.state import History, LockHeld, StateError, history_path, is_locked, locks, state_lock_path
+from sisdaemon.submit import where_it_stands
 
 log = structlog.get_logger("sisdaemon")
 
@@ -103,18 +104,27 @@ def _no_answer(settings: Settings) -> int:
 
 def pause_or_resume(settings: Settings, action: str, feed: str, reason: str | None) -> int:
     """``sisdaemon pause FEED [--reason TEXT]`` / ``sisdaemon resume FEED``. Returns the exit code."""
-    request: dict[str, Any] = {"action": action, "feed": feed, **invoker()}
+    request: dict[str, Any] = {"action": action, "feed": feed}
     if action == "pause":
         request["reason"] = reason
+    sent = _send_and_print(settings, request)
+    if isinstance(sent, int):
+        return sent
+    return EXIT_OK if sent[0].get("ok") else EXIT_REFUSED
+
+
+def _send_and_print(settings: Settings, request: Mapping[str, Any]) -> tuple[dict[str, Any], bool] | int:
+    """Send ``request`` (with who runs the command) and print the answer: (the answer, whether a running daemon
+    applied it), or the exit code when it could not be sent (a damaged state, an OS error) or was not answered."""
     try:
-        answer, _ = send(settings, request)
+        answer, by_daemon = send(settings, {**request, **invoker()})
     except (StateError, OSError) as error:
-        print(f"sisdaemon {action}: {error}", flush=True)
+        print(f"sisdaemon {request['action']}: {error}", flush=True)
         return EXIT_GAVE_UP
     if answer is None:
         return _no_answer(settings)
     _print_answer(answer)
-    return EXIT_OK if answer.get("ok") else EXIT_REFUSED
+    return answer, by_daemon
 
 
 def retry_or_abort(
@@ -123,15 +133,10 @@ def retry_or_abort(
     """``sisdaemon retry`` / ``sisdaemon abort``: the request applied, then (with no daemon running) the daemon run
     once until the jobs it touched are filed, or (``wait``) their results waited for. Returns the exit code."""
     action = request["action"]
-    request = {**request, **invoker()}
-    try:
-        answer, by_daemon = send(settings, request)
-    except (StateError, OSError) as error:
-        print(f"sisdaemon {action}: {error}", flush=True)
-        return EXIT_GAVE_UP
-    if answer is None:
-        return _no_answer(settings)
-    _print_answer(answer)
+    sent = _send_and_print(settings, request)
+    if isinstance(sent, int):
+        return sent
+    answer, by_daemon = sent
     job_ids = [item["job_id"] for item in answer.get("claimed") or []]
     if answer.get("job_id"):
         job_ids.append(str(answer["job_id"]))
@@ -155,8 +160,9 @@ def retry_or_abort(
 
 
 def _print(event: str, job: Job) -> None:
-    if event == "submitted":
-        print(f"job {job.job_id}: import {job.import_id} {job.workflow_state}", flush=True)
+    """The daemon run here: one line per change of a job, as ``submit --wait`` prints them."""
+    if event in ("submitted", "progress"):
+        print(f"job {job.job_id} ({job.name}): {where_it_stands(job.to_dict())}", flush=True)
 
 
 def _wait_filed(settings: Settings, job_ids: list[str], max_wait: float) -> list[dict[str, Any]] | None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import structlog
 
-from sisdaemon import jobs, spool
+from sisdaemon import bundle, jobs, sets, spool
 from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.jobs import JobState
 from sisdaemon.ledger import Ledger
@@ -39,7 +39,15 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
                 log.error("job_of_unknown_feed", hint="restore the feed in the config to finish this job")
                 continue
             work = feed.work_dir / job.work_name
-            if job.state is JobState.CLAIMED and not os.path.lexists(work):
+            if sets.is_set(job) and not sets.is_built(job) and job.state in (JobState.CLAIMED, JobState.FINISHING):
+                # A set's claim (or its refusal): members still in drop/ are renamed now; its zip is built (again)
+                # by the flight, a refused set is filed.
+                job = bundle.recover_claim(job, feed.drop_dir, feed.work_dir)
+                if not sets.members_of(job):
+                    log.error("claimed_file_missing", path=str(feed.drop_dir), reason="no file of the set is left")
+                    ledger.discard(job.job_id)
+                    continue
+            elif job.state is JobState.CLAIMED and not os.path.lexists(work):
                 # A file sent again by `sisdaemon retry` is claimed from failed/, never from drop/.
                 source = feed.failed_dir / job.retry_of["file"] if job.retry_of else feed.drop_dir / job.name
                 try:
@@ -97,7 +105,7 @@ def _sidecar_or_errors_csv(name: str) -> bool:
 def orphans_in_work(settings: Settings, state: State | None) -> list[dict[str, str]]:
     """Files in a feed's work folder that no job in the state records, as ``[{"feed", "path"}]`` (at most
     :data:`ORPHANS_SHOWN`). They are left alone: only a person can tell whether Canvas has them."""
-    known = {job.work_name for job in state.jobs.values()} if state else set()
+    known = {name for job in state.jobs.values() for name in bundle.work_names(job)} if state else set()
     found: list[dict[str, str]] = []
     for feed in settings.feeds:
         try:

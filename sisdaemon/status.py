@@ -150,6 +150,9 @@ def collect(settings: Settings) -> dict[str, Any]:
             pending=pending,
             max_pending=max_pending,
         )
+        if wait is None and waiting and feed.manifest is not None:  # a manifest feed takes nothing without one
+            text = f"files are taken with a manifest ({feed.manifest}) that lists them"
+            wait = {"reason": "awaiting_manifest", "text": text, "until": None}
         feeds.append(
             {
                 "waiting": waiting,
@@ -178,6 +181,8 @@ def collect(settings: Settings) -> dict[str, Any]:
             "workflow_state": job.get("workflow_state"),
             "progress": job.get("progress"),
             "last_error": job.get("last_error"),
+            # a set of related files sent as one zip (sets.py): its members, as dropped
+            "members": [display_name(str(m["name"])) for m in (job.get("file_set") or {}).get("members") or []],
             "waits_for": _shown(
                 job_wait(
                     job,
@@ -246,6 +251,8 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append("no jobs in flight")
     for job in report["jobs"]:
         line = f"  {job['job_id']} {job['feed']}/{job['file']}: {job['state']}"
+        if job["members"]:
+            line += f" (a set of {len(job['members'])}: {', '.join(job['members'])})"
         if job["import_id"] is not None:
             line += f", import {job['import_id']} {job['workflow_state']} {job['progress']}"
         if job["last_error"]:

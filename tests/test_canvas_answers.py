@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
 from tests.loopback import Exchange, serving
@@ -113,3 +114,23 @@ def test_a_refused_connection_is_named_plainly_with_its_host_and_port() -> None:
         raise AssertionError("a closed port answered")
     finally:
         client.close()
+
+
+def test_calls_slowed_for_the_rate_limit_are_said_once_when_it_starts_and_once_when_it_ends() -> None:
+    headroom = iter(["90.0", "120.0", "600.0", "600.0"])
+
+    def answer(exchange: Exchange) -> None:
+        exchange.answer(200, b'{"id": 1, "name": "Root"}', X_Rate_Limit_Remaining=next(headroom))
+
+    paused: list[float] = []
+    with serving(answer) as server, structlog.testing.capture_logs() as lines:
+        client = CanvasClient(server.url, "1", lambda: TOKEN, wait=paused.append)
+        try:
+            for _ in range(4):
+                client.resolve_account()
+        finally:
+            client.close()
+    said = [(line["event"], line["log_level"]) for line in lines]
+    assert said == [("canvas_rate_limit_low", "warning"), ("canvas_rate_limit_recovered", "info")]
+    assert lines[0]["rate_limit_remaining"] == 90.0 and lines[0]["pause_seconds"] == 6.0
+    assert paused == [6.0, 3.0]  # (150 - 90) / 10 and (150 - 120) / 10: Canvas drains 10 units a second

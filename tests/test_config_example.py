@@ -66,7 +66,7 @@ def test_every_commented_out_value_in_the_example_is_of_a_valid_type_and_value()
     # Only rules between options remain (both token sources, batch mode with diffing, ...): no wrong type, no
     # value outside its set, no unknown key.
     assert {error["type"] for error in caught.value.errors()} == {"config"}
-    assert switched_on == 19
+    assert switched_on == 20
 
 
 def test_the_example_with_one_token_source_and_diffing_instead_of_batch_mode_loads(tmp_path: Path) -> None:

@@ -382,6 +382,15 @@ class FeedSettings(_Frozen):
     expect_file_every: Duration | None = None
     expect_success_every: Duration | None = None
     hooks: HookSettings = Field(default_factory=HookSettings)
+    # Sets of related files as one import (sets.py; README "Feed policies"): files that become ready within
+    # collect_seconds of each other go to Canvas as one zip; the set is taken once none followed for collect_seconds,
+    # or collect_max_seconds after its first file at the latest. 0: off.
+    collect_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0
+    collect_max_seconds: Seconds = 300
+    # A manifest (e.g. "*.done") lists the files of a set, one name a line; nothing is taken before it, and a set
+    # still missing a file manifest_timeout_seconds after its manifest settled goes to failed/ whole.
+    manifest: Pattern | None = None
+    manifest_timeout_seconds: Seconds = 3600
 
     @model_validator(mode="after")
     def _default_work_dir_and_distinct_folders(self) -> FeedSettings:
@@ -389,6 +398,10 @@ class FeedSettings(_Frozen):
             # Frozen, but still being built: nobody has seen this object yet.
             object.__setattr__(self, "work_dir", self.drop_dir.parent / f"work-{self.name}")
         problems: Problems = []
+        problems += _set_problems(self)
+        if self.manifest is not None and not self.matches(self.manifest):
+            # A manifest is detected and settled like any dropped file: its pattern joins the feed's patterns.
+            object.__setattr__(self, "patterns", (*self.patterns, self.manifest))
         seen: dict[Path, str] = {}
         for key, path in self.folders().items():
             if path in seen:
@@ -404,6 +417,20 @@ class FeedSettings(_Frozen):
     def matches(self, name: str) -> bool:
         """Whether a file name matches one of ``patterns``, ignoring case."""
         return any(fnmatchcase(name.casefold(), pattern.casefold()) for pattern in self.patterns)
+
+
+def _set_problems(feed: FeedSettings) -> Problems:
+    """The combinations of a feed's set keys that cannot work (collect_seconds, manifest and their bounds)."""
+    problems: Problems = []
+    if feed.manifest is not None and feed.collect_seconds:
+        problems.append(
+            (("collect_seconds",), "has no effect with manifest: its manifest says which files go together")
+        )
+    if feed.collect_seconds and feed.collect_max_seconds < feed.collect_seconds:
+        problems.append((("collect_max_seconds",), "must be at least collect_seconds"))
+    if feed.manifest is not None and feed.manifest.casefold().endswith((".csv", ".zip")):
+        problems.append((("manifest",), "must not name .csv or .zip files: those are the files a manifest lists"))
+    return problems
 
 
 class Settings(_Frozen):
