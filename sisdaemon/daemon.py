@@ -174,6 +174,7 @@ class Daemon:
             only=only,
             conditions=conditions,
             observer=observer,
+            wake_flight=self.flight_wake.set,
         )
 
         self.worker = FlightWorker(

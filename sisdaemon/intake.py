@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from sisdaemon import jobs, params_files, sets, spool
+from sisdaemon import jobs, lineup, params_files, sets, spool
 from sisdaemon.config import FeedSettings
 from sisdaemon.gate import Gate
 from sisdaemon.jobs import Fingerprint, Job
 from sisdaemon.ledger import Ledger
+from sisdaemon.lineup import Lineup
 from sisdaemon.logs import Conditions, bound
 from sisdaemon.observer import QUIET, Observer
 from sisdaemon.params_files import ParamsFiles
@@ -87,7 +88,8 @@ class Intake:
     each claim of a regular, non-empty file (the flight checks it in work/). ``on_event``: called with ("claimed",
     job) for ``submit --wait``. ``conditions`` logs lasting conditions (a writer holding a file open, an unreadable
     file, a missing drop folder) when they start and end, not at every scan. ``lstat``: every look at a dropped file
-    goes through it (tests count them). ``observer`` hears each new file seen.
+    goes through it (tests count them). ``observer`` hears each new file seen. ``wake_flight``: wakes the flight worker
+    for a job claimed only to be filed (a superseded file).
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class Intake:
         conditions: Conditions | None = None,
         observer: Observer = QUIET,
         lstat: Callable[[str], os.stat_result] = os.lstat,
+        wake_flight: Callable[[], None] = lambda: None,
     ) -> None:
         self.observer = observer
         self.feeds = feeds
@@ -117,6 +120,9 @@ class Intake:
         self.only = only
         self.lstat = lstat
         self.params = ParamsFiles(lstat)  # params files beside dropped files (params_files.py)
+        self.wake_flight = wake_flight
+        #: Canvas's order, supersede and max_pending_imports (lineup.py, order.py)
+        self.lineup = Lineup(feeds, ledger, self.conditions)
         self.scans: dict[str, FeedScan] = {}
         #: Grouped feeds (collect_seconds, manifest) take their ready files as sets (set_intake.py).
         self.set_intake = SetIntake(
@@ -128,6 +134,7 @@ class Intake:
             on_event=on_event,
             lstat=lstat,
         )
+        self.turned_at = 0.0  # the last scan_due's time: holds that ended before it wait for a claim, not the clock
         for feed in feeds.values():
             self.add_feed(feed)
 
@@ -140,7 +147,7 @@ class Intake:
             return settings is not None and is_candidate_name(entry, settings.patterns)
 
         self.scans[name] = FeedScan(
-            SettleTracker(feed.settle_seconds, feed.empty_grace_seconds),
+            SettleTracker(feed.settle_seconds, feed.empty_grace_seconds, lineup.classifier(feed.drop_dir)),
             DropWatcher(
                 feed.drop_dir, self.wake, mode=feed.watch, poll_seconds=min(feed.rescan_seconds, 5), wanted=wanted
             ),
@@ -192,12 +199,13 @@ class Intake:
                 times.append(feed_scan.next_scan)
             if feed_scan.next_settle is not None:
                 times.append(feed_scan.next_settle + 0.01)
-        return times + self.set_intake.due_times()
+        return times + self.set_intake.due_times() + self.lineup.due_times(self.turned_at)
 
     def scan_due(self, now: float, woke: bool = False) -> None:
         """Look at each drop folder when due: names its events brought (debounced), the periodic full scan, a file
         whose settle wait ends, or ready files left over that may now be claimed. ``woke`` is not needed: each
         watch says itself whether its events brought news."""
+        self.turned_at = now
         for name, feed_scan in self.scans.items():
             feed = self.feeds[name]
             if feed_scan.watcher.pending():
@@ -224,6 +232,7 @@ class Intake:
         """Whether ``feed`` has room for another job, is neither held nor paused, and Canvas may be called."""
         return (
             self.ledger.jobs_of(feed.name) < feed.max_in_flight
+            and self.lineup.account_has_room()  # max_pending_imports: a backlog stays in drop/
             and not self.ledger.blocked(feed.name)
             and self.ledger.write_fault is None  # a claim is recorded before its rename: no claim without a disk
             and self.gate.is_open(now)
@@ -344,24 +353,38 @@ class Intake:
                 self.conditions.end(key, "file_condition_ended", feed=feed.name, file=shown, condition=kind)
 
     def _claim_ready(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> None:
-        """Claim ready files, oldest first, while the feed has room."""
+        """Claim ready files in Canvas's order, then oldest first (lineup.py), while the feed and the account have
+        room; on a ``supersede`` feed, first file the older snapshots a newer ready one replaces."""
         tracker = feed_scan.tracker
+        if not self.ledger.blocked(feed.name) and self.ledger.write_fault is None:
+            superseded = self.lineup.superseded(feed, tracker)
+            room = lineup.SUPERSEDE_BATCH - self.ledger.jobs_of(feed.name)  # the state stays small
+            for older, newer in superseded[: max(room, 0)]:  # never sent: Canvas need not be up
+                self._claim(feed, feed_scan, older, now, superseded_by=newer)
+            if len(superseded) > room:
+                feed_scan.backlog = True  # the rest once these are filed; none of them is claimed to be sent
+                return
         item = tracker.first_ready()
         feed_scan.backlog = item is not None
+        if item is None:
+            self.lineup.end_hold(feed.name)
         if item is None or not self.gate.verified(now):
+            self.lineup.after_claims(feed.name, waiting=item is not None)
             return  # not verified lately, Canvas refuses us or is down: every file stays in drop/ for now
         if sets.grouped(feed):  # sets of related files (set_intake.py)
             feed_scan.backlog = self.set_intake.take(
                 feed, tracker, feed_scan.watcher, now, lambda: self.may_claim(feed, now)
             )
+            self.lineup.after_claims(feed.name, waiting=feed_scan.backlog)
             return
-        while item is not None and self.may_claim(feed, now):
+        while item is not None and self.may_claim(feed, now) and self.lineup.may_go(feed, tracker, item, now):
             self._claim(feed, feed_scan, item, now)
             after = tracker.first_ready()
             if after == item:
                 break  # not taken and still first (its claim could not be recorded): tried again at the next turn
             item = after
         feed_scan.backlog = item is not None
+        self.lineup.after_claims(feed.name, waiting=item is not None)
 
     def _take_named(self, feed: FeedSettings, feed_scan: FeedScan, now: float) -> None:
         """``sisdaemon submit``: the named files only, written whole before their rename, taken without settling."""
@@ -382,7 +405,14 @@ class Intake:
             self._claim(feed, feed_scan, item, now)
             feed_scan.backlog = index + 1 < len(ready)
 
-    def _claim(self, feed: FeedSettings, feed_scan: FeedScan, item: ReadyFile, now: float) -> None:
+    def _claim(
+        self,
+        feed: FeedSettings,
+        feed_scan: FeedScan,
+        item: ReadyFile,
+        now: float,
+        superseded_by: Mapping[str, object] | None = None,
+    ) -> None:
         source = feed.drop_dir / item.name
         tracker = feed_scan.tracker
         unmovable = feed_scan.unmovable.get(item.name)
@@ -446,7 +476,15 @@ class Intake:
             feed_scan.next_settle = min(hold, feed_scan.next_settle or hold)
             return
         self.conditions.end(("params_unreadable", feed.name, item.name), "file_readable", feed=feed.name)
-        job = jobs.claim(secrets.token_hex(5), feed.name, item.name, item.fingerprint, seen_at=item.seen_at, now=now)
+        job = jobs.claim(
+            secrets.token_hex(5),
+            feed.name,
+            item.name,
+            item.fingerprint,
+            seen_at=item.seen_at,
+            now=now,
+            superseded_by=superseded_by,  # recorded with the claim: a crash after the rename still never sends it
+        )
         if prepared.file_options is not None:
             job = dataclasses.replace(job, file_options=prepared.file_options)  # recorded with the claim
         with bound(job), self.ledger.claiming(job.job_id):
@@ -499,5 +537,10 @@ class Intake:
             if prepared.refusal is not None:
                 log.error("params_refused", reason=prepared.refusal, hint="nothing was sent; see failed/")
                 self.ledger.put(jobs.reject(job, "params_refused", prepared.refusal, now=now))
+                return
+            if job.superseded_by is not None:
+                self.ledger.put(jobs.supersede(job, now=now))
+                log.info("file_superseded", superseded_by=job.superseded_by.get("file"))
+                self.wake_flight()  # it files the job
                 return
             self.on_claimed(job, now)

@@ -7,6 +7,7 @@ in-flight jobs exist (the drop folder is the queue; see docs/design.md "A droppe
     claimed --reject--> finishing                     (refused before upload: empty file, not a regular file,
                                                        pre-flight: Canvas would fail it, the shrink guard)
     claimed --skip_duplicate--> finishing             (the same content as a recent import: done/, unsent)
+    claimed --supersede--> finishing                  (a newer snapshot of the same SIS types waits: done/, unsent)
     submitting --refused_as_file--> finishing         (Canvas refused the file itself: too large)
     submitting --post_refused--> claimed              (Canvas created nothing; try again later)
     submitting --resend--> claimed                    (answer lost, no import found for long enough)
@@ -158,6 +159,9 @@ class Job:
     diff: Mapping[str, Any] | None = None  # the comparison with the feed's last imported file (guard.diff_summary)
     duplicate_of: Mapping[str, Any] | None = None  # skipped: the earlier import with the same sha256
     released_by: Mapping[str, Any] | None = None  # `sisdaemon retry --force`: {"by", "at"}; the guard lets it pass
+    # supersede: true: the newer file in drop/ that replaces this one ({"file", "size", "mtime", "types"}), recorded
+    # with the claim, so that the file is never sent whatever happens between its claim and its filing
+    superseded_by: Mapping[str, Any] | None = None
     # A set of related files sent as one zip (sets.py): {"members": [{"name", "work_name", "role", "ino", "size",
     # "mtime_ns", "sha256"}], "built": whether the zip is whole in work/, "manifest": its name or None, and for a
     # refused set "missing"/"unsettled": the listed names not there}. None for a single file.
@@ -264,8 +268,19 @@ def iso(seconds: float | None) -> str | None:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def claim(job_id: str, feed: str, name: str, fingerprint: Fingerprint, *, seen_at: float, now: float) -> Job:
-    """A new job for a ready file, before it is renamed out of drop/ (persist this first)."""
+def claim(
+    job_id: str,
+    feed: str,
+    name: str,
+    fingerprint: Fingerprint,
+    *,
+    seen_at: float,
+    now: float,
+    superseded_by: Mapping[str, Any] | None = None,
+) -> Job:
+    """A new job for a ready file, before it is renamed out of drop/ (persist this first). ``superseded_by``: the
+    newer file that replaces it (order.py, ``supersede: true``): once in work/ it is filed by :func:`supersede`,
+    never sent."""
     return Job(
         job_id=job_id,
         feed=feed,
@@ -277,6 +292,7 @@ def claim(job_id: str, feed: str, name: str, fingerprint: Fingerprint, *, seen_a
         claimed_at=now,
         size=fingerprint.size,
         next_action_at=now,
+        superseded_by=dict(superseded_by) if superseded_by is not None else None,
     )
 
 
@@ -309,6 +325,27 @@ def skip_duplicate(job: Job, earlier: Mapping[str, Any], reason: str, *, now: fl
         finished_at=now,
         errors_csv_deadline=None,
         duplicate_of=dict(earlier),
+        next_action_at=now,
+    )
+
+
+def supersede(job: Job, *, now: float) -> Job:
+    """claimed -> finishing: a newer file of the same SIS types (``job.superseded_by``, set at the claim) waits in
+    drop/ on a ``supersede: true`` feed; this one goes to done/ unsent, outcome ``superseded``. Raises
+    TransitionError from a state the table does not allow, ValueError for a job claimed without ``superseded_by``."""
+    if job.superseded_by is None:
+        raise ValueError(f"job {job.job_id}: nothing supersedes it")
+    newer = display_name(str(job.superseded_by.get("file")))
+    return move(
+        job,
+        JobState.FINISHING,
+        outcome=Outcome.SUPERSEDED,
+        reason_code="superseded",
+        reason=f"a newer file of the same SIS type(s), {newer}, waited in drop/: only the newest is imported; this "
+        "one was not sent",
+        folder="done",
+        finished_at=now,
+        errors_csv_deadline=None,
         next_action_at=now,
     )
 

@@ -82,7 +82,8 @@ class Metrics:
         )
         self.files_filed = Counter(
             "sisdaemon_files_filed",
-            "Files filed in done/ or failed/, by outcome (Canvas's workflow_state, or rejected).",
+            "Files filed in done/ or failed/, by outcome (Canvas's workflow_state, rejected, duplicate_skipped or "
+            "superseded).",
             ["feed", "outcome", "folder"],
             registry=registry,
         )

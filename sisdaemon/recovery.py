@@ -63,6 +63,10 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
                     continue
             if job.state is not JobState.FINISHING:  # killed between the data file's and its params file's renames
                 params_files.claim_beside(feed, job)
+            if job.state is JobState.CLAIMED and job.superseded_by is not None:
+                # Killed between a superseded file's claim and its filing: it is filed, never sent.
+                job = jobs.supersede(job, now=now)  # kept below, saved before the flight worker starts
+                log.info("file_superseded", reason="recovery", superseded_by=(job.superseded_by or {}).get("file"))
             # Times from an earlier run are readings of that run's clock: one in the future (the wall clock was
             # stepped back between the runs) must not put a job off; it is due now.
             job = jobs.due_by(job, now)

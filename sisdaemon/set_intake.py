@@ -87,7 +87,9 @@ class SetIntake:
         """Take what ``feed``'s ready files make now: sets and files to take alone, while ``may_claim()`` (the feed
         has room, Canvas may be called). Returns whether ready files were left for want of room (a backlog)."""
         memory = self.feeds.setdefault(feed.name, FeedSets())
-        ready = tracker.ready()  # oldest first; a grouped feed's drop folder holds a set or a few, not a backlog
+        # In claim order (Canvas's by SIS type, then oldest); a grouped feed's drop folder holds a set or a few, not a
+        # backlog.
+        ready = tracker.ready()
         names = {item.name for item in ready}
         memory.ready_at = {name: memory.ready_at.get(name, now) for name in names}
         settling = [name for name in tracker.names() if name not in names]

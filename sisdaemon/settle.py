@@ -3,18 +3,23 @@
 A file is ready when its inode, size, mtime and ctime have not changed for ``settle_seconds`` on the daemon's own
 clock (an ``rsync -a`` copy keeps an old mtime, so mtime alone proves nothing; docs/design.md "A dropped file's
 life"). The tracker does work per file looked at, never per file waiting: a look at one name costs O(log n), the
-names whose settle time has come are taken from a heap, and the ready files come out oldest first from another, so
-draining a backlog of n files costs O(n log n) in all, not a sort of every waiting file per claim.
+names whose settle time has come are taken from a heap, and the ready files come out in claim order from another
+(Canvas's importer order by the SIS type the file holds, then oldest first: order.py), so draining a backlog of n
+files costs O(n log n) in all, not a sort of every waiting file per claim. A file's kind (its SIS types) is asked of
+the injected ``classify`` once per fingerprint: when a look finds a new one, and once more when it becomes ready if
+its first line was not in yet; the kinds of the files still settling are counted, for the claim order's holds.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from sisdaemon.jobs import Fingerprint
+from sisdaemon.order import Kind, rank
 
 __all__ = ["Observation", "ReadyFile", "SettleTracker"]
 
@@ -31,13 +36,15 @@ class Observation:
 
 @dataclass(frozen=True)
 class ReadyFile:
-    """A file that settled: ``seen_at`` is when the daemon first saw it (seconds since the epoch)."""
+    """A file that settled: ``seen_at`` is when the daemon first saw it (seconds since the epoch); ``holds``: the SIS
+    types it holds (None: not known)."""
 
     name: str
     fingerprint: Fingerprint
     regular: bool
     kind: str
     seen_at: float
+    holds: Kind | None = None
 
 
 @dataclass
@@ -48,6 +55,16 @@ class _Record:
     wait: float  # seconds it must hold
     version: int  # heap entries of an older version are stale
     ready: bool = False
+    holds: Kind | None = None  # the SIS types it holds, when known
+
+
+#: ``classify(seen, settled)``: the SIS types of a file as it is now (None: not known); ``settled`` says whether it
+#: has settled (a first line without a line break is then the whole header).
+Classify = Callable[[Observation, bool], Kind | None]
+
+
+def _unknown(seen: Observation, settled: bool) -> Kind | None:
+    return None
 
 
 class SettleTracker:
@@ -56,23 +73,26 @@ class SettleTracker:
     ``settle``: seconds a fingerprint must stay unchanged. ``empty_grace``: seconds a 0-byte file must stay unchanged
     before it is handed on (to be refused as ``empty_file``): uploads often create the file first. A file becomes
     ready at a look at or after the end of its wait that finds the fingerprint the wait began with; :meth:`due`
-    names the files that need that look. Memory: one small record per candidate in the drop folder, plus heap entries
-    (rebuilt when stale ones outnumber the records).
+    names the files that need that look. ``classify`` tells a regular, non-empty file's SIS types (the claim
+    order's; default: never known, so files come out oldest first). Memory: one small record per candidate in the
+    drop folder, plus heap entries (rebuilt when stale ones outnumber the records).
     """
 
-    def __init__(self, settle: float, empty_grace: float) -> None:
+    def __init__(self, settle: float, empty_grace: float, classify: Classify = _unknown) -> None:
         self.settle = settle
         self.empty_grace = empty_grace
+        self.classify = classify
         self._records: dict[str, _Record] = {}
         self._due: list[tuple[float, int, str]] = []  # (when its wait ends, version, name) of settling files
-        self._ready: list[tuple[int, str, int]] = []  # (mtime in ns, name, version) of ready files
+        self._ready: list[tuple[int, int, str, int]] = []  # (rank, mtime in ns, name, version) of ready files
+        self._settling: Counter[Kind] = Counter()  # the known kinds of the files still settling
         self._versions = itertools.count()
 
     def observe(self, name: str, seen: Observation | None, now: float) -> None:
         """Record a fresh look at ``name``: ``seen`` is what it is now, or None when it is gone (or no candidate)."""
         record = self._records.get(name)
         if seen is None:
-            self._records.pop(name, None)
+            self._drop(name)
             return
         if record is None or record.seen.fingerprint != seen.fingerprint:
             wait = self.settle
@@ -80,18 +100,25 @@ class SettleTracker:
                 wait = max(self.settle, self.empty_grace)
             version = next(self._versions)
             seen_at = record.seen_at if record is not None else now
-            self._records[name] = _Record(seen, now, seen_at, wait, version)
+            self._drop(name)
+            holds = self.classify(seen, False) if seen.regular and seen.fingerprint.size else None
+            self._records[name] = _Record(seen, now, seen_at, wait, version, holds=holds)
+            if holds is not None:
+                self._settling[holds] += 1
             heapq.heappush(self._due, (now + wait, version, name))
             self._compact()
             return
         if not record.ready and record.since + record.wait <= now:  # the very sum its due entry was keyed by
+            self._uncount(record)
             record.ready = True
-            heapq.heappush(self._ready, (seen.fingerprint.mtime_ns, name, record.version))
+            if record.holds is None and seen.regular and seen.fingerprint.size:
+                record.holds = self.classify(seen, True)  # a first line without a line break is whole now
+            heapq.heappush(self._ready, (rank(record.holds), seen.fingerprint.mtime_ns, name, record.version))
 
     def update(self, observations: Mapping[str, Observation], now: float) -> None:
         """Record a full scan: ``observations`` holds every candidate now; the names it lacks are forgotten."""
         for name in [name for name in self._records if name not in observations]:
-            del self._records[name]
+            self._drop(name)
         for name, seen in observations.items():
             self.observe(name, seen, now)
 
@@ -118,25 +145,26 @@ class SettleTracker:
         return None
 
     def first_ready(self) -> ReadyFile | None:
-        """The ready file to take first: oldest mtime, then name; None when none is ready."""
+        """The ready file to take first: in Canvas's importer order by its SIS types (unknown last), then oldest
+        mtime, then name; None when none is ready."""
         while self._ready:
-            _, name, version = self._ready[0]
+            _, _, name, version = self._ready[0]
             record = self._records.get(name)
             if record is not None and record.version == version and record.ready:
-                seen = record.seen
-                return ReadyFile(name, seen.fingerprint, seen.regular, seen.kind, record.seen_at)
+                return _ready_file(name, record)
             heapq.heappop(self._ready)
         return None
 
     def ready(self) -> list[ReadyFile]:
-        """Every ready file, oldest mtime first (then by name). O(n log n): for tests and status, not per claim."""
-        found = [
-            ReadyFile(name, record.seen.fingerprint, record.seen.regular, record.seen.kind, record.seen_at)
-            for name, record in self._records.items()
-            if record.ready
-        ]
-        found.sort(key=lambda item: (item.fingerprint.mtime_ns, item.name))
+        """Every ready file in the order :meth:`first_ready` takes them. O(n log n): for tests, status and the
+        supersede decision, not per claim."""
+        found = [_ready_file(name, record) for name, record in self._records.items() if record.ready]
+        found.sort(key=lambda item: (rank(item.holds), item.fingerprint.mtime_ns, item.name))
         return found
+
+    def settling_kinds(self) -> list[Kind]:
+        """The distinct known kinds (SIS types) of the files still settling (few: one per type or set of types)."""
+        return [kind for kind, count in self._settling.items() if count > 0]
 
     def names(self) -> Iterable[str]:
         """The names tracked now (seen, not yet taken)."""
@@ -160,7 +188,19 @@ class SettleTracker:
 
     def forget(self, name: str) -> None:
         """Stop tracking ``name`` (taken, or to be found again by a later look)."""
-        self._records.pop(name, None)
+        self._drop(name)
+
+    def _uncount(self, record: _Record) -> None:
+        """A settling record of a known kind stops settling (ready, changed or gone): it no longer counts."""
+        if not record.ready and record.holds is not None:
+            self._settling[record.holds] -= 1
+            if self._settling[record.holds] <= 0:
+                del self._settling[record.holds]
+
+    def _drop(self, name: str) -> None:
+        record = self._records.pop(name, None)
+        if record is not None:
+            self._uncount(record)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -169,6 +209,13 @@ class SettleTracker:
         """Drop stale heap entries once they outnumber the records (a file that keeps changing, files taken)."""
         if len(self._due) + len(self._ready) > 2 * len(self._records) + 64:
             self._due = [(r.since + r.wait, r.version, n) for n, r in self._records.items() if not r.ready]
-            self._ready = [(r.seen.fingerprint.mtime_ns, n, r.version) for n, r in self._records.items() if r.ready]
+            self._ready = [
+                (rank(r.holds), r.seen.fingerprint.mtime_ns, n, r.version) for n, r in self._records.items() if r.ready
+            ]
             heapq.heapify(self._due)
             heapq.heapify(self._ready)
+
+
+def _ready_file(name: str, record: _Record) -> ReadyFile:
+    seen = record.seen
+    return ReadyFile(name, seen.fingerprint, seen.regular, seen.kind, record.seen_at, record.holds)

@@ -217,6 +217,8 @@ def build_sidecar(
         sidecar["diff"] = job.diff  # batch-mode and diffing feeds: the change since the last imported file
     if job.duplicate_of is not None:
         sidecar["duplicate_of"] = dict(job.duplicate_of)  # skip_duplicates_hours: the earlier import
+    if job.superseded_by is not None:
+        sidecar["superseded_by"] = dict(job.superseded_by)  # supersede: true: the newer file that was imported instead
     if job.notes:
         sidecar["notes"] = list(job.notes)
     if job.retry_of:

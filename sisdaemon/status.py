@@ -12,6 +12,7 @@ from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.freshness import judge_feed
 from sisdaemon.heartbeat import heartbeat_path, read_heartbeat
 from sisdaemon.jobs import display_name, iso
+from sisdaemon.order import account_limit, pending_imports
 from sisdaemon.recovery import orphans_in_work
 from sisdaemon.state import (
     History,
@@ -141,6 +142,8 @@ def collect(settings: Settings) -> dict[str, Any]:
     feeds = []
     jobs = state_data.get("jobs", [])
     now = time.time()
+    pending = pending_imports(str(job.get("state")) for job in jobs)  # the account's, every feed's
+    max_pending = account_limit(feed.max_pending_imports for feed in settings.feeds)
     for feed in settings.feeds:
         if (missing := drop_problem(feed)) is not None:
             problems.append(missing)
@@ -169,6 +172,8 @@ def collect(settings: Settings) -> dict[str, Any]:
             fault=fault,
             in_flight=len(feed_jobs),
             max_in_flight=feed.max_in_flight,
+            pending=pending,
+            max_pending=max_pending,
         )
         if wait is None and waiting and feed.manifest is not None:  # a manifest feed takes nothing without one
             text = f"files are taken with a manifest ({feed.manifest}) that lists them"

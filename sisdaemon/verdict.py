@@ -34,6 +34,7 @@ class Outcome(StrEnum):
     RESTORED = "restored"
     PARTIALLY_RESTORED = "partially_restored"
     DUPLICATE_SKIPPED = "duplicate_skipped"  # the same content as a recent import of its feed: done/, never sent
+    SUPERSEDED = "superseded"  # a newer file of the same SIS types waited in drop/ (supersede: true): done/, never sent
 
 
 class AbortReason(StrEnum):

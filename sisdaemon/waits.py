@@ -18,6 +18,8 @@ None when the wait ends on an event rather than at a time (a resume, a config ch
     importing             Canvas runs the import (``progress`` says how far)
     errors_csv            Canvas has not written the errors CSV yet; waited for until ``until``
     feed_full             the feed has max_in_flight files in flight; the next is taken when one is filed
+    max_pending_imports   the Canvas account has max_pending_imports files claimed and not finished in Canvas (being
+                          sent, queued or running); the next is taken when one of them ends
 """
 
 from __future__ import annotations
@@ -111,9 +113,12 @@ def feed_wait(
     fault: Mapping[str, Any] | None,
     in_flight: int,
     max_in_flight: int,
+    pending: int = 0,
+    max_pending: int | None = None,
 ) -> dict[str, Any] | None:
     """Why files in a feed's drop folder (``waiting`` of them) are not taken yet, or None (nothing waits, or they
-    are taken as soon as they settle)."""
+    are taken as soon as they settle). ``pending``: the account's jobs not yet finished (every feed's); ``max_pending``:
+    the account's ``max_pending_imports`` (the smallest among the feeds; None: no limit)."""
     if paused is not None:
         why = f": {paused.get('reason')}" if paused.get("reason") else ""
         return _wait("feed_paused", f"paused by {paused.get('by')} at {paused.get('at')}{why}")
@@ -123,6 +128,12 @@ def feed_wait(
         return None
     if fault:
         return _fault_wait(fault)
+    if max_pending is not None and pending >= max_pending:
+        return _wait(
+            "max_pending_imports",
+            f"{pending} file(s) of this Canvas account claimed, queued or running in Canvas (max_pending_imports "
+            f"{max_pending}); the next is taken when one of them ends",
+        )
     if in_flight >= max_in_flight:
         return _wait("feed_full", f"{in_flight} file(s) in flight (max_in_flight {max_in_flight})")
     return None

@@ -376,9 +376,9 @@ def test_every_problem_is_reported_at_once_each_with_its_dotted_key(tmp_path: Pa
         f"{path}: feeds[0].import.change_threshold: required when batch_mode is true",
         f"{path}: feeds[1].failed_dir: must be a path, not a number",
         f"{path}: feeds[1].x: unknown key; known: name, drop_dir, done_dir, failed_dir, work_dir, patterns, "
-        "settle_seconds, empty_grace_seconds, rescan_seconds, watch, max_in_flight, preflight, shrink_guard_percent, "
-        "skip_duplicates_hours, import, expect_file_every, expect_success_every, hooks, collect_seconds, "
-        "collect_max_seconds, manifest, manifest_timeout_seconds, allow_params, term_from_name",
+        "settle_seconds, empty_grace_seconds, rescan_seconds, watch, max_in_flight, max_pending_imports, supersede, "
+        "preflight, shrink_guard_percent, skip_duplicates_hours, import, expect_file_every, expect_success_every, "
+        "hooks, collect_seconds, collect_max_seconds, manifest, manifest_timeout_seconds, allow_params, term_from_name",
     ]
 
 

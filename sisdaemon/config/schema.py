@@ -346,6 +346,12 @@ class FeedSettings(CheckedModel):
     rescan_seconds: Seconds = 60
     watch: Literal["events", "poll"] = "events"
     max_in_flight: Annotated[int, Field(ge=1)] = 4
+    # At most this many files of the Canvas account are claimed and not yet finished in Canvas (being sent, queued or
+    # running); the rest wait in drop/. Every feed shares the daemon's one account: the smallest value applies.
+    max_pending_imports: Annotated[int, Field(ge=1)] = 2
+    # Full-snapshot feeds: of several ready files with the same SIS types, only the newest is imported; the older
+    # ones go to done/ unsent (outcome superseded, the newer file named in their sidecar's superseded_by).
+    supersede: bool = False
     # What the pre-flight check (sisdaemon.sis_csv) does before a file is sent: "reject" files Canvas would fail
     # (failed/, reason_code preflight, never sent), "warn" (send it all the same; the problems go in the sidecar),
     # "off" (not checked).

@@ -30,6 +30,7 @@ def jobs_in_state(spool: Spool) -> list[dict[str, object]]:
 def test_killed_while_imports_are_in_flight_then_restarted_finishes_them_once(
     spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
 ) -> None:
+    spool.feed["max_pending_imports"] = 3  # all three queued in Canvas at once
     for index in range(3):
         sandbox.stick_next("created")  # imports stay queued until unstuck
         spool.drop_file(f"users{index}.csv", USERS)

@@ -200,6 +200,7 @@ def test_the_loop_sleeps_while_an_upload_holds_up_other_claimed_files(
 ) -> None:
     with Sandbox(token=TOKEN, account_id=1, fast=True, store_delay=3.0) as slow:
         spool.url = slow.url
+        spool.feed["max_pending_imports"] = 3  # all three claimed at once, two waiting for the first's upload
         for index in range(3):
             spool.drop_file(f"users{index}.csv", HEADER + rows(index, 1))
         daemon = run_daemon()

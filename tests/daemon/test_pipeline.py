@@ -141,7 +141,7 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
         "progress",
         "last_error",
         "waits_for",
-        "members",
+        "members",  # a set's members (sets.py); empty for a single file
     }
     assert job["file"] == "users.csv"
     assert job["state"] == "submitted" or job["state"] == "claimed" or job["state"] == "submitting"
