@@ -9,8 +9,9 @@ one zip; a feed with a ``manifest`` sends the files its manifest lists, once all
 Collecting: a set is taken once no further file of the feed became ready for ``collect_seconds`` after the last one
 and none is still settling, or ``collect_max_seconds`` after its first file became ready at the latest (a steady
 trickle cannot hold a set for ever); at most :data:`MAX_SET_FILES` files go in one set (the oldest; the rest form the
-next). Only regular, non-empty ``.csv`` files are collected: a zip, an empty file or a FIFO is taken alone, as
-without collecting, and so is a set of one.
+next), and a set that has them all is taken at once (it cannot grow; a backlog goes out set after set). Only
+regular, non-empty ``.csv`` files are collected: a zip, an empty file or a FIFO is taken alone, as without
+collecting, and so is a set of one.
 
 Manifests (:func:`parse_manifest`): UTF-8 text, one file name a line; blank lines and lines starting with ``#`` are
 skipped, spaces around a name are dropped; each name is a plain name of a ``.csv`` file in the same drop folder
@@ -34,6 +35,9 @@ from sisdaemon.jobs import Fingerprint, Job
 SET_NAME = "set.zip"
 #: At most this many files go in one set (the job record lists each; the state stays small).
 MAX_SET_FILES = 100
+#: A collecting feed decides on at most this many of its ready files, oldest first, so that a decision costs the
+#: same whatever the backlog (docs/design.md promise 6).
+LOOKAHEAD = 2 * MAX_SET_FILES
 #: A manifest larger than this is refused (it is read whole, in the loop's thread).
 MANIFEST_MAX_BYTES = 64 * 1024
 
@@ -87,7 +91,8 @@ def collect(
     collect_seconds: float,
     collect_max_seconds: float,
 ) -> Collected:
-    """Decide whether the ready files of a collecting feed (``ready``: oldest first) form a set to take now.
+    """Decide whether the ready files of a collecting feed (``ready``: oldest first; the first
+    :data:`LOOKAHEAD` of them are enough) form a set to take now.
 
     ``settling``: another file of the feed has been seen but is not ready yet (the window stays open for it, up to
     ``collect_max_seconds``). Times in seconds (the daemon's clock).
@@ -99,7 +104,7 @@ def collect(
     first = min(item.ready_at for item in members)
     last = max(item.ready_at for item in members)
     deadline, quiet = first + collect_max_seconds, last + collect_seconds
-    if now >= deadline or (now >= quiet and not settling):
+    if now >= deadline or len(members) >= MAX_SET_FILES or (now >= quiet and not settling):
         chosen = tuple(item.name for item in members[:MAX_SET_FILES])
         if len(chosen) == 1:
             return Collected(alone=(*alone, *chosen))

@@ -67,14 +67,16 @@ class SettleTracker:
         self._due: list[tuple[float, int, str]] = []  # (when its wait ends, version, name) of settling files
         self._ready: list[tuple[int, str, int]] = []  # (mtime in ns, name, version) of ready files
         self._versions = itertools.count()
+        self._ready_count = 0  # records that are ready (the rest are settling)
 
     def observe(self, name: str, seen: Observation | None, now: float) -> None:
         """Record a fresh look at ``name``: ``seen`` is what it is now, or None when it is gone (or no candidate)."""
         record = self._records.get(name)
         if seen is None:
-            self._records.pop(name, None)
+            self.forget(name)
             return
         if record is None or record.seen.fingerprint != seen.fingerprint:
+            self._ready_count -= record is not None and record.ready
             wait = self.settle
             if seen.regular and seen.fingerprint.size == 0:
                 wait = max(self.settle, self.empty_grace)
@@ -86,12 +88,13 @@ class SettleTracker:
             return
         if not record.ready and record.since + record.wait <= now:  # the very sum its due entry was keyed by
             record.ready = True
+            self._ready_count += 1
             heapq.heappush(self._ready, (seen.fingerprint.mtime_ns, name, record.version))
 
     def update(self, observations: Mapping[str, Observation], now: float) -> None:
         """Record a full scan: ``observations`` holds every candidate now; the names it lacks are forgotten."""
         for name in [name for name in self._records if name not in observations]:
-            del self._records[name]
+            self.forget(name)
         for name, seen in observations.items():
             self.observe(name, seen, now)
 
@@ -128,6 +131,27 @@ class SettleTracker:
             heapq.heappop(self._ready)
         return None
 
+    def first_ready_several(self, limit: int) -> list[ReadyFile]:
+        """The first ``limit`` ready files in :meth:`first_ready`'s order (oldest mtime, then name), without taking
+        them: O(limit log n), whatever the backlog (a grouped feed decides on these, sets.py)."""
+        found: list[ReadyFile] = []
+        entries: list[tuple[int, str, int]] = []
+        while self._ready and len(found) < limit:
+            entry = heapq.heappop(self._ready)
+            _, name, version = entry
+            record = self._records.get(name)
+            if record is not None and record.version == version and record.ready:  # else stale: dropped for good
+                entries.append(entry)
+                seen = record.seen
+                found.append(ReadyFile(name, seen.fingerprint, seen.regular, seen.kind, record.seen_at))
+        for entry in entries:
+            heapq.heappush(self._ready, entry)
+        return found
+
+    def settling(self) -> bool:
+        """Whether a tracked file is still settling (seen, not ready yet). O(1)."""
+        return len(self._records) > self._ready_count
+
     def ready(self) -> list[ReadyFile]:
         """Every ready file, oldest mtime first (then by name). O(n log n): for tests and status, not per claim."""
         found = [
@@ -148,7 +172,8 @@ class SettleTracker:
 
     def forget(self, name: str) -> None:
         """Stop tracking ``name`` (taken, or to be found again by a later look)."""
-        self._records.pop(name, None)
+        record = self._records.pop(name, None)
+        self._ready_count -= record is not None and record.ready
 
     def __len__(self) -> int:
         return len(self._records)
