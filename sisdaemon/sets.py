@@ -259,6 +259,42 @@ def members_of(job: Job, role: str | None = None) -> list[Mapping[str, Any]]:
     return [member for member in found if role is None or member.get("role") == role]
 
 
+def member_fingerprints(job: Job, role: str | None = CSV) -> dict[str, Fingerprint]:
+    """Each member's fingerprint as recorded (name -> inode, size, mtime; no ctime: a rename changes it)."""
+    return {
+        str(member["name"]): Fingerprint(int(member["ino"]), int(member["size"]), int(member["mtime_ns"]))
+        for member in members_of(job, role)
+    }
+
+
+def observe_members(job: Job, current: Mapping[str, Fingerprint], now: float, settle: float) -> Job:
+    """A set's members in work/ before its zip is built, as :func:`jobs.observe_in_work` is for one file: a member
+    whose fingerprint (``current``: name -> fingerprint now) differs from its record is recorded anew and the set
+    settles again from ``now`` (``stable_since``); a set held still for ``settle`` seconds clears ``stable_since``
+    and is due now (its zip is built)."""
+    assert job.file_set is not None
+    recorded = member_fingerprints(job, None)
+    changed = {
+        name: found.without_ctime()
+        for name, found in current.items()
+        if name in recorded and found.without_ctime() != recorded[name]
+    }
+    if changed:
+        records = [
+            {**member, "ino": found.ino, "size": found.size, "mtime_ns": found.mtime_ns, "sha256": None}
+            if (found := changed.get(str(member["name"]))) is not None
+            else member
+            for member in members_of(job)
+        ]
+        size = sum(int(member["size"]) for member in records if member.get("role") == CSV)
+        return dataclasses.replace(
+            job, size=size, file_set={**job.file_set, "members": records, "built": False}, stable_since=now
+        )
+    if job.stable_since is not None and now - job.stable_since >= settle:
+        return dataclasses.replace(job, stable_since=None, next_action_at=now)
+    return job
+
+
 def without_member(job: Job, name: str, note: str) -> Job:
     """``job`` with member ``name`` left out (it could not be taken), ``note`` saying why."""
     assert job.file_set is not None
