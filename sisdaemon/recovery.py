@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import structlog
 
-from sisdaemon import bundle, jobs, sets, spool
+from sisdaemon import bundle, jobs, set_retry, sets, spool
 from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.jobs import JobState
 from sisdaemon.ledger import Ledger
@@ -74,6 +74,8 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
                 )
             if job.retry_of:  # killed between the retry's two renames: its old sidecar is renamed now
                 spool.complete_retry_rename(feed.failed_dir, job.retry_of)
+                if sets.is_set(job) and job.state is JobState.CLAIMED:  # and a retried set's files (set_retry.py)
+                    job = set_retry.take_members(job, feed.failed_dir, feed.work_dir)
             ledger.keep(job)
             if job.import_id is not None:
                 ledger.note_import(job.feed, job.import_id, save=False)

@@ -296,10 +296,11 @@ def observe_members(job: Job, current: Mapping[str, Fingerprint], now: float, se
 
 
 def without_member(job: Job, name: str, note: str) -> Job:
-    """``job`` with member ``name`` left out (it could not be taken), ``note`` saying why."""
+    """``job`` with member ``name`` left out (it could not be taken), ``note`` saying why (a built set keeps its
+    zip's size: the zip is sent as it is)."""
     assert job.file_set is not None
     kept = [member for member in members_of(job) if member["name"] != name]
-    size = sum(int(member["size"]) for member in kept if member.get("role") == CSV)
+    size = job.size if is_built(job) else sum(int(member["size"]) for member in kept if member.get("role") == CSV)
     return dataclasses.replace(job, size=size, file_set={**job.file_set, "members": kept}, notes=(*job.notes, note))
 
 
@@ -357,6 +358,9 @@ def member_sidecar(sidecar: Mapping[str, Any], member: Mapping[str, Any], job: J
         "role": member.get("role"),
     }
     own["set"] = summary(job)
+    if member.get("from") and isinstance(sidecar.get("retry_of"), Mapping):  # came out of failed/ with a retried zip
+        old = str(member["from"])
+        own["retry_of"] = {**sidecar["retry_of"], "file": old, "sidecar": f"{old}.result.retried.json"}
     return own
 
 
@@ -378,3 +382,33 @@ def retry_refusal(sidecar: Mapping[str, Any]) -> str | None:
     if found.get("zip"):
         return f"{where}, sent as one import: retry the set's zip {found['zip']} to send its files together again"
     return f"{where}, refused whole ({sidecar.get('reason_code')}): drop the whole set again, files and manifest"
+
+
+# --- retrying a set ----------------------------------------------------------------------------------------------
+
+
+def is_set_zip(sidecar: Mapping[str, Any]) -> bool:
+    """Whether ``sidecar`` is a set's zip's (not a member's): ``sisdaemon retry`` of it sends the set again."""
+    found, file = sidecar.get("set"), sidecar.get("file")
+    role = file.get("role") if isinstance(file, Mapping) else None
+    return isinstance(found, Mapping) and bool(found.get("zip")) and role is None
+
+
+def set_files(sidecar: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The files of a set, from its zip's sidecar: (name as dropped, role), the CSVs in the set's order, then its
+    manifest."""
+    found = sidecar.get("set") or {}
+    files = [(str(name), CSV) for name in found.get("members") or []]
+    if found.get("manifest"):
+        files.append((str(found["manifest"]), MANIFEST))
+    return files
+
+
+def retried_set(job: Job, members: Sequence[Mapping[str, Any]], manifest: str | None, notes: Sequence[str]) -> Job:
+    """The job of ``sisdaemon retry`` of a set's zip (``job``: the zip claimed from failed/ as one file, not
+    recorded yet) with the set's files still in failed/ as its members: each record as :func:`claim_set` makes it,
+    plus ``from`` (its name in failed/), so that each is moved back into work/ with the zip and filed beside the new
+    one with a sidecar naming the new import. The zip is whole: the set is built. ``notes``: files of the set no
+    longer in failed/ (left out)."""
+    file_set = {"members": [dict(member) for member in members], "built": True, "manifest": manifest}
+    return dataclasses.replace(job, file_set=file_set, notes=(*job.notes, *notes))

@@ -5,6 +5,7 @@ the pure rule (sets.observe_members)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import zipfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import BinaryIO
 
 import pytest
 
-from sisdaemon import bundle, sets, spool
+from sisdaemon import bundle, jobs, set_retry, sets, spool
 from sisdaemon.bundler import Bundler
 from sisdaemon.jobs import Fingerprint, Job
 
@@ -108,3 +109,32 @@ def test_a_changed_member_is_recorded_anew_and_the_set_settles_again_before_its_
     assert sets.observe_members(changed, {}, now=102, settle=2) == changed  # still settling
     settled = sets.observe_members(changed, {"users.csv": Fingerprint(11, 90, 8)}, now=103, settle=2)
     assert settled.stable_since is None and settled.next_action_at == 103
+
+
+def test_a_retried_sets_files_are_found_in_failed_taken_into_work_with_it_and_their_old_sidecars_set_aside(
+    tmp_path: Path,
+) -> None:
+    failed, work = tmp_path / "failed", tmp_path / "work"
+    failed.mkdir()
+    work.mkdir()
+    old = sets.built(claimed_set(failed), Fingerprint(1, 2, 3), {}, ())
+    zip_name = old.work_name
+    (failed / zip_name).write_bytes(b"PK zip")
+    zip_sidecar = sets.set_sidecar({"file": {"name": "set.zip"}, "job_id": old.job_id}, old)
+    for member in sets.members_of(old):
+        sidecar = sets.member_sidecar({"job_id": old.job_id}, member, old)
+        (failed / spool.sidecar_name(str(member["work_name"]))).write_text(json.dumps(sidecar))
+    (failed / str(sets.members_of(old)[1]["work_name"])).unlink()  # an operator took enrollments.csv away
+    assert sets.is_set_zip(zip_sidecar) and not sets.is_set_zip(sets.member_sidecar({}, sets.members_of(old)[0], old))
+
+    claimed = jobs.claim("new123", "nightly", "set.zip", Fingerprint(9, 6, 1), seen_at=200.0, now=200.0)
+    job = set_retry.with_members(claimed, failed, zip_name, zip_sidecar)
+    [member] = sets.members_of(job)
+    assert member["name"] == "users.csv" and member["from"] == sets.members_of(old)[0]["work_name"]
+    assert member["work_name"] == jobs.work_name_for("users.csv", "new123", 200.0) and sets.is_built(job)
+    assert any("enrollments.csv" in note for note in job.notes)
+    assert set_retry.take_members(job, failed, work) == job
+    assert (work / str(member["work_name"])).read_bytes() == USERS
+    assert (failed / spool.retried_sidecar_name(str(member["from"]))).exists()
+    assert set_retry.take_members(job, failed, work) == job  # again after a kill: nothing left to do
+    assert set_retry.taken_names(job) == {member["from"]}
