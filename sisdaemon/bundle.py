@@ -38,14 +38,16 @@ def take_members(
     *,
     before_rename: Callable[[str], None] = lambda name: None,
     rename_failed: Callable[[str], None] = lambda name: None,
+    filed_dir: Path | None = None,
 ) -> Job:
     """Rename each member of set ``job`` that is not in ``work_dir`` yet from ``drop_dir`` (the same inode it was
     claimed with), durably. A member that is gone, was replaced, or cannot be renamed is left out of the set
     (:func:`sets.without_member`, with a note); the caller records the returned job. ``before_rename(name)`` and
-    ``rename_failed(name)``: the intake's watch expectations (its own renames wake nothing)."""
+    ``rename_failed(name)``: the intake's watch expectations (its own renames wake nothing). ``filed_dir``: where a
+    set being filed (refused before its zip was built) goes; a member already moved there is in its place."""
     for member in sets.members_of(job):
         name, target = str(member["name"]), work_dir / str(member["work_name"])
-        if os.path.lexists(target):
+        if os.path.lexists(target) or (filed_dir is not None and os.path.lexists(filed_dir / str(member["work_name"]))):
             continue
         source = drop_dir / name
         try:
@@ -224,10 +226,11 @@ def work_names(job: Job) -> set[str]:
     return {job.work_name, *(str(member["work_name"]) for member in sets.members_of(job))}
 
 
-def recover_claim(job: Job, drop_dir: Path, work_dir: Path) -> Job:
-    """Start-up: finish an interrupted claim of set ``job`` (members still in drop/ are renamed; gone ones left out)
-    and, when its zip was never recorded as built, remove a half-written temp zip (the flight builds it again)."""
-    job = take_members(job, drop_dir, work_dir)
+def recover_claim(job: Job, drop_dir: Path, work_dir: Path, filed_dir: Path | None = None) -> Job:
+    """Start-up: finish an interrupted claim of set ``job`` (members still in drop/ are renamed; gone ones left out;
+    ``filed_dir``: for a set refused before its zip was built, where members already filed are) and, when its zip
+    was never recorded as built, remove a half-written temp zip (the flight builds it again)."""
+    job = take_members(job, drop_dir, work_dir, filed_dir=filed_dir)
     if not sets.is_built(job):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_temp_path(job, work_dir))

@@ -42,7 +42,10 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
             if sets.is_set(job) and not sets.is_built(job) and job.state in (JobState.CLAIMED, JobState.FINISHING):
                 # A set's claim (or its refusal): members still in drop/ are renamed now; its zip is built (again)
                 # by the flight, a refused set is filed.
-                job = bundle.recover_claim(job, feed.drop_dir, feed.work_dir)
+                filed = None  # a refused set part filed: its members already in failed/ are in their place
+                if job.state is JobState.FINISHING:
+                    filed = feed.failed_dir if job.folder == "failed" else feed.done_dir
+                job = bundle.recover_claim(job, feed.drop_dir, feed.work_dir, filed)
                 if not sets.members_of(job):
                     log.error("claimed_file_missing", path=str(feed.drop_dir), reason="no file of the set is left")
                     ledger.discard(job.job_id)

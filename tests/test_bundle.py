@@ -138,3 +138,17 @@ def test_a_retried_sets_files_are_found_in_failed_taken_into_work_with_it_and_th
     assert (failed / spool.retried_sidecar_name(str(member["from"]))).exists()
     assert set_retry.take_members(job, failed, work) == job  # again after a kill: nothing left to do
     assert set_retry.taken_names(job) == {member["from"]}
+
+
+def test_recovery_of_a_refused_set_half_filed_keeps_the_members_already_in_failed(tmp_path: Path) -> None:
+    drop, work, failed = tmp_path / "drop", tmp_path / "work", tmp_path / "failed"
+    for folder in (drop, work, failed):
+        folder.mkdir()
+    job = claimed_set(work)
+    first, second = sets.members_of(job)
+    (work / str(first["work_name"])).rename(failed / str(first["work_name"]))  # filed before a kill
+    assert bundle.recover_claim(job, drop, work, failed) == job  # in its place: not "gone from drop/"
+    (work / str(second["work_name"])).rename(failed / str(second["work_name"]))
+    assert bundle.recover_claim(job, drop, work, failed) == job
+    gone = bundle.recover_claim(job, drop, work)  # a claim (not being filed) whose members left work/: gone
+    assert sets.members_of(gone) == [] and len(gone.notes) == 2
