@@ -139,9 +139,10 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
         "workflow_state",
         "progress",
         "last_error",
+        "members",
         "waits_for",
     }
-    assert job["file"] == "users.csv"
+    assert job["file"] == "users.csv" and job["members"] == []  # one file, not a set
     assert job["state"] == "submitted" or job["state"] == "claimed" or job["state"] == "submitting"
     wait_for(lambda: sandbox.imports(), what="the import")
     sandbox.unstick(sandbox.imports()[0]["id"])
