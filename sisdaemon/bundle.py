@@ -1,6 +1,6 @@
-"""A set's files on disk: its members renamed from drop/ into work/, its zip built in work/, and each member filed
-beside the zip in done/ or failed/ with its own sidecar (docs/design.md "Sets of files"; the decisions are in
-sets.py).
+"""A set's files on disk: its members renamed from drop/ into work/, its zip built in work/ (run in a thread of its
+own by bundler.py), and each member filed beside the zip in done/ or failed/ with its own sidecar (docs/design.md
+"Sets of files"; the decisions are in sets.py).
 
 Crash protocol: the set's job is recorded with every member before the first rename out of drop/; each rename is
 durable (both folders fsynced); the zip is written under a temp name in work/, fsynced and renamed to the job's
@@ -12,16 +12,16 @@ built is built again from the members (nothing was sent from it), a member alrea
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import zipfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sisdaemon import effects, sets, spool
-from sisdaemon.jobs import Job, display_name
+from sisdaemon.jobs import Fingerprint, Job, display_name
 from sisdaemon.state import fsync_dir
 
 #: Bytes read and written at a time while a member is copied into the zip (memory stays flat).
@@ -38,14 +38,16 @@ def take_members(
     *,
     before_rename: Callable[[str], None] = lambda name: None,
     rename_failed: Callable[[str], None] = lambda name: None,
+    filed_dir: Path | None = None,
 ) -> Job:
     """Rename each member of set ``job`` that is not in ``work_dir`` yet from ``drop_dir`` (the same inode it was
     claimed with), durably. A member that is gone, was replaced, or cannot be renamed is left out of the set
     (:func:`sets.without_member`, with a note); the caller records the returned job. ``before_rename(name)`` and
-    ``rename_failed(name)``: the intake's watch expectations (its own renames wake nothing)."""
+    ``rename_failed(name)``: the intake's watch expectations (its own renames wake nothing). ``filed_dir``: where a
+    set being filed (refused before its zip was built) goes; a member already moved there is in its place."""
     for member in sets.members_of(job):
         name, target = str(member["name"]), work_dir / str(member["work_name"])
-        if os.path.lexists(target):
+        if os.path.lexists(target) or (filed_dir is not None and os.path.lexists(filed_dir / str(member["work_name"]))):
             continue
         source = drop_dir / name
         try:
@@ -65,35 +67,96 @@ def take_members(
     return job
 
 
+class Cancelled(Exception):
+    """The build was stopped (the daemon stops): the temp zip is removed, and the zip is built again later."""
+
+
+class MemberChanged(OSError):
+    """A member in work/ is not as it was claimed (a writer that stalled past settling wrote more): ``changed``
+    maps each such member's name to its fingerprint now (without ctime). Nothing was recorded; the set settles
+    again (sets.observe_members)."""
+
+    def __init__(self, changed: Mapping[str, Fingerprint]) -> None:
+        super().__init__(f"changed after the set was claimed: {', '.join(display_name(name) for name in changed)}")
+        self.changed = dict(changed)
+
+
+@dataclass(frozen=True)
+class Zipped:
+    """A set's zip as written and renamed into work/: its ``fingerprint`` there, each CSV member's sha256
+    (``hashes``: name -> hex digest, of the bytes zipped) and the zip's CSV member names; recorded with
+    :func:`sets.built`."""
+
+    fingerprint: Fingerprint
+    hashes: dict[str, str]
+    zip_members: tuple[str, ...]
+
+
+def read_piece(source: BinaryIO, size: int) -> bytes:
+    """Read up to ``size`` bytes of a member (the default reader; tests inject a slow one)."""
+    return source.read(size)
+
+
+def changed_members(job: Job, work_dir: Path) -> dict[str, Fingerprint]:
+    """The CSV members of set ``job`` whose file in work/ differs from its record (name -> fingerprint now, without
+    ctime). Raises OSError (a member gone or unreadable)."""
+    recorded = sets.member_fingerprints(job)
+    changed: dict[str, Fingerprint] = {}
+    for member in sets.members_of(job, sets.CSV):
+        name = str(member["name"])
+        current = spool.fingerprint_of(os.lstat(work_dir / str(member["work_name"]))).without_ctime()
+        if current != recorded[name]:
+            changed[name] = current
+    return changed
+
+
 def _temp_path(job: Job, work_dir: Path) -> Path:
     # The name atomic.TEMP_NAME matches (start-up removes it after a kill); fixed, so a rebuild replaces it.
     return work_dir / f".{job.work_name}.00000000.tmp"
 
 
-def build_zip(job: Job, work_dir: Path, *, compression: int = zipfile.ZIP_DEFLATED) -> Job:
-    """Write set ``job``'s zip in ``work_dir`` and return the job recorded as built (persist it before the upload).
+def build_zip(
+    job: Job,
+    work_dir: Path,
+    *,
+    compression: int = zipfile.ZIP_DEFLATED,
+    should_stop: Callable[[], bool] = lambda: False,
+    read: Callable[[BinaryIO, int], bytes] = read_piece,
+) -> Zipped:
+    """Write set ``job``'s zip in ``work_dir``; the caller records it as built (:func:`sets.built`) before the upload.
 
-    The CSV members go in the set's order under their dropped names, each streamed in :data:`CHUNK` pieces and
-    hashed on the way (memory stays flat); written to a temp name, fsynced, then renamed to ``job.work_name`` (a
-    zip left by a kill before it was recorded is replaced: nothing was sent from it). A set that deflate shrinks
-    past :data:`MAX_RATIO` is written again stored. Raises OSError (a member unreadable or changed: the caller
-    tries again later)."""
+    The CSV members go in the set's order under their dropped names, each streamed in :data:`CHUNK` pieces
+    (``read(source, size)``) and hashed on the way (memory stays flat); written to a temp name, fsynced, then renamed
+    to ``job.work_name`` (a zip left by a kill before it was recorded is replaced: nothing was sent from it). A set
+    that deflate shrinks past :data:`MAX_RATIO` is written again stored. ``should_stop`` is asked between pieces.
+    Raises MemberChanged (a member differs from its record, before or while it is read), Cancelled, OSError (a
+    member unreadable: the caller tries again later); the temp zip is removed first."""
+    changed = changed_members(job, work_dir)
+    if changed:
+        raise MemberChanged(changed)
     target, temp = work_dir / job.work_name, _temp_path(job, work_dir)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(target)  # a zip from before a kill, never recorded as built, so never uploaded
-    hashes = _write_zip(job, work_dir, temp, compression)
+    hashes = _write_zip(job, work_dir, temp, compression, should_stop, read)
     total = sum(int(member["size"]) for member in sets.members_of(job, sets.CSV))
     if compression != zipfile.ZIP_STORED and total >= MAX_RATIO * max(os.path.getsize(temp), 1):
         os.unlink(temp)
-        hashes = _write_zip(job, work_dir, temp, zipfile.ZIP_STORED)
+        hashes = _write_zip(job, work_dir, temp, zipfile.ZIP_STORED, should_stop, read)
     effects.happened("bundle.zip_written")
     spool.move_durably(temp, target)
     fingerprint = spool.fingerprint_of(os.lstat(target))
-    return sets.built(job, fingerprint, hashes, spool.zip_csv_members(target))
+    return Zipped(fingerprint, hashes, spool.zip_csv_members(target))
 
 
-def _write_zip(job: Job, work_dir: Path, temp: Path, compression: int) -> dict[str, str]:
-    """Write the zip to ``temp`` (fsynced); returns each member's sha256. Raises OSError when a member changed."""
+def _write_zip(
+    job: Job,
+    work_dir: Path,
+    temp: Path,
+    compression: int,
+    should_stop: Callable[[], bool],
+    read: Callable[[BinaryIO, int], bytes],
+) -> dict[str, str]:
+    """Write the zip to ``temp`` (fsynced); returns each member's sha256. Raises as :func:`build_zip`."""
     hashes: dict[str, str] = {}
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temp)
@@ -101,7 +164,7 @@ def _write_zip(job: Job, work_dir: Path, temp: Path, compression: int) -> dict[s
         with open(temp, "xb") as handle:
             with zipfile.ZipFile(handle, "w", compression=compression, allowZip64=True) as archive:
                 for member in sets.members_of(job, sets.CSV):
-                    hashes[str(member["name"])] = _add_member(archive, work_dir, member)
+                    hashes[str(member["name"])] = _add_member(archive, work_dir, member, should_stop, read)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
@@ -111,22 +174,37 @@ def _write_zip(job: Job, work_dir: Path, temp: Path, compression: int) -> dict[s
     return hashes
 
 
-def _add_member(archive: zipfile.ZipFile, work_dir: Path, member: Mapping[str, Any]) -> str:
-    """Copy one member into ``archive`` (a fixed date: the same set gives the same bytes); returns its sha256."""
-    path = work_dir / str(member["work_name"])
+def _add_member(
+    archive: zipfile.ZipFile,
+    work_dir: Path,
+    member: Mapping[str, Any],
+    should_stop: Callable[[], bool],
+    read: Callable[[BinaryIO, int], bytes],
+) -> str:
+    """Copy one member into ``archive`` (a fixed date: the same set gives the same bytes); returns its sha256.
+    Raises MemberChanged when the member is not as recorded before or after it was read, Cancelled."""
+    name, path = str(member["name"]), work_dir / str(member["work_name"])
+    recorded = Fingerprint(int(member["ino"]), int(member["size"]), int(member["mtime_ns"]))
     fd = spool.open_for_reading(path)
     with os.fdopen(fd, "rb") as source:
-        status = os.fstat(source.fileno())
-        if status.st_ino != member["ino"] or status.st_size != member["size"]:
-            raise OSError(f"{display_name(str(member['name']))} changed after it was claimed: {path}")
-        info = zipfile.ZipInfo(str(member["name"]), date_time=(1980, 1, 1, 0, 0, 0))
+        before = spool.fingerprint_of(os.fstat(source.fileno())).without_ctime()
+        if before != recorded:
+            raise MemberChanged({name: before})
+        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
         info.compress_type = archive.compression
         info.external_attr = 0o640 << 16
         digest = hashlib.sha256()
-        with archive.open(info, "w", force_zip64=status.st_size > 2**31) as target:
-            while block := source.read(CHUNK):
+        left = before.size  # no further: a writer that keeps appending must not keep the build (and the zip) growing
+        with archive.open(info, "w", force_zip64=before.size > 2**31) as target:
+            while left > 0 and (block := read(source, min(CHUNK, left))):
+                if should_stop():
+                    raise Cancelled()
                 digest.update(block)
                 target.write(block)
+                left -= len(block)
+        after = spool.fingerprint_of(os.fstat(source.fileno())).without_ctime()
+        if after != recorded:  # written to while it was read: the zip holds part of it
+            raise MemberChanged({name: after})
     return digest.hexdigest()
 
 
@@ -148,18 +226,13 @@ def work_names(job: Job) -> set[str]:
     return {job.work_name, *(str(member["work_name"]) for member in sets.members_of(job))}
 
 
-def recover_claim(job: Job, drop_dir: Path, work_dir: Path) -> Job:
-    """Start-up: finish an interrupted claim of set ``job`` (members still in drop/ are renamed; gone ones left out)
-    and, when its zip was never recorded as built, remove a half-written temp zip (the flight builds it again)."""
-    job = take_members(job, drop_dir, work_dir)
+def recover_claim(job: Job, drop_dir: Path, work_dir: Path, filed_dir: Path | None = None) -> Job:
+    """Start-up: finish an interrupted claim of set ``job`` (members still in drop/ are renamed; gone ones left out;
+    ``filed_dir``: for a set refused before its zip was built, where members already filed are) and, when its zip
+    was never recorded as built, remove a half-written temp zip (the flight builds it again)."""
+    job = take_members(job, drop_dir, work_dir, filed_dir=filed_dir)
     if not sets.is_built(job):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_temp_path(job, work_dir))
             fsync_dir(work_dir)
     return job
-
-
-def without_zip(job: Job) -> Job:
-    """``job`` as it was before its zip was built (a member changed in work/: it is built again)."""
-    assert job.file_set is not None
-    return dataclasses.replace(job, file_set={**job.file_set, "built": False})

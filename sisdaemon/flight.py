@@ -17,8 +17,9 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import bundle, file_options, jobs, lost, polling, sets, spool
+from sisdaemon import file_options, jobs, lost, polling, sets, spool
 from sisdaemon.admission import Admission
+from sisdaemon.bundler import Bundler
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind, unapplied_options
 from sisdaemon.checker import Checker
 from sisdaemon.config import FeedSettings, PollingSettings
@@ -27,6 +28,7 @@ from sisdaemon.gate import Gate
 from sisdaemon.jobs import AbortReason, Job, JobState
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, bound
+from sisdaemon.set_flight import SetZips
 from sisdaemon.terms import TermCheck
 from sisdaemon.turns import Turns
 from sisdaemon.upload import Uploader, UploadResult
@@ -82,6 +84,15 @@ class Flight:
             ledger,
             self.checker,
             retry_later=lambda job_id, error, now: self._retry_later(job_id, error, now + self.policy.interval_seconds),
+        )
+        #: A set's members in work/ and its zip, built in a thread of its own (set_flight.py, bundler.py).
+        self.sets = SetZips(
+            feeds,
+            ledger,
+            writer_check,
+            self.conditions,
+            Bundler(uploader.wake),
+            retry_later=lambda job_id, error, now: self._retry_later(job_id, error, now + policy.max_interval_seconds),
         )
         self.filer = Filer(
             feeds,
@@ -156,7 +167,8 @@ class Flight:
         at it; it settles again."""
         feed = self.feeds[job.feed]
         if not sets.is_built(job):
-            return  # a set whose zip is not built yet: its members were checked when they were claimed
+            self.sets.check_members(job, now)  # a set whose zip is not built yet: each of its members
+            return
         try:
             fd = spool.open_for_reading(self._work_path(job))
         except OSError as error:
@@ -182,7 +194,7 @@ class Flight:
             self.check_in_work(job, now)
             return
         if not sets.is_built(job):
-            self._build_set(job)
+            self.sets.build(job)
             return
         if self.admission.waits_for_check(job, now):
             return  # checked once, before its first upload; its result comes back through collect_uploads
@@ -218,15 +230,13 @@ class Flight:
         log.info("upload_started", attempt=job.attempts, size=job.size)
         self.uploader.start(job, self._work_path(job), fields)
 
-    def _build_set(self, job: Job) -> None:
-        """Build a set's zip in work/ from its members and record it as built, before its check and upload
-        (bundle.py). Raises OSError (tried again later)."""
-        built = bundle.build_zip(job, self.feeds[job.feed].work_dir)
-        self.ledger.put(built)  # recorded as built before anything is sent from it
-        log.info("set_zip_built", size=built.size, files=len(sets.members_of(built, sets.CSV)))
+    def stop(self) -> None:
+        """The daemon stops: a zip being built is given up at its next piece (built again after a restart)."""
+        self.sets.stop()
 
     def collect_uploads(self, now: float) -> None:
-        """Apply every finished pre-flight check's and upload's result to its job."""
+        """Apply every finished zip build's, pre-flight check's and upload's result to its job."""
+        self.sets.collect(now)
         self.admission.collect(now)
         for result in self.uploader.results():
             self.gate.uploading = None
@@ -490,6 +500,8 @@ class Flight:
                 if job.stable_since is not None:
                     times.append(now + min(self.feeds[job.feed].settle_seconds / 4, 1.0))
                     continue
+                if self.sets.building() and not sets.is_built(job):
+                    continue  # the zip worker wakes the loop when its build ends (one set at a time)
                 if sending or self.ledger.blocked(job.feed):
                     continue
             when = job.next_action_at

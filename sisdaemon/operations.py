@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import jobs, sets, spool
+from sisdaemon import jobs, set_retry, sets, spool
 from sisdaemon.config import FeedSettings
 from sisdaemon.file_options import PARAMS_SUFFIX
 from sisdaemon.jobs import Job, JobState
@@ -128,6 +128,8 @@ class Operations:
         targets: list[tuple[FeedSettings | None, Path]]
         if request.get("all_failed"):
             targets = [(feed, path) for feed in feeds for path in failed_files(feed)]
+            # A set's zip first: its retry takes the set's files with it (set_retry.py), which are then skipped.
+            targets.sort(key=lambda target: not target[1].name.endswith(f"_{sets.SET_NAME}"))
         else:
             targets = []
             for name in request.get("files") or []:
@@ -140,13 +142,17 @@ class Operations:
         left = max(len(targets) - RETRY_BATCH_MAX, 0)
         claimed: list[dict[str, Any]] = []
         refused: list[dict[str, str]] = []
+        taken: set[Path] = set()  # the files of a set whose zip was claimed above: they went with it
         for feed, path in targets[:RETRY_BATCH_MAX]:
             if feed is None:
                 refused.append({"file": str(path), "why": "in no feed's failed folder"})
                 continue
+            if path in taken:
+                continue
             why, job = self._retry_one(feed, path, who, now, force=bool(request.get("force")))
             if job is not None:
                 claimed.append({"file": str(path), "job_id": job.job_id, "feed": feed.name, "work_name": job.work_name})
+                taken.update(feed.failed_dir / name for name in set_retry.taken_names(job))
             else:
                 refused.append({"file": str(path), "why": why})
         parts = [f"{len(claimed)} file(s) claimed to be sent again"]
@@ -228,14 +234,21 @@ class Operations:
         if force:
             retry_of["force"] = True
         job = dataclasses.replace(job, retry_of=retry_of, released_by=dict(who) if force else None)
-        with bound(job):
-            self.ledger.put(job)  # recorded before the file leaves failed/
+        if sets.is_set_zip(sidecar):  # the set goes again as one import: its files come out of failed/ with it
+            job = set_retry.with_members(job, feed.failed_dir, name, sidecar)
+        with bound(job), self.ledger.claiming(job.job_id):
+            self.ledger.put(job)  # recorded (with a set's every file) before the file leaves failed/
             try:
                 spool.move_durably(path, feed.work_dir / job.work_name)
             except OSError as error:
                 self.ledger.forget(job.job_id)
                 return f"cannot be moved into {feed.work_dir}: {error.strerror or error}", None
             spool.complete_retry_rename(feed.failed_dir, retry_of)
+            if sets.is_set(job):
+                taken = set_retry.take_members(job, feed.failed_dir, feed.work_dir)
+                if taken != job:
+                    job = taken
+                    self.ledger.put(job)
             log.info(
                 "file_retried",
                 retry_of=name,

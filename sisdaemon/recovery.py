@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import structlog
 
-from sisdaemon import bundle, jobs, params_files, sets, spool
+from sisdaemon import bundle, jobs, params_files, set_retry, sets, spool
 from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.jobs import JobState
 from sisdaemon.ledger import Ledger
@@ -42,7 +42,10 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
             if sets.is_set(job) and not sets.is_built(job) and job.state in (JobState.CLAIMED, JobState.FINISHING):
                 # A set's claim (or its refusal): members still in drop/ are renamed now; its zip is built (again)
                 # by the flight, a refused set is filed.
-                job = bundle.recover_claim(job, feed.drop_dir, feed.work_dir)
+                filed = None  # a refused set part filed: its members already in failed/ are in their place
+                if job.state is JobState.FINISHING:
+                    filed = feed.failed_dir if job.folder == "failed" else feed.done_dir
+                job = bundle.recover_claim(job, feed.drop_dir, feed.work_dir, filed)
                 if not sets.members_of(job):
                     log.error("claimed_file_missing", path=str(feed.drop_dir), reason="no file of the set is left")
                     ledger.discard(job.job_id)
@@ -80,6 +83,8 @@ def recover(ledger: Ledger, feeds: Mapping[str, FeedSettings], settings: Setting
                 )
             if job.retry_of:  # killed between the retry's two renames: its old sidecar is renamed now
                 spool.complete_retry_rename(feed.failed_dir, job.retry_of)
+                if sets.is_set(job) and job.state is JobState.CLAIMED:  # and a retried set's files (set_retry.py)
+                    job = set_retry.take_members(job, feed.failed_dir, feed.work_dir)
             ledger.keep(job)
             if job.import_id is not None:
                 ledger.note_import(job.feed, job.import_id, save=False)

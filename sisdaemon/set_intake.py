@@ -33,11 +33,11 @@ NAMES_SHOWN = 10
 
 @dataclass
 class FeedSets:
-    """One grouped feed's memory between turns: when each ready file was first found ready (seconds since the
-    epoch), each manifest read (name -> (its fingerprint, its names or why it cannot be used)), and when to decide
-    again."""
+    """One grouped feed's memory between turns: when each ready file was first found ready (name -> (its fingerprint
+    then, seconds since the epoch): a file that changed since is ready anew), each manifest read (name -> (its
+    fingerprint, its names or why it cannot be used)), and when to decide again."""
 
-    ready_at: dict[str, float] = field(default_factory=dict)
+    ready_at: dict[str, tuple[Fingerprint, float]] = field(default_factory=dict)
     manifests: dict[str, tuple[Fingerprint, tuple[str, ...] | str]] = field(default_factory=dict)
     wake_at: float | None = None
 
@@ -87,16 +87,31 @@ class SetIntake:
         """Take what ``feed``'s ready files make now: sets and files to take alone, while ``may_claim()`` (the feed
         has room, Canvas may be called). Returns whether ready files were left for want of room (a backlog)."""
         memory = self.feeds.setdefault(feed.name, FeedSets())
-        # In claim order (Canvas's by SIS type, then oldest); a grouped feed's drop folder holds a set or a few, not a
-        # backlog.
-        ready = tracker.ready()
-        names = {item.name for item in ready}
-        memory.ready_at = {name: memory.ready_at.get(name, now) for name in names}
-        settling = [name for name in tracker.names() if name not in names]
         memory.wake_at = None
         if feed.manifest is None:
-            return self._collect(feed, tracker, watcher, ready, settling, now, may_claim)
+            # The first files only, oldest first: a decision costs the same whatever the backlog (promise 6), and a
+            # set holds at most sets.MAX_SET_FILES anyway.
+            ready = tracker.first_ready_several(sets.LOOKAHEAD)
+            for item in ready:
+                self._note_ready(memory, item, now)
+            if len(memory.ready_at) > 2 * len(tracker) + 64:  # files gone from drop/ without being taken
+                memory.ready_at = {name: seen for name, seen in memory.ready_at.items() if tracker.tracked(name)}
+            return self._collect(feed, tracker, watcher, ready, tracker.settling(), now, may_claim)
+        # In claim order (Canvas's, then oldest); a manifest feed's drop folder holds a set or a few, not a backlog.
+        ready = tracker.ready()
+        names = {item.name for item in ready}
+        memory.ready_at = {name: seen for name, seen in memory.ready_at.items() if name in names}
+        for item in ready:
+            self._note_ready(memory, item, now)
+        settling = [name for name in tracker.names() if name not in names]
         return self._by_manifest(feed, tracker, watcher, ready, settling, now, may_claim)
+
+    @staticmethod
+    def _note_ready(memory: FeedSets, item: ReadyFile, now: float) -> None:
+        """Remember when ``item`` was first found ready (again, when it changed since)."""
+        known = memory.ready_at.get(item.name)
+        if known is None or known[0] != item.fingerprint:
+            memory.ready_at[item.name] = (item.fingerprint, now)
 
     def _collect(
         self,
@@ -104,18 +119,18 @@ class SetIntake:
         tracker: SettleTracker,
         watcher: DropWatcher,
         ready: Sequence[ReadyFile],
-        settling: Sequence[str],
+        settling: bool,
         now: float,
         may_claim: Callable[[], bool],
     ) -> bool:
         memory = self.feeds[feed.name]
         candidates = [
-            sets.Candidate(item.name, memory.ready_at[item.name], item.regular and item.fingerprint.size > 0)
+            sets.Candidate(item.name, memory.ready_at[item.name][1], item.regular and item.fingerprint.size > 0)
             for item in ready
         ]
         decided = sets.collect(
             candidates,
-            settling=bool(settling),
+            settling=settling,
             now=now,
             collect_seconds=feed.collect_seconds,
             collect_max_seconds=feed.collect_max_seconds,
@@ -166,7 +181,7 @@ class SetIntake:
                 listed,
                 ready=others,
                 settling=set(settling),
-                manifest_ready_at=memory.ready_at[manifest.name],
+                manifest_ready_at=memory.ready_at[manifest.name][1],
                 now=now,
                 timeout=feed.manifest_timeout_seconds,
             )

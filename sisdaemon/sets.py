@@ -9,8 +9,9 @@ one zip; a feed with a ``manifest`` sends the files its manifest lists, once all
 Collecting: a set is taken once no further file of the feed became ready for ``collect_seconds`` after the last one
 and none is still settling, or ``collect_max_seconds`` after its first file became ready at the latest (a steady
 trickle cannot hold a set for ever); at most :data:`MAX_SET_FILES` files go in one set (the oldest; the rest form the
-next). Only regular, non-empty ``.csv`` files are collected: a zip, an empty file or a FIFO is taken alone, as
-without collecting, and so is a set of one.
+next), and a set that has them all is taken at once (it cannot grow; a backlog goes out set after set). Only
+regular, non-empty ``.csv`` files are collected: a zip, an empty file or a FIFO is taken alone, as without
+collecting, and so is a set of one.
 
 Manifests (:func:`parse_manifest`): UTF-8 text, one file name a line; blank lines and lines starting with ``#`` are
 skipped, spaces around a name are dropped; each name is a plain name of a ``.csv`` file in the same drop folder
@@ -34,6 +35,9 @@ from sisdaemon.jobs import Fingerprint, Job
 SET_NAME = "set.zip"
 #: At most this many files go in one set (the job record lists each; the state stays small).
 MAX_SET_FILES = 100
+#: A collecting feed decides on at most this many of its ready files, oldest first, so that a decision costs the
+#: same whatever the backlog (docs/design.md promise 6).
+LOOKAHEAD = 2 * MAX_SET_FILES
 #: A manifest larger than this is refused (it is read whole, in the loop's thread).
 MANIFEST_MAX_BYTES = 64 * 1024
 
@@ -87,7 +91,8 @@ def collect(
     collect_seconds: float,
     collect_max_seconds: float,
 ) -> Collected:
-    """Decide whether the ready files of a collecting feed (``ready``: oldest first) form a set to take now.
+    """Decide whether the ready files of a collecting feed (``ready``: oldest first; the first
+    :data:`LOOKAHEAD` of them are enough) form a set to take now.
 
     ``settling``: another file of the feed has been seen but is not ready yet (the window stays open for it, up to
     ``collect_max_seconds``). Times in seconds (the daemon's clock).
@@ -99,7 +104,7 @@ def collect(
     first = min(item.ready_at for item in members)
     last = max(item.ready_at for item in members)
     deadline, quiet = first + collect_max_seconds, last + collect_seconds
-    if now >= deadline or (now >= quiet and not settling):
+    if now >= deadline or len(members) >= MAX_SET_FILES or (now >= quiet and not settling):
         chosen = tuple(item.name for item in members[:MAX_SET_FILES])
         if len(chosen) == 1:
             return Collected(alone=(*alone, *chosen))
@@ -254,11 +259,48 @@ def members_of(job: Job, role: str | None = None) -> list[Mapping[str, Any]]:
     return [member for member in found if role is None or member.get("role") == role]
 
 
+def member_fingerprints(job: Job, role: str | None = CSV) -> dict[str, Fingerprint]:
+    """Each member's fingerprint as recorded (name -> inode, size, mtime; no ctime: a rename changes it)."""
+    return {
+        str(member["name"]): Fingerprint(int(member["ino"]), int(member["size"]), int(member["mtime_ns"]))
+        for member in members_of(job, role)
+    }
+
+
+def observe_members(job: Job, current: Mapping[str, Fingerprint], now: float, settle: float) -> Job:
+    """A set's members in work/ before its zip is built, as :func:`jobs.observe_in_work` is for one file: a member
+    whose fingerprint (``current``: name -> fingerprint now) differs from its record is recorded anew and the set
+    settles again from ``now`` (``stable_since``); a set held still for ``settle`` seconds clears ``stable_since``
+    and is due now (its zip is built)."""
+    assert job.file_set is not None
+    recorded = member_fingerprints(job, None)
+    changed = {
+        name: found.without_ctime()
+        for name, found in current.items()
+        if name in recorded and found.without_ctime() != recorded[name]
+    }
+    if changed:
+        records = [
+            {**member, "ino": found.ino, "size": found.size, "mtime_ns": found.mtime_ns, "sha256": None}
+            if (found := changed.get(str(member["name"]))) is not None
+            else member
+            for member in members_of(job)
+        ]
+        size = sum(int(member["size"]) for member in records if member.get("role") == CSV)
+        return dataclasses.replace(
+            job, size=size, file_set={**job.file_set, "members": records, "built": False}, stable_since=now
+        )
+    if job.stable_since is not None and now - job.stable_since >= settle:
+        return dataclasses.replace(job, stable_since=None, next_action_at=now)
+    return job
+
+
 def without_member(job: Job, name: str, note: str) -> Job:
-    """``job`` with member ``name`` left out (it could not be taken), ``note`` saying why."""
+    """``job`` with member ``name`` left out (it could not be taken), ``note`` saying why (a built set keeps its
+    zip's size: the zip is sent as it is)."""
     assert job.file_set is not None
     kept = [member for member in members_of(job) if member["name"] != name]
-    size = sum(int(member["size"]) for member in kept if member.get("role") == CSV)
+    size = job.size if is_built(job) else sum(int(member["size"]) for member in kept if member.get("role") == CSV)
     return dataclasses.replace(job, size=size, file_set={**job.file_set, "members": kept}, notes=(*job.notes, note))
 
 
@@ -316,6 +358,9 @@ def member_sidecar(sidecar: Mapping[str, Any], member: Mapping[str, Any], job: J
         "role": member.get("role"),
     }
     own["set"] = summary(job)
+    if member.get("from") and isinstance(sidecar.get("retry_of"), Mapping):  # came out of failed/ with a retried zip
+        old = str(member["from"])
+        own["retry_of"] = {**sidecar["retry_of"], "file": old, "sidecar": f"{old}.result.retried.json"}
     return own
 
 
@@ -337,3 +382,33 @@ def retry_refusal(sidecar: Mapping[str, Any]) -> str | None:
     if found.get("zip"):
         return f"{where}, sent as one import: retry the set's zip {found['zip']} to send its files together again"
     return f"{where}, refused whole ({sidecar.get('reason_code')}): drop the whole set again, files and manifest"
+
+
+# --- retrying a set ----------------------------------------------------------------------------------------------
+
+
+def is_set_zip(sidecar: Mapping[str, Any]) -> bool:
+    """Whether ``sidecar`` is a set's zip's (not a member's): ``sisdaemon retry`` of it sends the set again."""
+    found, file = sidecar.get("set"), sidecar.get("file")
+    role = file.get("role") if isinstance(file, Mapping) else None
+    return isinstance(found, Mapping) and bool(found.get("zip")) and role is None
+
+
+def set_files(sidecar: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The files of a set, from its zip's sidecar: (name as dropped, role), the CSVs in the set's order, then its
+    manifest."""
+    found = sidecar.get("set") or {}
+    files = [(str(name), CSV) for name in found.get("members") or []]
+    if found.get("manifest"):
+        files.append((str(found["manifest"]), MANIFEST))
+    return files
+
+
+def retried_set(job: Job, members: Sequence[Mapping[str, Any]], manifest: str | None, notes: Sequence[str]) -> Job:
+    """The job of ``sisdaemon retry`` of a set's zip (``job``: the zip claimed from failed/ as one file, not
+    recorded yet) with the set's files still in failed/ as its members: each record as :func:`claim_set` makes it,
+    plus ``from`` (its name in failed/), so that each is moved back into work/ with the zip and filed beside the new
+    one with a sidecar naming the new import. The zip is whole: the set is built. ``notes``: files of the set no
+    longer in failed/ (left out)."""
+    file_set = {"members": [dict(member) for member in members], "built": True, "manifest": manifest}
+    return dataclasses.replace(job, file_set=file_set, notes=(*job.notes, *notes))

@@ -87,6 +87,7 @@ class SettleTracker:
         self._ready: list[tuple[int, int, str, int]] = []  # (rank, mtime in ns, name, version) of ready files
         self._settling: Counter[Kind] = Counter()  # the known kinds of the files still settling
         self._versions = itertools.count()
+        self._ready_count = 0  # records that are ready (the rest are settling)
 
     def observe(self, name: str, seen: Observation | None, now: float) -> None:
         """Record a fresh look at ``name``: ``seen`` is what it is now, or None when it is gone (or no candidate)."""
@@ -113,6 +114,7 @@ class SettleTracker:
             record.ready = True
             if record.holds is None and seen.regular and seen.fingerprint.size:
                 record.holds = self.classify(seen, True)  # a first line without a line break is whole now
+            self._ready_count += 1
             heapq.heappush(self._ready, (rank(record.holds), seen.fingerprint.mtime_ns, name, record.version))
 
     def update(self, observations: Mapping[str, Observation], now: float) -> None:
@@ -155,6 +157,26 @@ class SettleTracker:
             heapq.heappop(self._ready)
         return None
 
+    def first_ready_several(self, limit: int) -> list[ReadyFile]:
+        """The first ``limit`` ready files in :meth:`first_ready`'s order (Canvas's, then oldest mtime, then name),
+        without taking them: O(limit log n), whatever the backlog (a grouped feed decides on these, sets.py)."""
+        found: list[ReadyFile] = []
+        entries: list[tuple[int, int, str, int]] = []
+        while self._ready and len(found) < limit:
+            entry = heapq.heappop(self._ready)
+            _, _, name, version = entry
+            record = self._records.get(name)
+            if record is not None and record.version == version and record.ready:  # else stale: dropped for good
+                entries.append(entry)
+                found.append(_ready_file(name, record))
+        for entry in entries:
+            heapq.heappush(self._ready, entry)
+        return found
+
+    def settling(self) -> bool:
+        """Whether a tracked file is still settling (seen, not ready yet). O(1)."""
+        return len(self._records) > self._ready_count
+
     def ready(self) -> list[ReadyFile]:
         """Every ready file in the order :meth:`first_ready` takes them. O(n log n): for tests, status and the
         supersede decision, not per claim."""
@@ -181,6 +203,10 @@ class SettleTracker:
         record = self._records.get(name)
         if record is None:
             return
+        if record.ready:  # settling again: it counts among the settling files
+            self._ready_count -= 1
+            if record.holds is not None:
+                self._settling[record.holds] += 1
         record.ready = False
         record.version = next(self._versions)
         record.wait = max(record.wait, until - record.since)
@@ -201,6 +227,7 @@ class SettleTracker:
         record = self._records.pop(name, None)
         if record is not None:
             self._uncount(record)
+            self._ready_count -= record.ready
 
     def __len__(self) -> int:
         return len(self._records)

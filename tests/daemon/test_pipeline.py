@@ -143,7 +143,7 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
         "waits_for",
         "members",  # a set's members (sets.py); empty for a single file
     }
-    assert job["file"] == "users.csv"
+    assert job["file"] == "users.csv" and job["members"] == []  # one file, not a set
     assert job["state"] == "submitted" or job["state"] == "claimed" or job["state"] == "submitting"
     wait_for(lambda: sandbox.imports(), what="the import")
     sandbox.unstick(sandbox.imports()[0]["id"])

@@ -4,6 +4,7 @@ shared import (README "Feed policies")."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import threading
@@ -178,3 +179,46 @@ def test_a_manifest_naming_a_path_goes_to_failed_alone_and_its_files_stay(
     [sidecar] = spool.sidecars("failed")
     assert sidecar["reason_code"] == "manifest_invalid" and "line 2" in sidecar["reason"]
     assert creates(sandbox) == [] and [path.name for path in spool.drop.iterdir()] == ["users.csv"]
+
+
+def test_retry_of_a_failed_sets_zip_sends_its_files_together_again_and_files_each_beside_the_new_import(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    spool.feed.update({"settle_seconds": 0.3, "collect_seconds": 0.5})
+    sandbox.finish_next_as("failed")  # Canvas fails the set's first import
+    daemon = daemon_process()
+    for name, data in OUT_OF_ORDER:
+        spool.drop_file(name, data)
+    wait_for(lambda: len(spool.filed("failed")) == 5, what="the four files and the zip in failed/")
+    old = {sidecar["file"]["name"]: sidecar for sidecar in spool.sidecars("failed")}
+    assert {sidecar["outcome"] for sidecar in old.values()} == {"failed"}
+    old_names = {path.name.split("_", 2)[2]: path.name for path in spool.filed("failed")}
+
+    retried = sisdaemon("retry", "-c", str(spool.config), str(spool.failed / old_names["set.zip"]), "--wait")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    wait_for(lambda: len(spool.filed("done")) == 5, what="the set's four files and its zip in done/")
+    assert daemon.terminate() == 0
+
+    first, second = sorted(sandbox.imports(), key=lambda item: item["id"])
+    assert first["workflow_state"] == "failed" and second["workflow_state"] == "imported"
+    assert len(creates(sandbox)) == 2 and warnings_of(sandbox) == []  # one import again: users before enrollments
+    assert second["data"]["counts"]["users"] == 1 and second["data"]["counts"]["enrollments"] == 1
+    sidecars = {sidecar["file"]["name"]: sidecar for sidecar in spool.sidecars("done")}
+    assert set(sidecars) == {*old_names} == {name for name, _ in OUT_OF_ORDER} | {"set.zip"}
+    new_id = sidecars["set.zip"]["job_id"]
+    assert creates(sandbox)[1].attachment_filename == f"{new_id}_set.zip" and new_id != old["set.zip"]["job_id"]
+    for name, sidecar in sidecars.items():
+        assert sidecar["outcome"] == "imported" and sidecar["canvas"]["import_id"] == second["id"], name
+        assert sidecar["set"]["id"] == new_id
+        assert sorted(sidecar["set"]["members"]) == sorted(name for name, _ in OUT_OF_ORDER)
+        assert sidecar["retry_of"]["file"] == old_names[name], name  # each file names its own earlier attempt
+        assert sidecar["retry_of"]["outcome"] == "failed" and sidecar["retry_of"]["job_id"] == old[name]["job_id"]
+        retried_sidecar = spool.failed / sidecar["retry_of"]["sidecar"]
+        assert json.loads(retried_sidecar.read_text())["canvas"]["import_id"] == first["id"], name
+    for name, data in OUT_OF_ORDER:
+        [filed] = [path for path in spool.filed("done") if path.name.endswith(f"_{name}")]
+        assert filed.read_bytes() == data and sidecars[name]["file"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert spool.filed("failed") == [] and not list(spool.failed.glob("*.result.json"))
+    assert not list(spool.work.iterdir()) and not list(spool.drop.iterdir())
+    again = sisdaemon("retry", "-c", str(spool.config), old_names["set.zip"])
+    assert again.returncode == 2 and "sent again already" in again.stdout

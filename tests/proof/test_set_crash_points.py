@@ -1,10 +1,13 @@
-"""Every crash point of a set's path (docs/design.md "Crash protocol", sets): two files collected into one import,
-run by a real ``sisdaemon run --once`` killed with SIGKILL right after its k-th side effect for every k, then started
-again; after each, nothing is lost (each file in exactly one place, with its bytes) and nothing is sent twice (at
-most one import), and every file of the set ends in done/ with its sidecar naming the set and the shared import.
+"""Every crash point of a set's path (docs/design.md "Crash protocol", sets): three files collected into one
+import, and a manifest's set refused whole (``manifest_incomplete``), each run by a real ``sisdaemon run --once``
+killed with SIGKILL right after its k-th side effect for every k, then started again. After each kill, nothing is lost
+(each file in exactly one place, with its bytes) and nothing is sent twice (at most one import; none for a refused
+set), and every file of the set ends where it belongs (done/, or failed/ for the refused set) with its sidecar
+naming the set (and the shared import, or what was missing).
 
 The kills land where a set differs from one file: members half in drop/ and half in work/, a half-built zip, a zip
-built but not recorded, members half filed.
+built but not recorded, members half filed; a refusal recorded but its files still in drop/, half renamed, half
+filed in failed/.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +48,10 @@ WORKERS = int(os.environ.get("SISDAEMON_PROOF_WORKERS", "2"))
 ONCE = ("--once", "--max-wait", "60")
 #: The effects a set adds to one file's path: each must have been killed at.
 SET_EFFECTS = ("bundle.zip_written",)
+#: A manifest's set refused whole: it lists a file that never comes (tests/daemon/test_sets.py has it end to end).
+MANIFEST_FEED = {"settle_seconds": 0.2, "manifest": "*.manifest", "manifest_timeout_seconds": 0.5}
+MANIFEST = b"users.csv\ncourses.csv\nenrollments.csv\n"
+REFUSED_FILES = {"users.csv": USERS, "courses.csv": COURSES, "nightly.manifest": MANIFEST}
 
 
 @dataclass
@@ -53,10 +62,22 @@ class Point:
     problems: list[str] = field(default_factory=list)
 
 
-def prepare(root: Path) -> tuple[object, Sandbox, Spool]:
-    context = world(root, **FEED)
+@dataclass(frozen=True)
+class Scenario:
+    """A set's path to kill at every side effect: the feed's settings, the files dropped, the invariants after the
+    kill and the restarts, and the exit code of a run that was not killed (``run --once``: 1 when it filed a file in
+    failed/)."""
+
+    feed: dict[str, Any]
+    files: dict[str, bytes]
+    check: Callable[[Spool, Sandbox], Findings]
+    exit_code: int = 0
+
+
+def prepare(root: Path, scenario: Scenario) -> tuple[Any, Sandbox, Spool]:
+    context = world(root, **scenario.feed)
     sandbox, spool = context.__enter__()
-    for name, data in FILES.items():
+    for name, data in scenario.files.items():
         spool.drop_file(name, data)
     return context, sandbox, spool
 
@@ -97,20 +118,60 @@ def check_set(spool: Spool, sandbox: Sandbox) -> Findings:
     return found
 
 
-def reference(root: Path) -> list[str]:
-    context, sandbox, spool = prepare(root)
+def check_refused(spool: Spool, sandbox: Sandbox) -> Findings:
+    """The invariants after a kill and the restarts, for the manifest's set of :data:`REFUSED_FILES` refused whole:
+    each file in failed/ with its bytes and a sidecar saying ``manifest_incomplete`` and what was missing; nothing
+    sent; one history record."""
+    found = Findings()
+    for name, data in REFUSED_FILES.items():
+        places = [path for where in ("drop", "work", "done", "failed") for path in data_files(spool.root / where)]
+        mine = [path for path in places if path.name == name or path.name.endswith(f"_{name}")]
+        found.expect(len(mine) == 1, f"{name} is in {len(mine)} places: {mine}")
+        found.expect(all(path.read_bytes() == data for path in mine), f"{name}'s bytes changed")
+        found.expect(all(path.parent == spool.failed for path in mine), f"{name} is not in failed/: {mine}")
+    found.expect(not entries(spool.work), f"work/ is not empty: {entries(spool.work)}")
+    found.expect(creates(sandbox) == [] and sandbox.imports() == [], "something of a refused set was sent")
+    sidecars = [json.loads(path.read_text()) for path in sorted(spool.failed.glob("*.result.json"))]
+    found.expect(len(sidecars) == len(REFUSED_FILES), f"{len(sidecars)} sidecars in failed/")
+    set_ids = {sidecar.get("set", {}).get("id") for sidecar in sidecars}
+    found.expect(len(set_ids) == 1 and None not in set_ids, f"sidecars name sets {set_ids}")
+    for sidecar in sidecars:
+        name = sidecar["file"]["name"]
+        found.expect(sidecar.get("reason_code") == "manifest_incomplete", f"{name}'s reason_code")
+        found.expect(sidecar.get("set", {}).get("missing") == ["enrollments.csv"], f"{name}'s sidecar set.missing")
+        members = sorted(sidecar.get("set", {}).get("members") or [])
+        found.expect(members == ["courses.csv", "users.csv"], f"{name}'s sidecar names the set's files {members}")
+        found.expect(not sidecar.get("notes"), f"{name}'s sidecar notes {sidecar.get('notes')}")
+        found.expect(sidecar.get("file", {}).get("size") == len(REFUSED_FILES.get(name, b"")), f"{name}'s size")
+    for path in data_files(spool.failed):
+        match = FILED_NAME.fullmatch(path.name)
+        found.expect(match is not None and match["job"] in set_ids, f"odd filed name {path.name}")
+    found.expect(jobs_in_state(spool) == [], f"jobs left in the state: {jobs_in_state(spool)}")
+    records = history_records(spool)
+    found.expect(len(records) == 1, f"{len(records)} history records for one refused set")
+    stale = stale_temp_files(spool.failed) + stale_temp_files(spool.work) + stale_temp_files(spool.state_file.parent)
+    found.expect(not stale, f"stale temp files: {stale}")
+    return found
+
+
+COLLECTED = Scenario(FEED, FILES, check_set)
+REFUSED = Scenario(MANIFEST_FEED, REFUSED_FILES, check_refused, exit_code=1)
+
+
+def reference(root: Path, scenario: Scenario) -> list[str]:
+    context, sandbox, spool = prepare(root, scenario)
     try:
         run = run_daemon(spool, *ONCE)
-        assert run.returncode == 0, run.log.read_text()
-        assert not check_set(spool, sandbox).problems, check_set(spool, sandbox).problems
+        assert run.returncode == scenario.exit_code, run.log.read_text()
+        assert not scenario.check(spool, sandbox).problems, scenario.check(spool, sandbox).problems
     finally:
         context.__exit__(None, None, None)
     return [name for _, name in run.effects]
 
 
-def kill_at(root: Path, k: int) -> Point:
+def kill_at(root: Path, k: int, scenario: Scenario) -> Point:
     point = Point(k)
-    context, sandbox, spool = prepare(root)
+    context, sandbox, spool = prepare(root, scenario)
     try:
         run = run_daemon(spool, *ONCE, env={"SISDAEMON_FAILPOINT": str(k)})
         if run.killed:
@@ -122,28 +183,42 @@ def kill_at(root: Path, k: int) -> Point:
                     break
             else:
                 point.problems.append(f"restarts never finished: exit codes {point.restarts}")
-        elif run.returncode != 0:
+        elif run.returncode != scenario.exit_code:
             point.problems.append(f"exit {run.returncode} without a kill")
-        point.problems.extend(check_set(spool, sandbox).problems)
+        point.problems.extend(scenario.check(spool, sandbox).problems)
     finally:
         context.__exit__(None, None, None)
     return point
+
+
+def kill_everywhere(root: Path, scenario: Scenario, label: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Kill a run of ``scenario`` after each of its side effects in turn; returns the effects of a whole run."""
+    started = time.monotonic()
+    names = reference(root / "reference", scenario)
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        points = list(pool.map(lambda k: kill_at(root / f"k{k:03d}", k, scenario), range(1, len(names) + 1)))
+    killed = Counter(point.killed_at for point in points if point.killed_at)
+    failures = [f"k={point.k} ({point.killed_at}): {point.problems}" for point in points if point.problems]
+    with capsys.disabled():
+        print(f"\n[{label} crash points] N={len(names)}; {time.monotonic() - started:.0f} s")
+        for point in points:
+            print(f"  k={point.k:3d} {point.killed_at or '(ended)':24s} {point.restarts} {point.problems or 'OK'}")
+    assert not sorted(set(names) - set(killed)), f"never killed at: {sorted(set(names) - set(killed))}"
+    assert not failures, "\n".join(failures)
+    return names
 
 
 @pytest.mark.slow
 def test_a_kill_after_any_side_effect_of_a_set_loses_nothing_and_sends_nothing_twice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    started = time.monotonic()
-    names = reference(tmp_path / "reference")
+    names = kill_everywhere(tmp_path, COLLECTED, "set", capsys)
     assert set(SET_EFFECTS) <= set(names)
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        points = list(pool.map(lambda k: kill_at(tmp_path / f"k{k:03d}", k), range(1, len(names) + 1)))
-    killed = Counter(point.killed_at for point in points if point.killed_at)
-    failures = [f"k={point.k} ({point.killed_at}): {point.problems}" for point in points if point.problems]
-    with capsys.disabled():
-        print(f"\n[set crash points] N={len(names)}; {time.monotonic() - started:.0f} s")
-        for point in points:
-            print(f"  k={point.k:3d} {point.killed_at or '(ended)':24s} {point.restarts} {point.problems or 'OK'}")
-    assert not sorted(set(names) - set(killed)), f"never killed at: {sorted(set(names) - set(killed))}"
-    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+def test_a_kill_after_any_side_effect_of_refusing_an_incomplete_manifest_set_loses_nothing_and_sends_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = kill_everywhere(tmp_path, REFUSED, "manifest refusal", capsys)
+    assert names.count("spool.renamed") >= 2 * len(REFUSED_FILES)  # each file out of drop/, then into failed/
