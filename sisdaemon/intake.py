@@ -296,7 +296,7 @@ class Intake:
         """Say at info, once per name, each name a full scan leaves out that the previous full scan left out too
         (``file_never_taken``): a file upstream left in drop/ that will never be taken. Costs set operations on the
         names the scan listed anyway."""
-        left = skipped.keys() & feed_scan.left_at_scan
+        left = {name for name in skipped.keys() & feed_scan.left_at_scan if skipped[name] in NEVER_TAKEN}
         for name in sorted(left - feed_scan.never_taken_said):
             reason = skipped[name]
             log.info(
@@ -304,7 +304,7 @@ class Intake:
                 feed=feed.name,
                 file=jobs.display_name(name),
                 reason=reason,
-                why=NEVER_TAKEN.get(reason, reason),
+                why=NEVER_TAKEN[reason],
                 patterns=list(feed.patterns),
             )
         feed_scan.never_taken_said = frozenset(left | (feed_scan.never_taken_said & skipped.keys()))

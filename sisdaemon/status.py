@@ -88,7 +88,7 @@ def never_taken(feed: FeedSettings, shown: int = NEVER_TAKEN_SHOWN) -> dict[str,
                 reason = skip_reason(entry.name, feed.patterns)
                 if reason is None and entry.is_dir(follow_symlinks=False):
                     reason = "folder"
-                if reason is not None:
+                if reason in NEVER_TAKEN:  # not a params file: it waits for its data file (params_files.py)
                     found.append({"name": display_name(entry.name), "reason": reason, "why": NEVER_TAKEN[reason]})
     except OSError:
         return None

@@ -66,7 +66,8 @@ IGNORED_SUFFIXES = (".part", ".filepart", ".tmp", "~")
 
 
 #: What each reason a name is never taken (:func:`skip_reason`, ``"folder"``) means to the sysadmin who finds it
-#: left in drop/ (``status``, the journal's ``file_never_taken``).
+#: left in drop/ (``status``, the journal's ``file_never_taken``). ``"params_file"`` is not among them: a params file
+#: is read with its data file (params_files.py says an orphan on its own).
 NEVER_TAKEN = {
     "dot_name": "a dot-name (an upload's temporary name): taken once renamed to a name the patterns match",
     "temp_name": "an upload's temporary name (.part, .filepart, .tmp, ~): taken once renamed without it",

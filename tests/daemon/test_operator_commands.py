@@ -331,6 +331,8 @@ def test_names_in_drop_that_will_never_be_taken_are_said_once_at_info_and_shown_
     (spool.drop / "users.csv.part").write_bytes(USERS)
     (spool.drop / ".users.csv").write_bytes(USERS)
     (spool.drop / "subdir.csv").mkdir()
+    # A params file waits for its data file (said on its own, params_file_orphaned): not a name never taken.
+    (spool.drop / "later.csv.params.yaml").write_bytes(b"batch_mode: true\n")
     left = {"users.txt": "no_pattern_matches", "users.csv.part": "temp_name", ".users.csv": "dot_name"}
     left["subdir.csv"] = "folder"
 
