@@ -36,11 +36,20 @@ class BuildResult:
 
 class Bundler:
     """Builds one set's zip at a time in a daemon thread; ``wake`` is set when a result is ready. ``read(source,
-    size)``: how members are read (bundle.read_piece; tests inject a slow reader)."""
+    size)``: how members are read (bundle.read_piece; tests inject a slow reader). ``stopping``: the daemon's stop
+    event; a build gives up at its next piece once it is set (as after :meth:`stop`), without waiting for the flight
+    worker to end."""
 
-    def __init__(self, wake: threading.Event, *, read: Callable[[BinaryIO, int], bytes] = bundle.read_piece) -> None:
+    def __init__(
+        self,
+        wake: threading.Event,
+        *,
+        read: Callable[[BinaryIO, int], bytes] = bundle.read_piece,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.wake = wake
         self.read = read
+        self._stopping = stopping or threading.Event()
         self.running: str | None = None  # the job id whose zip is being built
         self._results: queue.Queue[BuildResult] = queue.Queue()
         self._stop = threading.Event()
@@ -48,7 +57,7 @@ class Bundler:
     def start(self, job: Job, work_dir: Path) -> bool:
         """Build set ``job``'s zip in ``work_dir`` unless a build runs (or the worker was stopped); returns whether
         it started."""
-        if self.running is not None or self._stop.is_set():
+        if self.running is not None or self._should_stop():
             return False
         self.running = job.job_id
         thread = threading.Thread(target=self._run, args=(job, work_dir), name=f"zip-{job.job_id}", daemon=True)
@@ -58,6 +67,9 @@ class Bundler:
     def stop(self) -> None:
         """Stop a running build at its next piece (its temp zip is removed; it is built again after a restart)."""
         self._stop.set()
+
+    def _should_stop(self) -> bool:
+        return self._stop.is_set() or self._stopping.is_set()
 
     def results(self) -> Iterator[BuildResult]:
         """The results ready now (each is returned once)."""
@@ -70,7 +82,7 @@ class Bundler:
     def _run(self, job: Job, work_dir: Path) -> None:
         result = BuildResult(job.job_id, sets.member_fingerprints(job))
         try:
-            result.zipped = bundle.build_zip(job, work_dir, should_stop=self._stop.is_set, read=self.read)
+            result.zipped = bundle.build_zip(job, work_dir, should_stop=self._should_stop, read=self.read)
         except bundle.MemberChanged as changed:
             result.changed = changed.changed
         except bundle.Cancelled:

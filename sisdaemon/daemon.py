@@ -162,6 +162,7 @@ class Daemon:
             to_wall=clock.to_wall,
             on_event=on_event,
             conditions=conditions,
+            stopping=self.stop_event,
         )
         self.intake = Intake(
             self.feeds,

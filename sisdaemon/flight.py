@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ class Flight:
     ``to_wall``: turns a reading of the daemon's clock into wall time, for the times a sidecar shows.
     ``on_event``: called with ("submitted" | "filed", job), for ``submit --wait``. ``conditions`` logs lasting
     conditions once when they start and end. ``failed_files`` counts the files this run filed in failed/
-    (``run --once`` exits 1 when there are any).
+    (``run --once`` exits 1 when there are any). ``stopping``: the daemon's stop event (a set's zip being built gives
+    up as soon as it is set).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Flight:
         to_wall: Callable[[float | None], float | None] = lambda moment: moment,
         on_event: Callable[[str, Job], None] | None = None,
         conditions: Conditions | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.feeds = feeds
         self.conditions = conditions or Conditions()
@@ -91,7 +94,7 @@ class Flight:
             ledger,
             writer_check,
             self.conditions,
-            Bundler(uploader.wake),
+            Bundler(uploader.wake, stopping=stopping),
             retry_later=lambda job_id, error, now: self._retry_later(job_id, error, now + policy.max_interval_seconds),
         )
         self.filer = Filer(

@@ -98,6 +98,30 @@ def test_the_zip_worker_reports_a_stopped_build_and_leaves_no_temp_zip(tmp_path:
     assert not bundler.start(job, tmp_path)  # stopped for good
 
 
+def test_a_build_gives_up_as_soon_as_the_daemons_stop_event_is_set_without_waiting_for_stop(tmp_path: Path) -> None:
+    # The daemon's stop event is set by a signal handler; the flight worker calls Bundler.stop() only when its turn
+    # ends. A build that reads on meanwhile must still give up at its next piece (in CI it once ran to the end and
+    # left a finished zip behind a stopped daemon).
+    job = claimed_set(tmp_path)
+    wake, reading, go_on, stopping = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+
+    def held(source: BinaryIO, size: int) -> bytes:
+        reading.set()
+        go_on.wait(30)
+        return source.read(size)
+
+    bundler = Bundler(wake, read=held, stopping=stopping)
+    assert bundler.start(job, tmp_path)
+    assert reading.wait(30)
+    stopping.set()
+    go_on.set()
+    assert wake.wait(30)
+    [result] = list(bundler.results())
+    assert result.error == "stopped" and result.zipped is None
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith((".tmp", "_set.zip"))]
+    assert not bundler.start(job, tmp_path)
+
+
 def test_a_changed_member_is_recorded_anew_and_the_set_settles_again_before_its_zip_is_built() -> None:
     members = [sets.Member("users.csv", Fingerprint(11, 40, 5), 90.0), sets.Member("e.csv", Fingerprint(12, 60, 6), 90)]
     job = sets.claim_set("abc123", "nightly", members, manifest=None, now=100.0)
