@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import file_options, jobs, lost, polling, sets, spool
+from sisdaemon import file_options, jobs, lost, polling, sets, spool, vanished
 from sisdaemon.admission import Admission
 from sisdaemon.bundler import Bundler
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind, unapplied_options
@@ -151,6 +151,33 @@ class Flight:
         except Exception as error:  # a bug: keep the job and the other jobs going, try later
             log.exception("job_step_failed", error=f"{type(error).__name__}: {error}")
             self._retry_later(job.job_id, f"{type(error).__name__}: {error}", now + self.policy.max_interval_seconds)
+
+    def _not_found(self, job: Job, key: tuple[str, ...], error: CanvasError, now: float) -> None:
+        """Canvas answered 404 for the job's import (a Canvas refreshed or restored, a state file from another
+        Canvas): said once while it lasts; the file waits in work/ until ``polling.import_not_found_seconds`` have
+        passed (or at once when an abort was asked for), then goes to failed/ as ``import_not_found`` (vanished.py)."""
+        grace = self.policy.import_not_found_seconds
+        self.conditions.start(
+            key,
+            "import_not_found",
+            level="error",
+            error=str(error),
+            hint=f"the file waits in work/ for up to {grace:g} s, then goes to failed/; check canvas.base_url and "
+            "the import in Canvas",
+        )
+        before = job.not_found_since
+        job = vanished.on_not_found(job, now=now, grace=grace)
+        if job.state is JobState.FINISHING:
+            self.conditions.end(key, "import_not_found_given_up", waited_seconds=round(vanished.gone_for(job, now)))
+            log.warning("import_finished", workflow_state=job.workflow_state, outcome=str(job.outcome))
+            self.ledger.put(job)
+            self.filer.finish(job, now)
+            return
+        job = dataclasses.replace(job, last_error=str(error), next_action_at=now + self.policy.max_interval_seconds)
+        if job.not_found_since != before:
+            self.ledger.put(job)  # the first 404 is kept across restarts: the grace runs from it
+        else:
+            self.ledger.keep(job)
 
     def _retry_later(self, job_id: str, error: str, when: float) -> None:
         """Put a job off until ``when`` with its error recorded for ``status`` (saved when the error is new)."""
@@ -428,18 +455,12 @@ class Flight:
         try:
             sis_import = self.gate.call(now, self.client.get_sis_import, job.import_id)
         except CanvasError as error:
-            if error.kind is FaultKind.NOT_FOUND:
-                # Canvas does not know this job's import (a Canvas reset or restored, another instance): said once
-                # while it lasts; the file waits in work/ and status shows why.
-                self.conditions.start(
-                    key,
-                    "import_not_found",
-                    level="error",
-                    error=str(error),
-                    hint="the file waits in work/; check canvas.base_url and the import in Canvas",
-                )
-            raise
+            if error.kind is not FaultKind.NOT_FOUND:
+                raise
+            self._not_found(job, key, error, now)
+            return
         self.conditions.end(key, "import_found_again")
+        job = vanished.on_found(job)
         previous, before = job.workflow_state, job.abort_reason
         seen = (previous, job.progress, job.queued_behind)
         sis_import = spool.strip_verifiers(sis_import)  # what is kept in the state carries no download capability

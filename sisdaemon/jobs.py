@@ -134,6 +134,7 @@ class Job:
     workflow_state: str | None = None
     progress: Any = None
     queued_behind: int | None = None  # while Canvas has it queued (`created`): the import it waits behind, if known
+    not_found_since: float | None = None  # the first of the polls in a row that Canvas answered 404 (vanished.py)
     poll_interval: float = 0.0
     next_action_at: float = 0.0
     abort_reason: AbortReason | None = None

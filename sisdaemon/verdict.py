@@ -35,6 +35,7 @@ class Outcome(StrEnum):
     PARTIALLY_RESTORED = "partially_restored"
     DUPLICATE_SKIPPED = "duplicate_skipped"  # the same content as a recent import of its feed: done/, never sent
     SUPERSEDED = "superseded"  # a newer file of the same SIS types waited in drop/ (supersede: true): done/, never sent
+    UNKNOWN = "unknown"  # Canvas no longer knows the import (404, vanished.py): whether it applied is unknown; failed/
 
 
 class AbortReason(StrEnum):

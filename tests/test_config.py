@@ -88,6 +88,7 @@ def test_a_minimal_file_gets_every_documented_default(tmp_path: Path) -> None:
         "clock_skew_seconds": 300,
         "initializing_dead_seconds": 600,
         "errors_csv_wait_seconds": 120,
+        "import_not_found_seconds": 3600,
     }
     assert (settings.log.format, settings.log.level) == ("json", "info")
     feed = settings.feeds[0]

@@ -287,6 +287,7 @@ class PollingSettings(CheckedModel):
     clock_skew_seconds: Seconds = 300
     initializing_dead_seconds: Seconds = 600
     errors_csv_wait_seconds: Seconds = 120
+    import_not_found_seconds: Seconds = 3600
 
     @classmethod
     def _cross_key_problems(cls, values: Validated) -> Problems:

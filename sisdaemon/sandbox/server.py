@@ -227,6 +227,16 @@ class Sandbox:
             self.store.imports[import_id].stuck_in = None
             self.store.changed.notify_all()
 
+    def forget_import(self, import_id: int) -> None:
+        """Lose an import as a Canvas refreshed from production or restored from a backup would: from now on
+        ``GET .../sis_imports/:id`` and its abort answer 404, and the queue never runs it. KeyError if there is none."""
+        with self.store.lock:
+            sis_import = self.store.imports.pop(import_id)
+            # A processor holding it lets go at its next look; whatever it still does to it is seen by no one.
+            sis_import.stuck_in = None
+            sis_import.workflow_state = "aborted"
+            self.store.changed.notify_all()
+
     def stick_next(self, state: str) -> None:
         """stick() the next import created (e.g. "initializing": its POST does not answer until unstick)."""
         with self.store.lock:
