@@ -89,10 +89,13 @@ def canvas_message(body: str) -> str:
 def classify(status: int, content_type: str, body: str) -> tuple[FaultKind, str]:
     """The fault kind and a message for a non-success HTTP answer (pure; docs/canvas-api.md §4).
 
-    403 is throttling only with "Rate Limit Exceeded" in its body; otherwise it is a permission refusal ("user not
-    authorized", "SIS imports are not enabled"). 401 is always a credential fault. 404 is left to the caller.
-    413 is a fault of the file sent (Canvas, or a proxy in front of it, refuses a body that large): FaultKind.FILE;
-    it only comes from the create route, where it creates nothing (:func:`post_outcome_known`).
+        403 is throttling only with "Rate Limit Exceeded" in its body; otherwise it is a permission refusal ("user not
+        authorized", "SIS imports are not enabled"). 401 is always a credential fault. A 404 with Canvas's JSON body
+    (``{"errors": [{"message": "The specified resource does not exist."}]}``) is NOT_FOUND, left to the caller; a 404 of
+    another kind (an HTML page: a proxy, a wrong path in canvas.base_url) is a configuration fault, so that a broken
+    proxy never reads as "Canvas lost this import".
+        413 is a fault of the file sent (Canvas, or a proxy in front of it, refuses a body that large): FaultKind.FILE;
+        it only comes from the create route, where it creates nothing (:func:`post_outcome_known`).
     """
     message = canvas_message(body)
     if status == 413:
@@ -104,7 +107,13 @@ def classify(status: int, content_type: str, body: str) -> tuple[FaultKind, str]
     if status in (401, 403):
         return FaultKind.CREDENTIAL, f"HTTP {status}: {message}"
     if status == 404:
-        return FaultKind.NOT_FOUND, f"HTTP 404: {message}"
+        if "json" in content_type:
+            return FaultKind.NOT_FOUND, f"HTTP 404: {message}"
+        return (
+            FaultKind.CONFIGURATION,
+            f"HTTP 404 with {content_type or 'no content type'}, not Canvas's JSON: check canvas.base_url and any "
+            f"proxy before Canvas ({message or 'no body'})",
+        )
     if status >= 500:
         return FaultKind.TRANSIENT, f"HTTP {status}: {message}"
     if status == 200 and "json" not in content_type:

@@ -117,11 +117,14 @@ class Gate:
 
     def call(self, now: float, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn(*args)`` (a client method), recording a fault or a recovery. Raises CanvasError (recorded
-        first; a NOT_FOUND answer is the caller's to judge and is not a fault)."""
+        first; a NOT_FOUND answer is the caller's to judge and is not a fault: Canvas answered it, so a fault in
+        progress ends)."""
         try:
             result = fn(*args)
         except CanvasError as error:
-            if error.kind is not FaultKind.NOT_FOUND:
+            if error.kind is FaultKind.NOT_FOUND:
+                self.ok()
+            else:
                 self.fault(error, now)
             raise
         self.ok()

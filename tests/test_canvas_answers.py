@@ -134,3 +134,28 @@ def test_calls_slowed_for_the_rate_limit_are_said_once_when_it_starts_and_once_w
     assert said == [("canvas_rate_limit_low", "warning"), ("canvas_rate_limit_recovered", "info")]
     assert lines[0]["rate_limit_remaining"] == 90.0 and lines[0]["pause_seconds"] == 6.0
     assert paused == [6.0, 3.0]  # (150 - 90) / 10 and (150 - 120) / 10: Canvas drains 10 units a second
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "kind"),
+    [
+        ("application/json; charset=utf-8", b'{"errors":[{"message":"The specified resource does not exist."}]}', "nf"),
+        ("text/html", b"<html><h1>404 Not Found</h1><p>nginx</p></html>", "config"),
+    ],
+)
+def test_only_canvas_json_404_means_the_import_is_not_there_a_proxys_page_is_a_configuration_fault(
+    content_type: str, body: bytes, kind: str
+) -> None:
+    def not_found(exchange: Exchange) -> None:
+        exchange.answer(404, body, content_type)
+
+    with serving(not_found) as server:
+        client = client_for(server.url)
+        with pytest.raises(CanvasError) as caught:
+            client.get_sis_import(42)
+        client.close()
+
+    expected = FaultKind.NOT_FOUND if kind == "nf" else FaultKind.CONFIGURATION
+    assert caught.value.kind is expected and caught.value.status == 404
+    if kind == "config":
+        assert "canvas.base_url" in str(caught.value) and "text/html" in str(caught.value)

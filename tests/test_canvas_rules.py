@@ -36,6 +36,7 @@ JSON = "application/json; charset=utf-8"
         (200, "text/html", "<html>login</html>", FaultKind.CONFIGURATION),
         (400, JSON, '{"message":"Invalid diffing_drop_status"}', FaultKind.CONFIGURATION),
         (404, JSON, '{"errors":[{"message":"The specified resource does not exist."}]}', FaultKind.NOT_FOUND),
+        (404, "text/html", "<html>Not Found</html>", FaultKind.CONFIGURATION),  # a proxy's page, not Canvas's answer
     ],
 )
 def test_each_answer_is_classified_as_canvas_means_it(

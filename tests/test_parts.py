@@ -163,7 +163,7 @@ def test_the_gate_backs_off_slowly_for_a_credential_fault_and_retries_at_once_af
     assert gate.is_open(NOW + 1)
 
 
-def test_a_not_found_answer_is_not_a_fault_of_the_gate(tmp_path: Path) -> None:
+def test_a_not_found_answer_is_not_a_fault_of_the_gate_and_ends_one_in_progress(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "state.json")
     ledger.load([])
     gate = Gate(unreachable_client(), ledger, POLICY, notify=lambda line: None)
@@ -171,9 +171,18 @@ def test_a_not_found_answer_is_not_a_fault_of_the_gate(tmp_path: Path) -> None:
     def gone() -> None:
         raise CanvasError(FaultKind.NOT_FOUND, "404", status=404)
 
+    def down() -> None:
+        raise CanvasError(FaultKind.TRANSIENT, "connection refused")
+
     with pytest.raises(CanvasError):
         gate.call(NOW, gone)
     assert gate.health.kind is None and gate.is_open(NOW)
+    with pytest.raises(CanvasError):
+        gate.call(NOW, down)
+    assert gate.health.kind is FaultKind.TRANSIENT and ledger.state.fault is not None
+    with pytest.raises(CanvasError):
+        gate.call(gate.health.retry_at, gone)  # Canvas answered (with its JSON 404): it is back
+    assert gate.health.kind is None and ledger.state.fault is None
 
 
 def test_the_gate_allows_one_upload_at_a_time_and_none_while_a_post_is_unknown(tmp_path: Path) -> None:
