@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from sisdaemon import file_options, jobs, lost, polling, sets, spool, vanished
+from sisdaemon import file_options, jobs, lost, order, polling, sets, spool, vanished
 from sisdaemon.admission import Admission
 from sisdaemon.bundler import Bundler
 from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind, unapplied_options
@@ -230,6 +230,9 @@ class Flight:
             return  # checked once, before its first upload; its result comes back through collect_uploads
         if not jobs.may_submit(job, now) or self.ledger.blocked(job.feed):
             return  # a held or paused feed sends nothing new (said by the feed's own lines); imports sent go on
+        limits = [feed.max_pending_imports for feed in self.feeds.values()]
+        if not order.may_send((other.state.value for other in self.ledger.jobs()), limits):
+            return  # max_pending_imports (files retried past it wait in work/); status says so
         if not self.gate.may_upload():
             self.turns.wait_for_upload(job)
             return

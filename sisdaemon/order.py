@@ -124,6 +124,23 @@ def account_has_room(states: Iterable[str], limits: Iterable[int]) -> bool:
     return pending_imports(states) < account_limit(limits)
 
 
+#: Job states (:class:`~sisdaemon.jobs.JobState` values) whose import is being sent, queued or running in Canvas.
+IN_CANVAS = frozenset({"submitting", "submitted"})
+
+
+def in_canvas(states: Iterable[str]) -> int:
+    """How many of the account's jobs (their ``state`` values) are being sent, queued or running in Canvas."""
+    return sum(1 for state in states if state in IN_CANVAS)
+
+
+def may_send(states: Iterable[str], limits: Iterable[int]) -> bool:
+    """Whether a claimed file of the account may be sent now: fewer than ``max_pending_imports`` of its jobs are
+    in Canvas (:func:`in_canvas`). The claim's own limit (:func:`account_has_room`) keeps this true for the intake's
+    files; it holds back files claimed past the limit by ``sisdaemon retry``, so that a retry of many failed files
+    queues no more in Canvas than the limit either."""
+    return in_canvas(states) < account_limit(limits)
+
+
 def superseded_record(newer: Waiting, size: int, mtime: str | None) -> Mapping[str, object]:
     """The sidecar's ``superseded_by`` for a file replaced by ``newer`` (still in drop/ then): its name, size
     (bytes), mtime (ISO 8601 UTC) and types."""

@@ -1,7 +1,7 @@
 """What a changed config (SIGHUP, or the file changed) applies while running, and what waits for a restart (pure).
 
 Applied at once: the log level and format; ``polling``; each feed's settling, rescan, patterns, ``max_in_flight``,
-``max_pending_imports`` (files already claimed stay claimed; a lower limit only holds back the next claims),
+``max_pending_imports`` (files already claimed stay claimed and are sent only while the account has room),
 ``supersede``, import options (``allow_params`` and ``term_from_name``: for files claimed from then on), freshness
 windows and hooks; new feeds; removed feeds with nothing in flight. Only at a restart: ``canvas`` (the account and
 its locks), ``state_file``, ``lock_dir``, ``metrics`` (its address), a feed's folders and ``watch`` mode, and the

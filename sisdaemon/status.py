@@ -12,7 +12,7 @@ from sisdaemon.config import FeedSettings, Settings
 from sisdaemon.freshness import judge_feed
 from sisdaemon.heartbeat import heartbeat_path, read_heartbeat
 from sisdaemon.jobs import display_name, iso
-from sisdaemon.order import account_limit, pending_imports
+from sisdaemon.order import account_limit, in_canvas, pending_imports
 from sisdaemon.recovery import orphans_in_work
 from sisdaemon.state import (
     History,
@@ -197,6 +197,7 @@ def collect(settings: Settings) -> dict[str, Any]:
     add_freshness(settings, feeds, jobs)
     first_in_line = next((job for job in jobs if job["state"] == "submitting"), None)
     feed_settings = {feed.name: feed for feed in settings.feeds}
+    sending = in_canvas(str(job.get("state")) for job in jobs)
     report_jobs = [
         {
             "job_id": job["job_id"],
@@ -219,6 +220,8 @@ def collect(settings: Settings) -> dict[str, Any]:
                     resend_after_seconds=settings.polling.resend_after_seconds,
                     settle_seconds=feed_settings[job["feed"]].settle_seconds if job["feed"] in feed_settings else 0,
                     now=now,
+                    in_canvas=sending,
+                    max_pending=max_pending,
                 )
             ),
         }

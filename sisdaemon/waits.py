@@ -51,12 +51,15 @@ def job_wait(
     resend_after_seconds: float,
     settle_seconds: float,
     now: float,
+    in_canvas: int = 0,
+    max_pending: int | None = None,
 ) -> dict[str, Any] | None:
     """Why the job ``job`` (its stored form, :meth:`~sisdaemon.jobs.Job.to_dict`) waits, or None when it does not.
 
     ``paused``/``held``: its feed's pause (``{"by", "at", "reason"}``) and hold reason; ``fault``: the state's
     Canvas fault; ``first_in_line``: the account's job whose upload runs or whose answer is lost (at most one), if
-    another's. Times are seconds since the epoch.
+    another's. ``in_canvas``: the account's jobs being sent, queued or running in Canvas; ``max_pending``: its
+    ``max_pending_imports`` (None: not applied). Times are seconds since the epoch.
     """
     state = job.get("state")
     if state == "submitting":
@@ -84,6 +87,12 @@ def job_wait(
             return _wait("feed_held", f"feed held by a configuration fault: {held}")
         if fault:
             return _fault_wait(fault)
+        if max_pending is not None and in_canvas >= max_pending:
+            return _wait(
+                "max_pending_imports",
+                f"the Canvas account has {in_canvas} imports being sent, queued or running (max_pending_imports "
+                f"{max_pending}): sent when one of them ends",
+            )
         if first_in_line is not None:
             return _wait(
                 "one_upload_per_account",

@@ -262,3 +262,11 @@ def test_status_says_files_wait_for_the_account_s_pending_imports() -> None:
     assert feed_wait(waiting=0, pending=2, max_pending=2, **common) is None  # nothing waits
     full = feed_wait(waiting=3, pending=4, max_pending=5, **{**common, "in_flight": 4})
     assert full is not None and full["reason"] == "feed_full"
+
+
+def test_a_claimed_file_is_sent_only_while_fewer_than_max_pending_imports_of_the_account_are_in_canvas() -> None:
+    # Claimed files do not count (a retry claims past the claim limit); being sent, queued or running do.
+    assert order.in_canvas(["claimed", "submitting", "submitted", "finishing", "claimed"]) == 2
+    assert order.may_send(["claimed", "claimed", "submitted"], [2, 3])
+    assert not order.may_send(["submitting", "submitted", "claimed"], [2, 3])  # the smallest limit applies
+    assert order.may_send(["finishing"] * 5, [1])

@@ -52,6 +52,16 @@ def test_a_claimed_job_names_what_it_waits_for_first_pause_then_hold_then_fault_
     assert wait(claimed) is None  # nothing holds it: it is sent now
 
 
+def test_a_claimed_job_past_the_accounts_max_pending_imports_waits_for_one_to_end() -> None:
+    claimed = {"state": "claimed", "job_id": "b", "next_action_at": NOW}
+    ahead = {"job_id": "a", "state": "submitting"}
+    full = wait(claimed, in_canvas=2, max_pending=2, first_in_line=ahead)
+    assert full is not None and full["reason"] == "max_pending_imports" and full["until"] is None
+    assert "max_pending_imports 2" in full["text"] and "2 imports" in full["text"]
+    assert wait(claimed, in_canvas=1, max_pending=2) is None  # room: it is sent now
+    assert wait(claimed, in_canvas=5) is None  # no limit given
+
+
 def test_a_file_settling_again_in_work_waits_for_its_settle_time() -> None:
     found = wait({"state": "claimed", "stable_since": NOW - 4, "next_action_at": NOW})
     assert found is not None and found["reason"] == "settling_in_work" and found["until"] == NOW + 6

@@ -13,7 +13,7 @@ from sisdaemon.jobs import TERMINAL_STATES
 from sisdaemon.sandbox import Sandbox
 from tests.daemon.conftest import DaemonProcess, Spool, creates, wait_for
 from tests.daemon.test_explained_waits import said, status_report
-from tests.daemon.test_operator_commands import started
+from tests.daemon.test_operator_commands import sisdaemon, started
 
 COURSES = b"course_id,short_name,long_name,status\nc1,C1,Course One,active\n"
 SECTIONS = b"section_id,course_id,name,status\ns1,c1,Section One,active\n"
@@ -142,6 +142,43 @@ def test_max_pending_imports_keeps_the_backlog_in_drop_and_status_says_why(
     assert most[0] == 2, f"Canvas held {most[0]} imports of the account at once"
     assert len(sandbox.imports()) == 10 and len([r for r in creates(sandbox) if r.import_id is not None]) == 10
     assert sent_order(sandbox) == names  # one type: oldest first
+
+
+def test_a_retry_of_many_failed_files_queues_no_more_in_canvas_than_max_pending_imports(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
+) -> None:
+    # `sisdaemon retry --all-failed` claims every failed file at once, past the claim limit: they wait in work/ and
+    # are sent one at a time as Canvas ends each (a sysadmin's retry of a weekend's failures must not flood the queue).
+    spool.feed.update({"max_pending_imports": 1, "max_in_flight": 10})
+    for index in range(3):
+        sandbox.finish_next_as("failed")
+        spool.drop_file(f"users_{index}.csv", USERS.replace(b"u1", f"u1{index}".encode()))
+    assert sisdaemon("run", "--once", "-c", str(spool.config)).returncode == 1
+    assert len(spool.filed("failed")) == 3
+    sandbox.faults.add(route="create", stick="created", count=None)  # every import now waits in Canvas's queue
+    daemon = started(daemon_process())
+    result = sisdaemon("retry", "-c", str(spool.config), "--all-failed")
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_for(lambda: len(sandbox.imports()) == 4, what="the first retried file queued in Canvas")
+
+    def report_waits() -> list[str]:
+        return [str((job.get("waits_for") or {}).get("reason")) for job in status_report(spool)["jobs"]]
+
+    waits = wait_for(lambda: (w := report_waits()).count("max_pending_imports") == 2 and w, what="status's waits")
+    assert sorted(waits) == ["max_pending_imports", "max_pending_imports", "queued_in_canvas"]
+    most = 0
+
+    def release() -> bool:  # let Canvas run what it holds queued, one at a time, until all three are filed again
+        nonlocal most
+        queued = [item for item in sandbox.imports() if item["workflow_state"] not in TERMINAL_STATES]
+        most = max(most, len(queued))
+        for item in queued:
+            sandbox.unstick(item["id"])
+        return len(spool.filed("done")) == 3
+
+    wait_for(release, what="the three retried files imported")
+    assert most == 1 and len(creates(sandbox)) == 6
+    assert daemon.terminate() == 0
 
 
 # --- supersede -------------------------------------------------------------------------------------------------
