@@ -955,3 +955,21 @@ def test_percent_i_in_a_path_is_the_instance_named_by_the_config_file(tmp_path: 
     assert nightly.state_file == Path("/var/lib/sisdaemon/nightly/state.json")
     assert grades.state_file == Path("/var/lib/sisdaemon/grades/state.json")
     assert grades.feeds[0].drop_dir == Path("/srv/grades/drop")
+
+
+@pytest.mark.parametrize("sets", [{"collect_seconds": 30}, {"manifest": "*.manifest"}])
+def test_per_file_options_are_refused_on_a_feed_that_sends_sets_naming_both_keys(
+    tmp_path: Path, sets: dict[str, Any]
+) -> None:
+    # A set is one import with the feed's options: a member's params file or a term from its name cannot apply (a
+    # params file there would otherwise lie in drop/ unread).
+    found = problems(
+        tmp_path,
+        config(
+            feed={**sets, "allow_params": ["batch_mode_term_id"], "term_from_name": "enrollments_{term}.csv"},
+            import_={"change_threshold": 10},
+        ),
+    )
+    assert any(line.startswith("feeds[0].allow_params: cannot be used on a feed that sends sets") for line in found)
+    assert any(line.startswith("feeds[0].term_from_name: cannot be used on a feed that sends sets") for line in found)
+    assert load(tmp_path, config(feed={"allow_params": ["batch_mode_term_id"]})).feeds[0].allow_params  # alone: fine

@@ -459,6 +459,18 @@ def _set_problems(feed: Validated) -> Problems:
             lambda: feed.manifest is not None and feed.manifest.casefold().endswith((".csv", ".zip")),
             "must not name .csv or .zip files: those are the files a manifest lists",
         ),
+        (
+            "allow_params",
+            lambda: bool(feed.allow_params) and (feed.collect_seconds or feed.manifest is not None),
+            "cannot be used on a feed that sends sets (collect_seconds or manifest): a set goes to Canvas as one "
+            "import with the feed's options, so one file's params file cannot apply",
+        ),
+        (
+            "term_from_name",
+            lambda: feed.term_from_name is not None and (feed.collect_seconds or feed.manifest is not None),
+            "cannot be used on a feed that sends sets (collect_seconds or manifest): a set goes to Canvas as one "
+            "import with the feed's options; set import.batch_mode_term_id instead",
+        ),
     )
 
 
