@@ -110,6 +110,25 @@ def changed_members(job: Job, work_dir: Path) -> dict[str, Fingerprint]:
     return changed
 
 
+def changed_since_built(job: Job, work_dir: Path) -> str | None:
+    """Why set ``job``'s members in work/ are no longer what its zip holds (a member's writer went on after the
+    zip was built: Canvas was sent part of it), or None. Members gone from work/ (filed already, after a kill
+    mid-filing) are not looked at. Raises OSError (a member unreadable)."""
+    recorded = sets.member_fingerprints(job)
+    changed = []
+    for member in sets.members_of(job, sets.CSV):
+        name = str(member["name"])
+        try:
+            current = spool.fingerprint_of(os.lstat(work_dir / str(member["work_name"]))).without_ctime()
+        except FileNotFoundError:
+            continue
+        if current != recorded[name]:
+            size = recorded[name].size
+            what = f"size {size} -> {current.size} bytes" if current.size != size else "rewritten"
+            changed.append(f"{name}: {what}")
+    return f"set member changed since its zip was built ({'; '.join(changed)})" if changed else None
+
+
 def _temp_path(job: Job, work_dir: Path) -> Path:
     # The name atomic.TEMP_NAME matches (start-up removes it after a kill); fixed, so a rebuild replaces it.
     return work_dir / f".{job.work_name}.00000000.tmp"

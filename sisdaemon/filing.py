@@ -96,6 +96,18 @@ class Filer:
                     hint="filed in failed/ as changed_during_import; send the whole file again",
                 )
                 self.ledger.put(job)
+        if sets.is_set(job) and job.import_id is not None:
+            # A member's writer that went on after the zip was built: what Canvas was sent is part of that file.
+            changed = bundle.changed_since_built(job, feed.work_dir)
+            if changed and jobs.changed_at_filing(job, changed) != job:
+                job = jobs.changed_at_filing(job, changed)
+                log.error(
+                    "partial_file_imported",
+                    reason=changed,
+                    workflow_state=job.workflow_state,
+                    hint="the set is filed in failed/ as changed_during_import; send the whole set again",
+                )
+                self.ledger.put(job)
         folder = feed.done_dir if job.folder == "done" else feed.failed_dir
         target = folder / job.work_name
         if os.path.lexists(source) and job.sha256 is None and job.import_id is not None:

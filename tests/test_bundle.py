@@ -176,3 +176,18 @@ def test_recovery_of_a_refused_set_half_filed_keeps_the_members_already_in_faile
     assert bundle.recover_claim(job, drop, work, failed) == job
     gone = bundle.recover_claim(job, drop, work)  # a claim (not being filed) whose members left work/: gone
     assert sets.members_of(gone) == [] and len(gone.notes) == 2
+
+
+def test_a_member_changed_since_the_zip_was_built_is_named_and_one_already_filed_is_not_looked_at(
+    tmp_path: Path,
+) -> None:
+    job = claimed_set(tmp_path)
+    assert bundle.changed_since_built(job, tmp_path) is None
+    users, enrollments = (tmp_path / str(member["work_name"]) for member in sets.members_of(job))
+    with open(users, "ab") as late:
+        late.write(b"u2,l2,A,B,active\n")
+    why = bundle.changed_since_built(job, tmp_path)
+    assert why is not None and "users.csv: size" in why and "enrollments.csv" not in why
+    enrollments.unlink()  # filed already (a kill mid-filing): not looked at
+    users.unlink()
+    assert bundle.changed_since_built(job, tmp_path) is None

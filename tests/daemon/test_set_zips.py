@@ -135,3 +135,29 @@ def test_a_member_its_writer_changed_after_the_claim_settles_again_and_goes_whol
     said = [event for event in events if event["event"] == "set_member_changed_after_claim"]
     assert len(said) == 1 and said[0]["files"] == ["users.csv"], said
     assert not [event for event in events if event["event"] == "filesystem_error"]
+
+
+def test_a_member_its_writer_changed_after_the_zip_was_sent_files_the_set_in_failed_as_a_partial_import(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    # A writer that stalls past settling, the claim and the zip, then goes on through its open handle: Canvas was
+    # sent part of the file. As for a single file (changed_during_import), the set goes to failed/, never done/.
+    spool.feed.update({"settle_seconds": 0.3, "collect_seconds": 0.5})
+    sandbox.stick_next("importing")
+    daemon = run_daemon()
+    daemon.daemon.writer_check.probe = lambda fd: None  # NFS, or no CAP_LEASE: an open writer is not seen
+    spool.drop_file("users.csv", USERS)
+    spool.drop_file("enrollments.csv", ENROLLMENTS)
+    [created] = wait_for(lambda: sandbox.imports(), what="the set's import")
+    wait_for(lambda: sandbox.get_import(created["id"])["workflow_state"] == "importing", what="Canvas to run it")
+    [member] = [path for path in spool.work.iterdir() if path.name.endswith("_users.csv")]
+    with open(member, "ab") as late:
+        late.write(b"u9,l9,A,B,a9@example.edu,active\n")
+    sandbox.unstick(created["id"])
+    wait_for(lambda: len(spool.filed("failed")) == 3, what="the set's two files and its zip in failed/")
+    assert daemon.stop() == 0
+    sidecars = {sidecar["file"]["name"]: sidecar for sidecar in spool.sidecars("failed")}
+    assert sidecars["set.zip"]["reason_code"] == "changed_during_import"
+    assert "users.csv" in sidecars["set.zip"]["reason"] and "since its zip was built" in sidecars["set.zip"]["reason"]
+    assert sidecars["enrollments.csv"]["reason_code"] == "changed_during_import"
+    assert spool.filed("done") == [] and len(creates(sandbox)) == 1
