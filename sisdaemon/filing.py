@@ -110,8 +110,9 @@ class Filer:
                 self.ledger.put(job)
         folder = feed.done_dir if job.folder == "done" else feed.failed_dir
         target = folder / job.work_name
-        if os.path.lexists(source) and job.sha256 is None and job.import_id is not None:
+        if os.path.lexists(source) and job.sha256 is None and (job.import_id is not None or job.superseded_by):
             # Hashed by the upload worker, but a kill before its result was applied lost it: hash the file again.
+            # A superseded file was never read: its hash lets an operator match it with the export it came from.
             try:
                 fd = spool.open_for_reading(source)
             except OSError:

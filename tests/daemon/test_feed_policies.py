@@ -4,6 +4,7 @@ snapshot."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -215,6 +216,8 @@ def test_forty_waiting_snapshots_become_one_import_and_39_superseded_files_in_do
         assert sidecar["reason_code"] == "superseded" and "canvas" not in sidecar
         assert sidecar["superseded_by"]["file"] == newest
         assert sidecar["superseded_by"]["size"] == len(newest_data) and sidecar["superseded_by"]["types"] == ["user"]
+        data = dict(dropped)[sidecar["file"]["name"]]
+        assert sidecar["file"]["sha256"] == hashlib.sha256(data).hexdigest() and sidecar["file"]["size"] == len(data)
     for path in spool.filed("done"):  # every file whole in done/
         original = dict(dropped).get(path.name.split("_", 2)[2])
         assert original is None or path.read_bytes() == original
