@@ -36,12 +36,13 @@ from sisdaemon.cli_base import (
     config_error,
     credential_name,
     error_lines,
+    load_checked,
     load_settings,
     not_owner,
     with_config,
     with_max_wait,
 )
-from sisdaemon.config import ConfigError, Settings, TokenError, load_config, read_token
+from sisdaemon.config import ConfigError, Settings, TokenError, read_config_file, read_token, settings_from
 from sisdaemon.config.checks import work_dirs_to_create
 from sisdaemon.logs import configure_logging, remember_secret
 from sisdaemon.owner import check_owner, deciding_folder, instead_lines, user_name
@@ -127,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sisdaemon.state import LockHeld, StateError
 
     try:
-        settings = load_settings(args, token_required=False)
+        settings, config_file = load_checked(args, token_required=False)
     except ConfigError as error:
         return config_error(error)
     except NotOwner as error:
@@ -148,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(
         settings,
         config_path=Path(args.config),
+        config_file=config_file,
         once=args.once,
         max_wait=args.max_wait,
         reconfigure_logging=lambda changed: configure_logging(changed.format, changed.level),
@@ -190,28 +192,44 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Claimed and in-flight jobs, and each feed's state, from the state and history files (no lock needed)."""
-    from sisdaemon.status import collect, render_text
+    """Claimed and in-flight jobs, and each feed's state, from the state and history files (no lock needed); and
+    whether the running daemon runs the config file on disk (drift.py). A file that does not load: its problems on
+    stderr, what can still be said (a daemon running on an earlier version) on stdout, exit 78."""
+    from sisdaemon.status import collect, collect_unloadable, render_text
 
+    path = Path(args.config)
     try:
-        settings = load_config(Path(args.config))
+        config_file = read_config_file(path)
     except ConfigError as error:
         return config_error(error)
     try:
-        report = collect(settings)
-    except OSError as error:  # the state folder or a file in it is not readable by this user
-        folder, status = deciding_folder(settings.state_file)
-        print(
-            f"sisdaemon status: cannot read the state ({error.filename or settings.state_file}: {error.strerror}) "
-            f"as {user_name(os.geteuid())}; {folder} belongs to {user_name(status.st_uid)}: run it as that user, or "
-            "as a member of the group that may read it (the package's sisdaemon-ops)",
-            file=sys.stderr,
-        )
-        return EXIT_FAULT
+        settings = settings_from(config_file)
+    except ConfigError as error:
+        code = config_error(error)
+        try:
+            report = collect_unloadable(config_file, error.problems)
+        except OSError:  # the heartbeat or the lock is not readable by this user: the problems above say enough
+            return code
+    else:
+        code = EXIT_OK
+        state_file = settings.state_file
+        try:
+            report = collect(settings, config_file)
+        except OSError as error:  # the state folder or a file in it is not readable by this user
+            folder, status = deciding_folder(state_file)
+            print(
+                f"sisdaemon status: cannot read the state ({error.filename or state_file}: {error.strerror}) "
+                f"as {user_name(os.geteuid())}; {folder} belongs to {user_name(status.st_uid)}: run it as that "
+                "user, or as a member of the group that may read it (the package's sisdaemon-ops)",
+                file=sys.stderr,
+            )
+            return EXIT_FAULT
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(render_text(report))
+    if code != EXIT_OK:
+        return code
     return EXIT_FAULT if report["daemon"]["problems"] else EXIT_OK
 
 

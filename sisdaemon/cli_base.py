@@ -8,7 +8,16 @@ import os
 import sys
 from pathlib import Path
 
-from sisdaemon.config import ConfigError, Settings, TokenError, check_runtime, load_config, read_token
+from sisdaemon.config import (
+    ConfigError,
+    ConfigFile,
+    Settings,
+    TokenError,
+    check_runtime,
+    read_config_file,
+    read_token,
+    settings_from,
+)
 from sisdaemon.logs import journal_prefix, remember_secret
 from sisdaemon.owner import check_owner, deciding_folder, instead_lines, user_name
 
@@ -76,6 +85,26 @@ def load_settings(
     create_work_dirs: bool = True,
     hooks: bool = False,
 ) -> Settings:
+    """:func:`load_checked`'s settings alone (same arguments, same errors)."""
+    return load_checked(
+        args,
+        token_required=token_required,
+        token_used=token_used,
+        writes=writes,
+        create_work_dirs=create_work_dirs,
+        hooks=hooks,
+    )[0]
+
+
+def load_checked(
+    args: argparse.Namespace,
+    *,
+    token_required: bool = True,
+    token_used: bool = True,
+    writes: bool = True,
+    create_work_dirs: bool = True,
+    hooks: bool = False,
+) -> tuple[Settings, ConfigFile]:
     """Load and check the config named by ``args.config`` (static and run-time checks; the token too unless
     ``token_required`` is False). ``token_used``: the command reads the token at all (False for ``pause``,
     ``resume`` and a request to a running daemon: the token's source is then not looked at). ``writes``: the
@@ -85,9 +114,11 @@ def load_settings(
     (``check-config``; ``run`` starts without it).
 
     Raises ConfigError with every problem (a token that cannot be read for want of the service's credential says
-    how to run the command with it); NotOwner when ``writes`` and this user does not own the state."""
+    how to run the command with it); NotOwner when ``writes`` and this user does not own the state. Returns the
+    settings and the file as read (its sha256: what a daemon started with them runs)."""
     config_path = Path(args.config)
-    settings = load_config(config_path)
+    config_file = read_config_file(config_path)
+    settings = settings_from(config_file)
     if writes:
         try:
             wrong = check_owner(settings.state_file)
@@ -106,7 +137,7 @@ def load_settings(
             remember_secret(read_token(settings.canvas))
         except TokenError as error:
             raise ConfigError(config_path, [_with_recipe(str(error), settings, args)]) from None
-    return settings
+    return settings, config_file
 
 
 def error_lines(text: str) -> None:

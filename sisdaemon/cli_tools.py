@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sisdaemon.cli_base import config_error, with_config
-from sisdaemon.config import ConfigError, load_config
+from sisdaemon.config import ConfigError, load_config, read_config_file, settings_from
 from sisdaemon.config.durations import parse_duration
 
 
@@ -31,14 +31,20 @@ def cmd_check(args: argparse.Namespace) -> int:
             heartbeat=parse_duration(args.heartbeat),
             failed_since=_since(args.failed_since) if args.failed_since else None,
         )
-        settings = load_config(Path(args.config))
+        config_file = read_config_file(Path(args.config))
     except ValueError as error:
         print(f"SISDAEMON UNKNOWN - {error}")
         return probe.UNKNOWN
-    except ConfigError as error:
+    except ConfigError as error:  # not readable (missing, no permission): nothing can be judged
         print(f"SISDAEMON UNKNOWN - configuration: {'; '.join(error.problems)} ({error.path})")
         return probe.UNKNOWN
-    verdict = probe.check(settings, thresholds)
+    try:
+        settings = settings_from(config_file)
+    except ConfigError as error:  # read, but it would fail at start: CRITICAL, with a running daemon's facts
+        facts = probe.gather_unloadable(config_file, error.problems)
+        verdict = probe.judge(facts, thresholds, time.time())
+    else:
+        verdict = probe.check(settings, thresholds, config_file=config_file)
     print(verdict.line())
     return verdict.code
 
@@ -87,8 +93,9 @@ def add_parsers(commands: Any) -> None:
         "check",
         help="monitoring probe (Nagios/Icinga): one line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
         description="Read the state (never writing it) and judge the daemon: running with its loop turning, Canvas "
-        "faults, held and paused feeds, imports stuck, stale feeds, files in failed/. Runs as any user who may read "
-        "the state (the sisdaemon-ops group). Durations: 90s, 30m, 4h, 1d.",
+        "faults, held and paused feeds, imports stuck, stale feeds, files in failed/, and the config file on disk "
+        "against the one the daemon runs (changed: WARNING; would fail at start: CRITICAL). Runs as any user who may "
+        "read the state (the sisdaemon-ops group). Durations: 90s, 30m, 4h, 1d.",
     )
     with_config(probe)
     probe.add_argument(

@@ -24,19 +24,23 @@ from sisdaemon.canvas import CanvasClient, CanvasError, FaultKind
 from sisdaemon.clock import DaemonClock
 from sisdaemon.config import (
     CanvasSettings,
+    ConfigError,
+    ConfigFile,
     FeedSettings,
     LogSettings,
     Settings,
     TokenError,
     check_runtime,
-    load_config,
+    read_config_file,
     read_token,
+    settings_from,
 )
+from sisdaemon.drift import RunningConfig
 from sisdaemon.flight import Flight
 from sisdaemon.gate import Gate
 from sisdaemon.hooks import Hooks, plan_hook
 from sisdaemon.intake import Intake
-from sisdaemon.jobs import Job
+from sisdaemon.jobs import Job, iso
 from sisdaemon.ledger import Ledger
 from sisdaemon.logs import Conditions, remember_secret
 from sisdaemon.monitor import Monitor
@@ -87,9 +91,11 @@ class Daemon:
     """One daemon for one config: :meth:`run` until stopped (or, with ``once``, until the drop folders are empty
     and every job is filed).
 
-    ``config_path``: re-read on SIGHUP or when it changes. ``max_wait``: seconds ``once`` waits at most. ``only``:
-    feed name -> names to take (``sisdaemon submit``). ``clock``: the daemon's clock (:class:`~sisdaemon.clock.
-    DaemonClock`: monotonic, so a wall-clock step changes no duration; tests inject one with a stepping wall).
+    ``config_path``: re-read on SIGHUP or when it changes; ``config_file``: the file as it was read for
+    ``settings`` (its sha256 is what the daemon says it runs; default: read again here). ``max_wait``: seconds
+    ``once`` waits at most. ``only``: feed name -> names to take (``sisdaemon submit``). ``clock``: the daemon's
+    clock (:class:`~sisdaemon.clock.DaemonClock`: monotonic, so a wall-clock step changes no duration; tests inject
+    one with a stepping wall).
     ``on_event``: called with ("claimed" | "submitted" | "filed", job), for ``submit --wait``.
     """
 
@@ -98,6 +104,7 @@ class Daemon:
         settings: Settings,
         *,
         config_path: Path | None = None,
+        config_file: ConfigFile | None = None,
         once: bool = False,
         max_wait: float = 3600.0,
         only: dict[str, set[str]] | None = None,
@@ -115,7 +122,12 @@ class Daemon:
         self.wake = threading.Event()  # the loop's: folder events, a verified token, a stop
         self.iterations = 0  # loop turns, for tests that check the loop never spins
         self.ready = threading.Event()  # set once the state lock is held and the state loaded (systemd's READY=1)
-        self._config_stamp = self._stat_config()
+        if config_file is None and config_path is not None:
+            try:
+                config_file = read_config_file(config_path)
+            except ConfigError:
+                config_file = None
+        self._config_stamp = config_file.stamp if config_file is not None else self._stat_config()
         #: feed name -> its current settings; shared with the intake and the flight, updated in place on reload.
         self.feeds: dict[str, FeedSettings] = {feed.name: feed for feed in settings.feeds}
         # The metrics and health (monitor.py): its metrics are every part's observer.
@@ -187,6 +199,10 @@ class Daemon:
         self.control_watch = DropWatcher(control.control_dir(settings.state_file), self.wake)
         self.monitor.attach(ledger=self.ledger, gate=self.gate, intake=self.intake, worker=self.worker)
         self.hooks = Hooks(on_ran=observer.hook_ran)  # feeds' on_finished and on_failed, off the loop's threads
+        #: What this daemon runs (drift.py), kept in the heartbeat file for `status` and `check`; None without a file.
+        self.running_config: RunningConfig | None = None
+        if config_path is not None and config_file is not None:
+            self._ran(RunningConfig(os.path.abspath(config_path), config_file.sha256, clock()))
 
     def _wake_all(self) -> None:
         """An operator changed something both threads should see now (a resume, an abort)."""
@@ -291,6 +307,7 @@ class Daemon:
                         feeds=list(self.feeds),
                         jobs=len(self.ledger.jobs()),
                         once=self.once,
+                        **self._config_fields(),
                     )
                     self.worker.start()
                     self.hooks.start()
@@ -454,24 +471,55 @@ class Daemon:
             return None
         return (result.st_mtime_ns, result.st_size)
 
+    def _ran(self, config: RunningConfig) -> None:
+        """The daemon runs ``config`` from now on: kept for the heartbeat file (monitor.py)."""
+        self.running_config = config
+        self.monitor.record_config(config)
+
+    def _config_fields(self) -> dict[str, Any]:
+        """The journal's fields naming the config this daemon runs: ``config_file``, ``config_sha256``."""
+        running = self.running_config
+        return {} if running is None else {"config_file": running.path, "config_sha256": running.sha256}
+
+    def _reload_failed(self, file: ConfigFile | None, **fields: Any) -> None:
+        """A changed config that cannot be applied: said once for this change of the file (its stamp), at error,
+        with the sha256 the daemon runs and the one on disk; the daemon keeps the version it runs."""
+        running = self.running_config
+        ran = f" loaded at {iso(running.loaded_at)} (sha256 {running.sha256[:12]})" if running else ""
+        log.error(
+            "config_reload_failed",
+            **fields,
+            **self._config_fields(),
+            file_sha256=file.sha256 if file is not None else None,
+            hint=f"still running on the previous configuration{ran}; the next start would fail until the file is "
+            "fixed (sisdaemon check-config -c FILE names each problem)",
+        )
+
     def _check_config(self, now: float) -> None:
-        """A changed config (or SIGHUP) clears the holds of configuration faults and applies what can change safely
-        while running (reload.py); it says what waits for a restart. A config that does not load, or whose new feeds'
-        folders do not pass the start-up checks, changes nothing."""
+        """A changed config (its mtime or size, or SIGHUP) clears the holds of configuration faults and applies
+        what can change safely while running (reload.py); it says what waits for a restart, and which file (its
+        sha256) the daemon runs from now on. A config that does not load, or whose new feeds' folders do not pass
+        the start-up checks, changes nothing: said once for this change (``config_reload_failed``)."""
         if self.config_path is None:
             return
         stamp = self._stat_config()
         if stamp == self._config_stamp:
             return
         self._config_stamp = stamp
+        file: ConfigFile | None = None
         try:
-            settings = load_config(self.config_path)
-        except Exception as error:  # a bad edit: keep running on the old settings
-            log.error("config_reload_failed", error=str(error), hint="still running on the previous configuration")
+            file = read_config_file(self.config_path)
+            self._config_stamp = file.stamp  # taken before the read: a write during it is seen at the next look
+            settings = settings_from(file)
+        except ConfigError as error:  # a bad edit: keep running on the old settings
+            self._reload_failed(file, error=str(error))
+            return
+        except Exception as error:
+            self._reload_failed(file, error=f"{type(error).__name__}: {error}")
             return
         plan = plan_reload(self.settings, self.feeds, settings, busy_feeds={job.feed for job in self.ledger.jobs()})
         if plan.added and (problems := check_runtime(settings, token=False)):
-            log.error("config_reload_failed", problems=problems, hint="still running on the previous configuration")
+            self._reload_failed(file, problems=problems)
             return
         for name in plan.removed:
             self.intake.remove_feed(name)
@@ -491,8 +539,10 @@ class Daemon:
         if "log" in plan.changed and self.reconfigure_logging is not None:
             self.reconfigure_logging(settings.log)
         self.settings = self.settings.model_copy(update={"polling": settings.polling, "log": settings.log})
+        self._ran(RunningConfig(os.path.abspath(self.config_path), file.sha256, now, plan.pending))
         log.info(
             "config_reloaded",
+            **self._config_fields(),
             applied=list(plan.changed),
             feeds_added=list(plan.added),
             feeds_removed=list(plan.removed),

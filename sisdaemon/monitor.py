@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sisdaemon.config import FeedSettings, Settings
+from sisdaemon.drift import RunningConfig
 from sisdaemon.freshness import FILE, SUCCESS, Verdict, judge_feed
 from sisdaemon.heartbeat import heartbeat_path, touch_heartbeat, write_heartbeat
 from sisdaemon.logs import Conditions
@@ -76,6 +77,8 @@ class Monitor:
         self._next_freshness = 0.0
         self.heartbeat = heartbeat_path(settings.state_file)
         self._next_beat = 0.0
+        self.config: RunningConfig | None = None  # what the daemon runs, kept in the heartbeat file (drift.py)
+        self._started = False
 
     def attach(self, *, ledger: Ledger, gate: Gate, intake: Intake, worker: FlightWorker) -> None:
         """Give the monitor the parts it reads."""
@@ -86,10 +89,8 @@ class Monitor:
     def start(self) -> None:
         """Write the heartbeat file, and serve the metrics when configured. An address that cannot be bound is said
         at error and the daemon runs on without metrics (a monitoring fault never stops imports)."""
-        try:
-            write_heartbeat(self.heartbeat, pid=os.getpid(), started_at=self.started_at)
-        except OSError as error:
-            log.warning("heartbeat_not_written", path=str(self.heartbeat), error=error.strerror or str(error))
+        self._started = True
+        self._write_heartbeat()
         if self.settings.metrics is None:
             return
         server = MetricsServer(self.settings.metrics.listen, self.metrics.registry, self.health)
@@ -101,6 +102,20 @@ class Monitor:
         self.server = server
         host, port = server.address
         log.info("metrics_served", listen=f"{host}:{port}", paths=["/metrics", "/healthz"])
+
+    def record_config(self, config: RunningConfig) -> None:
+        """The daemon runs ``config`` (at start, and after each reload that applied): kept in the heartbeat file
+        for ``status`` and ``check`` (rewritten at once once started)."""
+        self.config = config
+        if self._started:
+            self._write_heartbeat()
+
+    def _write_heartbeat(self) -> None:
+        """Write the heartbeat file with the pid, the start time and the config; a failure is said, never raised."""
+        try:
+            write_heartbeat(self.heartbeat, pid=os.getpid(), started_at=self.started_at, config=self.config)
+        except OSError as error:
+            log.warning("heartbeat_not_written", path=str(self.heartbeat), error=error.strerror or str(error))
 
     def stop(self) -> None:
         """Stop serving."""

@@ -1,8 +1,9 @@
 """``sisdaemon check``: a monitoring probe in the Nagios/Icinga plugin style (one line, perfdata, exit 0-3).
 
 It reads what the daemon leaves for readers (the state and history files, the state lock, the heartbeat file, the
-failed/ folders) and writes nothing, so it runs as any user who may read the state (the package's ``sisdaemon-ops``
-group). :func:`gather` does the reading; :func:`judge` is pure: the facts and the thresholds in, the verdict out.
+failed/ folders) and the config file on disk (drift.py), and writes nothing, so it runs as any user who may read
+the state (the package's ``sisdaemon-ops`` group). :func:`gather` does the reading; :func:`judge` is pure: the
+facts and the thresholds in, the verdict out.
 
 Exit codes (the Monitoring Plugins guidelines): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 """
@@ -11,17 +12,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sisdaemon.config import Settings
+from sisdaemon.config import ConfigFile, Settings, state_file_of
 from sisdaemon.config.durations import format_duration
+from sisdaemon.drift import Drift
 from sisdaemon.freshness import judge as judge_freshness
 from sisdaemon.freshness import newest
 from sisdaemon.heartbeat import Beat, heartbeat_path, read_heartbeat
 from sisdaemon.monitor import paused_feeds
-from sisdaemon.state import History, StateError, StateStore, history_path, is_locked, state_lock_path
+from sisdaemon.state import History, State, StateError, StateStore, history_path, is_locked, state_lock_path
+from sisdaemon.status import config_drift
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -55,7 +59,8 @@ class FeedFacts:
 @dataclass
 class Facts:
     """What :func:`gather` read. ``unreadable``: why the state could not be read (UNKNOWN); ``damaged``: why it is
-    damaged (CRITICAL: the daemon cannot run on it)."""
+    damaged (CRITICAL: the daemon cannot run on it); ``drift``: the config file on disk against what the daemon
+    runs (a start that would fail: CRITICAL; a changed file or keys waiting for a restart: WARNING)."""
 
     running: bool = False
     beat: Beat | None = None
@@ -65,6 +70,8 @@ class Facts:
     feeds: list[FeedFacts] = field(default_factory=list)
     unreadable: str | None = None
     damaged: list[str] = field(default_factory=list)
+    drift: Drift | None = None  # the config file on disk against what the daemon runs (drift.py)
+    state_known: bool = True  # False: a config that does not load no longer tells where the state is
 
 
 @dataclass(frozen=True)
@@ -82,23 +89,15 @@ class Verdict:
         return f"SISDAEMON {LABELS[self.code]} - {text} | {' '.join(self.perfdata)}"
 
 
-def gather(settings: Settings, thresholds: Thresholds) -> Facts:
-    """Read the state, histories, lock, heartbeat and failed/ folders (never writing). A file that cannot be read
-    for want of permission makes ``unreadable``; a damaged one ``damaged``."""
+def gather(settings: Settings, thresholds: Thresholds, config_file: ConfigFile | None = None) -> Facts:
+    """Read the state, histories, lock, heartbeat and failed/ folders (never writing), and with ``config_file``
+    (the file ``settings`` were read from) compare it with what the daemon runs. A file that cannot be read for
+    want of permission makes ``unreadable``; a damaged one ``damaged``."""
     facts = Facts()
-    try:
-        facts.running = is_locked(state_lock_path(settings.state_file))
-        facts.beat = read_heartbeat(heartbeat_path(settings.state_file))
-        state = StateStore(settings.state_file).load()
-    except StateError as error:
-        facts.damaged.append(str(error))
-        state = None
-    except OSError as error:
-        facts.unreadable = f"cannot read the state: {error.filename or settings.state_file}: {error.strerror or error}"
+    state = _gather_daemon(facts, settings.state_file)
+    if facts.unreadable:
         return facts
     jobs = list(state.jobs.values()) if state else []
-    if state is not None:
-        facts.fault, facts.held, facts.paused = state.fault, dict(state.held), dict(paused_feeds(state))
     for feed in settings.feeds:
         item = FeedFacts(
             feed.name,
@@ -118,7 +117,46 @@ def gather(settings: Settings, thresholds: Thresholds) -> Facts:
         except OSError as error:
             facts.unreadable = f"cannot read {feed.failed_dir}: {error.strerror or error}"
         facts.feeds.append(item)
+    if config_file is not None:
+        _gather_drift(facts, config_file, (), settings.state_file)
     return facts
+
+
+def gather_unloadable(config_file: ConfigFile, problems: Sequence[str]) -> Facts:
+    """The facts for a config file on disk that does not load (``problems``: the loader's): its drift, and the
+    daemon's state when the file still tells where it is (config.state_file_of); no feed is known."""
+    facts = Facts()
+    state_file = state_file_of(config_file)
+    if state_file is not None:
+        _gather_daemon(facts, state_file)
+    else:
+        facts.state_known = False
+    _gather_drift(facts, config_file, problems, state_file)
+    return facts
+
+
+def _gather_daemon(facts: Facts, state_file: Path) -> State | None:
+    """Read the lock, the heartbeat and the state into ``facts``; returns the state (None when damaged or not
+    readable)."""
+    try:
+        facts.running = is_locked(state_lock_path(state_file))
+        facts.beat = read_heartbeat(heartbeat_path(state_file))
+        state = StateStore(state_file).load()
+    except StateError as error:
+        facts.damaged.append(str(error))
+        return None
+    except OSError as error:
+        facts.unreadable = f"cannot read the state: {error.filename or state_file}: {error.strerror or error}"
+        return None
+    facts.fault, facts.held, facts.paused = state.fault, dict(state.held), dict(paused_feeds(state))
+    return state
+
+
+def _gather_drift(facts: Facts, config_file: ConfigFile, problems: Sequence[str], state_file: Path | None) -> None:
+    try:
+        facts.drift = config_drift(config_file, problems, state_file)
+    except OSError as error:
+        facts.unreadable = f"cannot read {error.filename}: {error.strerror or error}"
 
 
 def files_in_failed(folder: Path, since: float | None) -> int:
@@ -139,15 +177,19 @@ def files_in_failed(folder: Path, since: float | None) -> int:
 
 def judge(facts: Facts, thresholds: Thresholds, now: float) -> Verdict:
     """The verdict (pure). CRITICAL: the daemon is not running or its loop is stuck, a credential or configuration
-    fault stands, a feed is held, a file is claimed for more than ``stuck_critical``, or the state is damaged.
-    WARNING: Canvas is failing or throttling, a feed is paused or stale, a file is claimed for more than
-    ``stuck_warning``, or files were filed in failed/ since ``failed_since``. UNKNOWN: the state cannot be read."""
+    fault stands, a feed is held, a file is claimed for more than ``stuck_critical``, the state is damaged, or the
+    config file on disk would fail at start. WARNING: Canvas is failing or throttling, a feed is paused or stale, a
+    file is claimed for more than ``stuck_warning``, files were filed in failed/ since ``failed_since``, the config
+    file changed since the daemon loaded it, or keys of it wait for a restart. UNKNOWN: the state cannot be
+    read."""
     if facts.unreadable:
         return Verdict(UNKNOWN, (facts.unreadable,), ())
     problems: list[tuple[int, str]] = []
     problems += [(CRITICAL, f"state damaged: {text}") for text in facts.damaged]
     beat_age = now - facts.beat.turned_at if facts.beat else None
-    if not facts.running:
+    if not facts.state_known:
+        pass  # whether a daemon runs cannot be told; the config's problems say why
+    elif not facts.running:
         problems.append((CRITICAL, "daemon not running (the state lock is free)"))
     elif beat_age is None:
         problems.append((WARNING, "daemon running, but it writes no heartbeat (an older sisdaemon?)"))
@@ -183,6 +225,8 @@ def judge(facts: Facts, thresholds: Thresholds, now: float) -> Verdict:
             if verdict.stale:
                 stale += 1
                 problems.append((WARNING, verdict.sentence()))
+    if facts.drift is not None:
+        problems += [(CRITICAL if item.critical else WARNING, item.text) for item in facts.drift.probe_problems()]
     failed = sum(feed.failed_files for feed in facts.feeds)
     if thresholds.failed_since is not None and failed:
         problems.append((WARNING, f"{failed} file(s) in failed/ since {_iso(thresholds.failed_since)}"))
@@ -201,9 +245,11 @@ def judge(facts: Facts, thresholds: Thresholds, now: float) -> Verdict:
     return Verdict(code, tuple(text for _, text in problems), perfdata, summary)
 
 
-def check(settings: Settings, thresholds: Thresholds, now: float | None = None) -> Verdict:
+def check(
+    settings: Settings, thresholds: Thresholds, now: float | None = None, config_file: ConfigFile | None = None
+) -> Verdict:
     """:func:`gather`, then :func:`judge` at ``now`` (default: the wall clock, as the files' times are)."""
-    return judge(gather(settings, thresholds), thresholds, time.time() if now is None else now)
+    return judge(gather(settings, thresholds, config_file), thresholds, time.time() if now is None else now)
 
 
 def _iso(seconds: float) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sisdaemon.config import FeedSettings, Settings
+from sisdaemon.config import ConfigFile, FeedSettings, Settings, instance_name, state_file_of
+from sisdaemon.drift import Drift, compare
 from sisdaemon.freshness import judge_feed
-from sisdaemon.heartbeat import heartbeat_path, read_heartbeat
+from sisdaemon.heartbeat import heartbeat_path, read_heartbeat, running_config
 from sisdaemon.jobs import display_name, iso
 from sisdaemon.order import account_limit, in_canvas, pending_imports
 from sisdaemon.recovery import orphans_in_work
@@ -117,9 +119,51 @@ def state_disk_problem(state_file: Path) -> str | None:
     )
 
 
-def collect(settings: Settings) -> dict[str, Any]:
+def config_drift(file: ConfigFile, problems: Sequence[str], state_file: Path | None) -> Drift:
+    """The config file on disk (``file``, and the loader's ``problems`` with it) against what the daemon running on
+    ``state_file`` loaded (drift.py; None: the state's place is not known, so no daemon is looked for). Raises
+    OSError when the heartbeat cannot be read."""
+    running = running_config(state_file) if state_file is not None else None
+    return compare(
+        path=os.path.abspath(file.path),
+        file_sha256=file.sha256,
+        running=running,
+        problems=problems,
+        instance=instance_name(file.path),
+    )
+
+
+def add_drift(daemon: dict[str, Any], drift: Drift) -> None:
+    """Put the drift in the report's ``daemon``: ``config`` (drift.py's ``as_dict``), each finding a start would
+    fail with in ``problems``, the others in ``warnings``."""
+    daemon["config"] = drift.as_dict()
+    for finding in drift.findings():
+        daemon["problems" if finding.critical else "warnings"].append(finding.text)
+
+
+def collect_unloadable(file: ConfigFile, problems: Sequence[str]) -> dict[str, Any]:
+    """The report for a config file on disk that does not load (``problems``: the loader's): no feed or job can
+    be shown, but whether a daemon still runs on an earlier version, and on which, can (its state file found as
+    far as the file tells: config.state_file_of). :func:`collect`'s shape, with ``feeds`` and ``jobs`` null (the
+    feeds are not known)."""
+    state_file = state_file_of(file)
+    lock = state_lock_path(state_file) if state_file is not None else None
+    running = lock is not None and is_locked(lock)
+    daemon: dict[str, Any] = {
+        "running": running,
+        "pid": read_lock_pid(lock) if lock is not None and running else None,
+        "problems": [],
+        "warnings": [],
+        "orphans_in_work": [],
+    }
+    add_drift(daemon, config_drift(file, problems, state_file))
+    return {"daemon": daemon, "feeds": None, "jobs": None}
+
+
+def collect(settings: Settings, config_file: ConfigFile | None = None) -> dict[str, Any]:
     """The status report: ``{"daemon": {...}, "feeds": [...], "jobs": [...]}`` (the shape issue 2 fixes, plus each
-    feed's ``waiting``: files in drop/ not yet claimed).
+    feed's ``waiting``: files in drop/ not yet claimed). With ``config_file`` (the file ``settings`` were read
+    from), ``daemon.config`` says whether the daemon runs that file (drift.py), and a drift is a warning.
 
     Feed ``state``: "held" (a configuration fault holds it), "paused" (an operator paused it; ``paused`` says who,
     when and why), "fault" (Canvas calls are failing), "busy" (jobs in
@@ -230,17 +274,16 @@ def collect(settings: Settings) -> dict[str, Any]:
     running = is_locked(lock)
     if not running and (stranded := stranded_jobs(jobs)):
         problems.append(stranded)
-    return {
-        "daemon": {
-            "running": running,
-            "pid": read_lock_pid(lock) if running else None,
-            "problems": problems,
-            "warnings": sorted((state_data.get("warnings") or {}).values()),
-            "orphans_in_work": orphans_in_work(settings, state),
-        },
-        "feeds": feeds,
-        "jobs": report_jobs,
+    daemon = {
+        "running": running,
+        "pid": read_lock_pid(lock) if running else None,
+        "problems": problems,
+        "warnings": sorted((state_data.get("warnings") or {}).values()),
+        "orphans_in_work": orphans_in_work(settings, state),
     }
+    if config_file is not None:
+        add_drift(daemon, config_drift(config_file, (), settings.state_file))
+    return {"daemon": daemon, "feeds": feeds, "jobs": report_jobs}
 
 
 def stranded_jobs(jobs: list[dict[str, Any]]) -> str | None:
@@ -287,6 +330,8 @@ def render_text(report: dict[str, Any]) -> str:
     lines += [f"problem: {problem}" for problem in daemon["problems"]]
     lines += [f"warning: {warning}" for warning in daemon["warnings"]]
     lines += [f"orphan in work/ (no job records it): {orphan['path']}" for orphan in daemon["orphans_in_work"]]
+    if report["feeds"] is None:  # the config does not load: its feeds are not known (collect_unloadable)
+        return "\n".join(escape_controls(line) for line in lines)
     for feed in report["feeds"]:
         line = f"feed {feed['name']}: {feed['state']}, {feed['waiting']} waiting in drop/"
         if feed["last_error"]:

@@ -126,6 +126,7 @@ def test_the_daemon_is_composed_of_parts_that_never_import_the_daemon_or_a_comma
         "sisdaemon.polling",
         "sisdaemon.reload",
         "sisdaemon.guard",
+        "sisdaemon.drift",
     ]
     io_modules = {"sisdaemon.state", "sisdaemon.spool", "sisdaemon.canvas", "sisdaemon.watcher", "sisdaemon.ledger"}
     for module in core:

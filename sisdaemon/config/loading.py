@@ -1,22 +1,26 @@
 """Reading the configuration file: YAML (duplicate keys refused, YAML 1.2 booleans) -> :class:`Settings`.
 
-:func:`load_config` reads one file, :func:`parse_config` validates loaded data; both raise :class:`ConfigError`,
+:func:`load_config` reads one file (:func:`read_config_file`, then :func:`settings_from`: the bytes are read once
+and their sha256 kept, so that what a daemon runs can be told from the file on disk), :func:`parse_config`
+validates loaded data; all raise :class:`ConfigError`,
 which turns pydantic's errors into one ``"<dotted.key>: <message>"`` line per problem, prefixed with the file.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from sisdaemon.config.schema import Settings
+from sisdaemon.config.schema import ConfigPath, Settings
 
 
 class ConfigError(Exception):
@@ -56,6 +60,45 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), None)
 
 
+@dataclass(frozen=True)
+class ConfigFile:
+    """A configuration file as read once: its ``path``, its bytes (``data``), their ``sha256`` (64 hex digits) and
+    the file's ``stamp`` (mtime in ns, size) taken before the read, so that a write during the read shows as a
+    changed stamp at the next look. What a daemon runs is told by ``sha256``; the file is never quoted."""
+
+    path: Path
+    data: bytes
+    sha256: str
+    stamp: tuple[int, int]
+
+
+def read_config_file(path: Path) -> ConfigFile:
+    """Read the configuration file's bytes (one open, ``fstat`` then read).
+
+    Raises:
+        ConfigError: the file cannot be read (``cannot be read: <why>``).
+    """
+    try:
+        with open(path, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            data = handle.read()
+    except OSError as error:
+        raise ConfigError(path, [f"cannot be read: {error.strerror or error}"]) from None
+    return ConfigFile(path, data, hashlib.sha256(data).hexdigest(), (status.st_mtime_ns, status.st_size))
+
+
+def settings_from(file: ConfigFile) -> Settings:
+    """Validate a file read by :func:`read_config_file` into :class:`Settings` (relative paths in it are taken from
+    the file's folder).
+
+    Raises:
+        ConfigError: every problem, one a line: not UTF-8; a YAML syntax error (``line L, column C: ...``); each
+            key unknown, missing, of a wrong type or value, or in conflict.
+    """
+    data = _yaml_data(file)
+    return parse_config(data, source=file.path, config_dir=Path(os.path.abspath(file.path)).parent)
+
+
 def load_config(path: Path) -> Settings:
     """Read one YAML file into :class:`Settings`; relative paths in it are taken from the file's folder.
 
@@ -63,21 +106,60 @@ def load_config(path: Path) -> Settings:
         ConfigError: every problem, one a line: the file cannot be read; a YAML syntax error
             (``line L, column C: ...``); each key unknown, missing, of a wrong type or value, or in conflict.
     """
+    return settings_from(read_config_file(path))
+
+
+def _yaml_data(file: ConfigFile) -> object:
+    """The file's YAML as Python data. Raises ConfigError (not UTF-8, a YAML syntax error)."""
+    path = file.path
     try:
-        text = path.read_text(encoding="utf-8")
+        text = file.data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(path, ["is not UTF-8 text"]) from None
-    except OSError as error:
-        raise ConfigError(path, [f"cannot be read: {error.strerror or error}"]) from None
     try:
-        data = yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(path, [where + "; ".join(filter(None, (error.context, error.problem)))]) from None
     except yaml.YAMLError as error:
         raise ConfigError(path, [" ".join(str(error).split())]) from None
-    return parse_config(data, source=path, config_dir=Path(os.path.abspath(path)).parent)
+
+
+#: A top-level ``state_file:`` line, for a file whose YAML does not parse (``state_file_of``).
+_STATE_FILE_LINE = re.compile(r"""^state_file:[ \t]*(["']?)([^"'#\r\n]*?)\1[ \t]*(?:#.*)?$""", re.MULTILINE)
+
+
+def state_file_of(file: ConfigFile) -> Path | None:
+    """Where the state file of a configuration that does not load would be, as far as the file tells: its
+    ``state_file`` key (from a top-level ``state_file:`` line when the YAML itself does not parse), resolved as
+    the loader resolves it, or the default when the file names none. None when that key is itself wrong or the
+    file is not UTF-8. For ``status`` and ``check``, which look for a daemon still running on an older version."""
+    try:
+        text = file.data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    default = Settings.model_fields["state_file"].default
+    raw: object = default
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        if (match := _STATE_FILE_LINE.search(text)) is not None:
+            raw = match.group(2)
+    else:
+        if isinstance(data, dict):
+            raw = data.get("state_file", default)
+    instance = instance_name(file.path)
+    context = {"config_dir": str(Path(os.path.abspath(file.path)).parent), "instance": instance}
+    try:
+        return TypeAdapter(ConfigPath).validate_python(raw, context=context)
+    except ValidationError:
+        return None
+
+
+def instance_name(source: Path) -> str:
+    """The instance that ``%i`` stands for: the config file's name without ``.yaml`` (systemd's ``%i``)."""
+    return source.name.rsplit(".", 1)[0] if source.name.endswith((".yaml", ".yml")) else source.name
 
 
 def parse_config(data: object, *, source: Path, config_dir: Path | None = None) -> Settings:
@@ -93,8 +175,7 @@ def parse_config(data: object, *, source: Path, config_dir: Path | None = None) 
         raise ConfigError(source, [f"must be a mapping of keys (canvas:, feeds:, ...), not {_kind(data)}"])
     # The instance name that "%i" in a path stands for: the config file's name without its extension, as the template
     # unit runs /etc/sisdaemon/%i.yaml.
-    instance = source.name.rsplit(".", 1)[0] if source.name.endswith((".yaml", ".yml")) else source.name
-    context = {"config_dir": str(config_dir) if config_dir else None, "instance": instance}
+    context = {"config_dir": str(config_dir) if config_dir else None, "instance": instance_name(source)}
     try:
         return Settings.model_validate(data, context=context)
     except ValidationError as error:
