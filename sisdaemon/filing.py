@@ -122,7 +122,8 @@ class Filer:
                     job = dataclasses.replace(job, sha256=spool.sha256_of_fd(fd))
                 finally:
                     os.close(fd)
-                self.ledger.put(job)
+                if job.import_id is not None:  # a superseded file's hash is only for its sidecar: found again
+                    self.ledger.put(job)
         account_id = self.ledger.account_id
         sidecar = spool.build_sidecar(job, base_url=self.base_url, account_id=account_id, to_wall=self.to_wall)
         if job.file_options:  # the options sent (or refused) and where each came from

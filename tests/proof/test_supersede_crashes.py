@@ -127,7 +127,9 @@ def test_a_kill_after_any_side_effect_while_superseding_loses_nothing_and_sends_
     # claims and the superseded filings (the flight worker may file them before or after the newest file's POST).
     appended = [index for index, name in enumerate(names) if name == "history.appended"]
     assert len(appended) == 3, names  # two superseded, then the newest imported
-    last = max(names.index("canvas.post_sent"), appended[1]) + 1
+    # A margin of a few effects past that point: the threads' order varies from run to run (under load, a killed run
+    # may reach the last superseded filing's sidecar a few effects later than the reference run did).
+    last = max(names.index("canvas.post_sent"), appended[1]) + 1 + 4
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         points = list(pool.map(lambda k: kill_at(tmp_path / f"k{k:03d}", k), range(1, last + 1)))
     killed = [killed_at for _, killed_at, _ in points if killed_at]
