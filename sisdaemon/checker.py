@@ -48,13 +48,16 @@ def _fingerprint(path: Path) -> jobs.Fingerprint:
 
 
 class Checker:
-    """Runs one pre-flight check at a time in a daemon thread; ``wake`` is set when a result is ready."""
+    """Runs one pre-flight check at a time in a daemon thread; ``wake`` is set when a result is ready. Once
+    :meth:`stop` is called (the daemon stops: ``Flight.stop``) no check starts and none is left running."""
 
     def __init__(self, wake: threading.Event) -> None:
         self.wake = wake
         self.running: str | None = None  # the job id whose file is being checked
         self._results: queue.Queue[CheckResult] = queue.Queue()
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None  # the last check's
+        self._lock = threading.Lock()  # start (the flight worker) against stop (the daemon's thread)
 
     def start(
         self,
@@ -67,22 +70,32 @@ class Checker:
     ) -> bool:
         """Check ``path`` (shown as ``name``) for job ``job_id`` unless a check runs; returns whether it started.
         ``bases``: type -> the earlier file to compare that type with (None: no comparison); the types the file
-        holds are compared (:func:`sisdaemon.sis_csv.compare_types`, its partition files in ``temp_dir``)."""
-        if self.running is not None:
-            return False
-        self.running = job_id
-        thread = threading.Thread(
-            target=self._run,
-            args=(job_id, path, name, dict(bases) if bases is not None else None, temp_dir),
-            name=f"check-{job_id}",
-            daemon=True,
-        )
-        thread.start()
+        holds are compared (:func:`sisdaemon.sis_csv.compare_types`, its partition files in ``temp_dir``). Never
+        after :meth:`stop`."""
+        with self._lock:
+            if self.running is not None or self._stop.is_set():
+                return False
+            self.running = job_id
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(job_id, path, name, dict(bases) if bases is not None else None, temp_dir),
+                name=f"check-{job_id}",
+                daemon=True,
+            )
+            self._thread.start()
         return True
 
-    def stop(self) -> None:
-        """Ask a running check to stop (it looks every few thousand rows); its job is checked again later."""
-        self._stop.set()
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop a running check (it looks every few thousand rows; its job is checked again after a restart), start
+        none from now on, and wait up to ``timeout`` seconds for its thread to end. Returns whether no check thread
+        is left."""
+        with self._lock:
+            self._stop.set()
+            thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def results(self) -> Iterator[CheckResult]:
         """The results ready now (each is returned once)."""

@@ -321,7 +321,8 @@ class Daemon:
                     self.ledger.flush()  # what the worker's last turn left for a write (Ledger.put_later)
                     self.intake.stop()
                     self.control_watch.stop()
-                    self.hooks.stop()
+                    if not self.hooks.stop():
+                        log.error("hooks_did_not_stop", hint="a hook's output reader or a bug holds its worker")
                     self.client.close()
                     log.info("daemon_stopped", jobs_in_flight=len(self.ledger.jobs()))
 

@@ -264,8 +264,12 @@ class Flight:
         self.uploader.start(job, self._work_path(job), fields)
 
     def stop(self) -> None:
-        """The daemon stops: a zip being built is given up at its next piece (built again after a restart)."""
+        """The daemon stops: a zip being built is given up at its next piece (built again after a restart), and a
+        pre-flight check at its next few thousand rows (checked again after a restart); the check's thread is
+        waited for (a few seconds at most), so it does not outlive the daemon."""
         self.sets.stop()
+        if not self.checker.stop():
+            log.error("preflight_check_did_not_stop", hint="its file is checked again after a restart")
 
     def collect_uploads(self, now: float) -> None:
         """Apply every finished zip build's, pre-flight check's and upload's result to its job."""

@@ -9,7 +9,8 @@ started is logged, counted, and changes nothing for the file: filing is over bef
 
 Hooks run one at a time in one worker thread with a bounded queue (:data:`QUEUE_LIMIT`): a hook that hangs delays
 only later hooks, by at most its timeout, and a full queue drops the newest hook with an error line rather than
-hold up the daemon. Hooks still queued at a stop are not run (the journal says which).
+hold up the daemon. The idle worker blocks on its queue (it costs nothing between hooks); a stop ends it with a
+sentinel. Hooks still queued at a stop are not run (the journal says which).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ QUEUE_LIMIT = 64
 #: Variables of the daemon's environment a hook gets (when set); nothing else is passed.
 PASSED_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+#: Put on the queue by :meth:`Hooks.stop`: the worker ends when it takes it.
+_STOP = object()
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class Hooks:
 
     def __init__(self, *, on_ran: Callable[[str, str, str], None] = lambda feed, hook, result: None) -> None:
         self.on_ran = on_ran
-        self._queue: queue.Queue[HookRun] = queue.Queue(QUEUE_LIMIT)
+        self._queue: queue.Queue[HookRun | object] = queue.Queue(QUEUE_LIMIT + 1)  # + 1: room for the stop
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -103,8 +107,10 @@ class Hooks:
         self._thread.start()
 
     def submit(self, run: HookRun) -> None:
-        """Queue ``run``; never blocks (a full queue drops it, said at error)."""
+        """Queue ``run``; never blocks (a full queue, :data:`QUEUE_LIMIT` hooks waiting, drops it, said at error)."""
         try:
+            if self._queue.qsize() >= QUEUE_LIMIT:  # the last place is the stop's
+                raise queue.Full
             self._queue.put_nowait(run)
         except queue.Full:
             log.error("hook_dropped", feed=run.feed, job_id=run.job_id, hook=run.hook, reason="too many hooks waiting")
@@ -115,30 +121,36 @@ class Hooks:
         with self._queue.mutex:
             return self._queue.unfinished_tasks == 0
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Stop: kill the hook that runs (its process group), say which queued hooks are not run, and join the
-        thread for up to ``timeout`` seconds."""
+    def stop(self, timeout: float = 3.0) -> bool:
+        """Stop: kill the hook that runs (its process group), end the worker (a sentinel on its queue), join it for
+        up to ``timeout`` seconds in all, and say which queued hooks are not run. Returns whether the worker ended
+        (True when it never started)."""
+        ends_at = time.monotonic() + timeout
         self._stop.set()
         with self._lock:
             running = self._running
         if running is not None:
             _kill_group(running)
+        with contextlib.suppress(queue.Full):  # still full at the deadline: a stuck worker; said by the caller
+            self._queue.put(_STOP, timeout=max(ends_at - time.monotonic(), 0.0))
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(max(ends_at - time.monotonic(), 0.0))
         while True:
             try:
                 run = self._queue.get_nowait()
             except queue.Empty:
                 break
-            log.warning("hook_not_run", feed=run.feed, job_id=run.job_id, hook=run.hook, reason="sisdaemon stopped")
+            if isinstance(run, HookRun):
+                log.warning("hook_not_run", feed=run.feed, job_id=run.job_id, hook=run.hook, reason="sisdaemon stopped")
             self._queue.task_done()
+        return self._thread is None or not self._thread.is_alive()
 
     def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                run = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
+        while True:
+            run = self._queue.get()  # blocks while idle (no wake-ups): stop() ends it with _STOP
+            if not isinstance(run, HookRun):
+                self._queue.task_done()
+                return
             try:
                 if not self._stop.is_set():
                     self.on_ran(run.feed, run.hook, self._run(run))

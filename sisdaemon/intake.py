@@ -161,9 +161,12 @@ class Intake:
             feed_scan.watcher.stop()
 
     def update_feed(self, feed: FeedSettings) -> None:
-        """Settle ``feed``'s files with its current settle and grace times (a reload)."""
-        tracker = self.scans[feed.name].tracker
-        tracker.settle, tracker.empty_grace = feed.settle_seconds, feed.empty_grace_seconds
+        """Settle ``feed``'s files with its current settle and grace times (a reload): the files already settling in
+        its drop folder too (SettleTracker.retime), so a lowered ``settle_seconds`` takes them at their new time (at
+        the loop's next turn when that has passed), and a raised one holds them longer."""
+        feed_scan = self.scans[feed.name]
+        feed_scan.tracker.retime(feed.settle_seconds, feed.empty_grace_seconds)
+        feed_scan.next_settle = feed_scan.tracker.next_due(self.turned_at)  # the loop sleeps until then
 
     def stop(self) -> None:
         """Stop every folder watch (joins their threads)."""

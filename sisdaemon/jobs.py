@@ -134,6 +134,7 @@ class Job:
     workflow_state: str | None = None
     progress: Any = None
     queued_behind: int | None = None  # while Canvas has it queued (`created`): the import it waits behind, if known
+    queued_behind_at: float | None = None  # when Canvas was asked where it stands (queued_behind's observation)
     not_found_since: float | None = None  # the first of the polls in a row that Canvas answered 404 (vanished.py)
     poll_interval: float = 0.0
     next_action_at: float = 0.0
@@ -213,10 +214,20 @@ def retired_tags(job: Job) -> tuple[int, ...]:
 
 
 def move(job: Job, state: JobState, **changes: Any) -> Job:
-    """Return ``job`` in ``state`` with ``changes`` applied. Raises TransitionError for a move the table forbids."""
+    """Return ``job`` in ``state`` with ``changes`` applied. Raises TransitionError for a move the table forbids.
+
+    A move that takes the job's import out of ``created``, gives it another import (or none), or takes the job out
+    of ``submitted`` forgets the import the queued one waited behind (``queued_behind``, ``queued_behind_at``): that
+    was seen of this import while queued, and ``status`` must never name it for a running import, a finished one or
+    the next attempt's."""
     if state not in TRANSITIONS[job.state]:
         raise TransitionError(f"job {job.job_id}: {job.state} -> {state} is not allowed")
-    return dataclasses.replace(job, state=state, **changes)
+    moved = dataclasses.replace(job, state=state, **changes)
+    if moved.queued_behind_at is not None or moved.queued_behind is not None:
+        left = moved.state is not JobState.SUBMITTED or moved.workflow_state != "created"
+        if left or moved.import_id != job.import_id:
+            moved = dataclasses.replace(moved, queued_behind=None, queued_behind_at=None)
+    return moved
 
 
 # --- claim and attempts ---------------------------------------------------------------------------------------

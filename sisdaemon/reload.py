@@ -1,11 +1,12 @@
 """What a changed config (SIGHUP, or the file changed) applies while running, and what waits for a restart (pure).
 
-Applied at once: the log level and format; ``polling``; each feed's settling, rescan, patterns, ``max_in_flight``,
-``max_pending_imports`` (files already claimed stay claimed and are sent only while the account has room),
-``supersede``, import options (``allow_params`` and ``term_from_name``: for files claimed from then on), freshness
-windows and hooks; new feeds; removed feeds with nothing in flight. Only at a restart: ``canvas`` (the account and
-its locks), ``state_file``, ``lock_dir``, ``metrics`` (its address), a feed's folders and ``watch`` mode, and the
-removal of a feed that still has files in flight (its jobs finish first).
+Applied at once: the log level and format; ``polling``; each feed's settling (``settle_seconds`` and
+``empty_grace_seconds``, to the files already settling in drop/ too: intake.py, SettleTracker.retime), rescan,
+patterns, ``max_in_flight``, ``max_pending_imports`` (files already claimed stay claimed and are sent only while
+the account has room), ``supersede``, import options (``allow_params`` and ``term_from_name``: for files claimed from
+then on), freshness windows and hooks; new feeds; removed feeds with nothing in flight. Only at a restart:
+``canvas`` (the account and its locks), ``state_file``, ``lock_dir``, ``metrics`` (its address), a feed's folders
+and ``watch`` mode, and the removal of a feed that still has files in flight (its jobs finish first).
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ class _Record:
     version: int  # heap entries of an older version are stale
     ready: bool = False
     holds: Kind | None = None  # the SIS types it holds, when known
+    held_until: float | None = None  # kept from being ready before then (hold): a reload keeps that
 
 
 #: ``classify(seen, settled)``: the SIS types of a file as it is now (None: not known); ``settled`` says whether it
@@ -96,9 +97,7 @@ class SettleTracker:
             self._drop(name)
             return
         if record is None or record.seen.fingerprint != seen.fingerprint:
-            wait = self.settle
-            if seen.regular and seen.fingerprint.size == 0:
-                wait = max(self.settle, self.empty_grace)
+            wait = self._wait_for(seen)
             version = next(self._versions)
             seen_at = record.seen_at if record is not None else now
             self._drop(name)
@@ -210,11 +209,52 @@ class SettleTracker:
         record.ready = False
         record.version = next(self._versions)
         record.wait = max(record.wait, until - record.since)
+        record.held_until = max(record.held_until or until, until)
         heapq.heappush(self._due, (record.since + record.wait, record.version, name))
+
+    def retime(self, settle: float, empty_grace: float) -> None:
+        """Settle with new ``settle`` and ``empty_grace`` times (seconds; a reload), the files already settling
+        included, not only those seen from now on.
+
+        Each settling file's wait is worked out again from its kind, as :meth:`observe` does for a new one (a regular
+        0-byte file: the longer of the two; any other: ``settle``), still counted from when its fingerprint began to
+        hold, and never ends before a :meth:`hold` on it does. A file whose wait changed gets a new version (its old
+        heap entry goes stale) and is due at its new end: at once when that has passed, so the caller asks
+        :meth:`next_due` again. Ready files stay ready: they held still for the wait that applied then. O(n) in the
+        files tracked, once per reload (the due heap is rebuilt with ``heapify``); nothing is added per look.
+        """
+        self.settle, self.empty_grace = settle, empty_grace
+        retimed: list[tuple[float, int, str]] = []
+        for name, record in self._records.items():
+            if record.ready:
+                continue
+            wait = self._wait_for(record.seen)
+            if record.held_until is not None:
+                wait = max(wait, record.held_until - record.since)
+            if wait != record.wait:
+                record.wait = wait
+                record.version = next(self._versions)
+                retimed.append((record.since + wait, record.version, name))
+        if retimed:  # the entries still current (a file already named keeps none), then the new ones: O(n)
+            self._due = [entry for entry in self._due if self._current(entry)] + retimed
+            heapq.heapify(self._due)
 
     def forget(self, name: str) -> None:
         """Stop tracking ``name`` (taken, or to be found again by a later look)."""
         self._drop(name)
+
+    def _current(self, entry: tuple[float, int, str]) -> bool:
+        """Whether a due heap entry still stands for a settling file (not stale: not changed, retimed or taken)."""
+        _, version, name = entry
+        record = self._records.get(name)
+        return record is not None and record.version == version and not record.ready
+
+    def _wait_for(self, seen: Observation) -> float:
+        """Seconds ``seen`` must hold still: a regular 0-byte file waits out the grace too (uploads create the file
+        first), any other the settle time."""
+        if seen.regular and seen.fingerprint.size == 0:
+            return max(self.settle, self.empty_grace)
+        return self.settle
 
     def _uncount(self, record: _Record) -> None:
         """A settling record of a known kind stops settling (ready, changed or gone): it no longer counts."""

@@ -251,6 +251,7 @@ def collect(settings: Settings, config_file: ConfigFile | None = None) -> dict[s
             "import_id": job.get("import_id"),
             "workflow_state": job.get("workflow_state"),
             "progress": job.get("progress"),
+            "queued_behind": queued_place(job),
             "last_error": job.get("last_error"),
             # a set of related files sent as one zip (sets.py): its members, as dropped
             "members": [display_name(str(m["name"])) for m in (job.get("file_set") or {}).get("members") or []],
@@ -284,6 +285,18 @@ def collect(settings: Settings, config_file: ConfigFile | None = None) -> dict[s
     if config_file is not None:
         add_drift(daemon, config_drift(config_file, (), settings.state_file))
     return {"daemon": daemon, "feeds": feeds, "jobs": report_jobs}
+
+
+def queued_place(job: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"import_id", "seen_at"}``: the import a job's queued (``created``) import waited behind when Canvas was last
+    asked (``seen_at``, ISO 8601 UTC); None unless the job is submitted and Canvas had its import queued then, and
+    when the observation's time is not known (a state written before it was recorded)."""
+    if job.get("state") != "submitted" or job.get("workflow_state") != "created":
+        return None
+    behind, seen_at = job.get("queued_behind"), job.get("queued_behind_at")
+    if not isinstance(behind, int) or not isinstance(seen_at, int | float):
+        return None
+    return {"import_id": behind, "seen_at": iso(seen_at)}
 
 
 def stranded_jobs(jobs: list[dict[str, Any]]) -> str | None:

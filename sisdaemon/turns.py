@@ -101,21 +101,27 @@ class Turns:
         """``job`` (just polled) with :attr:`~sisdaemon.jobs.Job.queued_behind` set while Canvas has its import
         queued (``created``): the import Canvas runs now, whoever sent it (``GET .../sis_imports/importing``, asked
         at most every ``interval_seconds`` whatever the number of queued jobs), or an own import ahead
-        (:func:`sisdaemon.waits.queued_behind`); journaled (``import_queued``) when it changes. Cleared once Canvas
-        starts it. A failed question leaves it as it was (the gate recorded the fault)."""
+        (:func:`sisdaemon.waits.queued_behind`); journaled (``import_queued``) when it changes.
+        :attr:`~sisdaemon.jobs.Job.queued_behind_at` says when Canvas was asked (the daemon's clock), so that
+        ``status`` shows how old the observation is. Cleared once Canvas starts it (and by any move out of
+        ``created``: jobs.move). A failed question leaves it as it was, its time too (the gate recorded the fault)."""
         if job.workflow_state != "created" or job.import_id is None:
-            return job if job.queued_behind is None else dataclasses.replace(job, queued_behind=None)
+            if job.queued_behind is None and job.queued_behind_at is None:
+                return job
+            return dataclasses.replace(job, queued_behind=None, queued_behind_at=None)
         asked_at, running = self._running
         if now - asked_at >= self.gate.policy.interval_seconds:
             try:
                 running = self.gate.call(now, self.client.importing_sis_imports)
             except CanvasError:
                 return job
+            asked_at = now
             self._running = (now, running)
         own = [{"import_id": other.import_id, "workflow_state": other.workflow_state} for other in self.ledger.jobs()]
         behind = waits.queued_behind(job.import_id, running, own)
-        if behind == job.queued_behind:
-            return job
-        if behind is not None:  # its wait's end is import_progress (importing)
+        seen_at = asked_at if behind is not None else None
+        if behind != job.queued_behind and behind is not None:  # its wait's end is import_progress (importing)
             log.info("import_queued", behind_import_id=behind, hint="Canvas runs one import at a time per account")
-        return dataclasses.replace(job, queued_behind=behind)
+        if (behind, seen_at) == (job.queued_behind, job.queued_behind_at):
+            return job
+        return dataclasses.replace(job, queued_behind=behind, queued_behind_at=seen_at)

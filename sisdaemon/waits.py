@@ -14,7 +14,8 @@ None when the wait ends on an event rather than at a time (a resume, a config ch
                           (until: the next retry, the state's ``fault.retry_at``)
     retry_later           this job's last step failed; tried again at ``until``
     queued_in_canvas      Canvas has the import queued (``created``) behind others of the account (the text names the
-                          import it waits behind when known: the job's ``queued_behind``)
+                          import it waits behind when known, the job's ``queued_behind``, and how long ago that was
+                          seen: ``queued_behind_at``)
     importing             Canvas runs the import (``progress`` says how far)
     errors_csv            Canvas has not written the errors CSV yet; waited for until ``until``
     feed_full             the feed has max_in_flight files in flight; the next is taken when one is filed
@@ -106,12 +107,21 @@ def job_wait(
         if fault:
             return _fault_wait(fault)
         if job.get("workflow_state") == "created":
-            behind = f" behind import {job['queued_behind']}" if job.get("queued_behind") else ""
-            return _wait("queued_in_canvas", f"import {job.get('import_id')} is queued in Canvas{behind}")
+            return _wait("queued_in_canvas", f"import {job.get('import_id')} is queued in Canvas{_behind(job, now)}")
         return _wait("importing", f"Canvas runs import {job.get('import_id')} ({job.get('progress')}%)")
     if state == "finishing" and job.get("errors_csv_deadline") and not job.get("errors_csv"):
         return _wait("errors_csv", "waiting for Canvas to write the errors CSV", job["errors_csv_deadline"])
     return None
+
+
+def _behind(job: Mapping[str, Any], now: float) -> str:
+    """ " behind import N (as of S s ago)" for a queued job: the import it waited behind when Canvas was last asked
+    (``queued_behind_at``), never more; "" when none is known, or when the observation's time is not (a state written
+    before it was recorded): a name of unknown age may be an import that ended long since."""
+    behind, seen_at = job.get("queued_behind"), job.get("queued_behind_at")
+    if not behind or not isinstance(seen_at, int | float):
+        return ""
+    return f" behind import {behind} (as of {max(round(now - seen_at), 0)} s ago)"
 
 
 def feed_wait(

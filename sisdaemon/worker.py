@@ -63,7 +63,7 @@ class FlightWorker:
     def stop(self, timeout: float = 10.0) -> bool:
         """Ask the thread to stop and wait up to ``timeout`` seconds; returns whether it stopped. The caller
         cancels the Canvas call in progress first (``CanvasClient.cancel``) so that this is quick; a set's zip being
-        built is given up (``Flight.stop``)."""
+        built is given up, and a pre-flight check stopped and waited for (``Flight.stop``)."""
         self._stop.set()
         self.flight.stop()
         self.wake.set()

@@ -356,3 +356,34 @@ def test_a_finished_import_whose_attachments_are_another_file_s_is_held_never_fi
     ours = sis_import(9, "imported", csv_attachments=[{"filename": f"{submitted().job_id}_users.csv"}])
     _job, decision = polling.on_poll(submitted(), ours, now=NOW, server_now=NOW, policy=POLICY)
     assert decision.action == "finish"
+
+
+def queued_behind_8(job: jobs.Job) -> jobs.Job:
+    """``job`` as Turns.place_in_queue leaves it when Canvas runs import 8 ahead of its queued import."""
+    return dataclasses.replace(job, queued_behind=8, queued_behind_at=NOW)
+
+
+def test_a_job_that_leaves_created_forgets_the_import_it_waited_behind() -> None:
+    queued = queued_behind_8(submitted())
+    still, _ = polling.on_poll(queued, sis_import(9, "created"), now=NOW + 1, server_now=NOW, policy=POLICY)
+    assert still.queued_behind == 8  # still queued: the observation stands until the next look at the queue
+    running, _ = polling.on_poll(queued, sis_import(9, "importing"), now=NOW + 1, server_now=NOW, policy=POLICY)
+    assert running.queued_behind is None and running.queued_behind_at is None
+    ended, decision = polling.on_poll(queued, sis_import(9, "imported"), now=NOW + 1, server_now=NOW, policy=POLICY)
+    assert decision.action == "finish"
+    finishing = jobs.finish(ended, now=NOW + 1, errors_csv_wait=60.0)
+    assert finishing.queued_behind is None and finishing.queued_behind_at is None
+
+
+def test_a_queued_import_that_will_not_apply_leaves_no_queue_place_to_the_next_attempt() -> None:
+    # Adopted without a tag while queued, then Canvas's attachments show it is another file's: the job is sent
+    # again, and its new import must not be said to wait behind the import the old one waited behind.
+    job = jobs.adopt_provisionally(unknown(tag=None), sis_import(9), now=NOW, interval=POLICY.interval_seconds)
+    not_ours = sis_import(9, "created", csv_attachments=[{"filename": "0123456789_other.csv"}])
+    job, decision = polling.on_poll(queued_behind_8(job), not_ours, now=NOW + 1, server_now=NOW, policy=POLICY)
+    assert decision.action == "release"
+    again = jobs.back_to_claimed(job, decision.reason, now=NOW + 1, settle_again=False)
+    assert again.queued_behind is None and again.queued_behind_at is None
+    attempt = jobs.begin_attempt(queued_behind_8(again), tag=None, intent_at=None, now=NOW + 2)
+    new = jobs.post_created(attempt, sis_import(12), now=NOW + 2, interval=POLICY.interval_seconds)
+    assert new.workflow_state == "created" and new.queued_behind is None  # another import: not observed yet

@@ -100,7 +100,8 @@ def test_a_queued_import_waits_behind_the_import_canvas_runs_else_the_oldest_own
 
 
 def test_a_queued_job_names_the_import_it_waits_behind() -> None:
-    found = wait({"state": "submitted", "import_id": 43, "workflow_state": "created", "queued_behind": 40})
+    job = {"state": "submitted", "import_id": 43, "workflow_state": "created", "queued_behind": 40}
+    found = wait({**job, "queued_behind_at": NOW})
     assert found is not None and found["reason"] == "queued_in_canvas" and "behind import 40" in found["text"]
 
 
@@ -163,3 +164,14 @@ def test_the_gate_says_a_fault_once_while_it_lasts_and_once_when_it_ends_and_rec
     assert lines[1]["attempt"] == 2 and lines[1]["retry_at"] is not None
     assert lines[-1]["after_faults"] == 6
     assert json.loads((tmp_path / "state.json").read_text())["fault"] is None
+
+
+def test_a_queued_job_says_how_old_the_observation_of_its_place_is_and_names_none_of_unknown_age() -> None:
+    queued = {"state": "submitted", "import_id": 43, "workflow_state": "created", "queued_behind": 40}
+    found = wait({**queued, "queued_behind_at": NOW - 125.4})
+    assert found is not None and found["text"] == "import 43 is queued in Canvas behind import 40 (as of 125 s ago)"
+    found = wait(queued)  # a state written before the time was recorded: its age is unknown
+    assert found is not None and found["text"] == "import 43 is queued in Canvas"
+    running = {**queued, "workflow_state": "importing", "progress": 35, "queued_behind_at": NOW}
+    found = wait(running)
+    assert found is not None and "40" not in found["text"]

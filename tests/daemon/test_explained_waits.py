@@ -4,11 +4,14 @@ when a wait starts and ends (never a line per retry or per loop turn), ``status`
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,11 @@ from typing import Any
 import pytest
 import requests
 
+from sisdaemon import jobs
+from sisdaemon.jobs import Fingerprint
+from sisdaemon.ledger import Ledger
 from sisdaemon.sandbox import Sandbox
-from tests.daemon.conftest import OTHER_TOKEN, TOKEN, TOKEN_ENV, DaemonProcess, Spool, wait_for
+from tests.daemon.conftest import DEADLINE, OTHER_TOKEN, TOKEN, TOKEN_ENV, DaemonProcess, Spool, wait_for
 from tests.daemon.test_operator_commands import USERS, event, sisdaemon, started, state
 
 OTHERS = b"user_id,login_id,first_name,last_name,email,status\nu2,user2,Bea,Two,b@example.edu,active\n"
@@ -73,7 +79,8 @@ def test_submit_wait_prints_the_import_its_import_is_queued_behind_then_each_cha
             if daemon is not None:  # status says it too, beside the job
                 [job] = status_report(spool)["jobs"]
                 assert job["waits_for"]["reason"] == "queued_in_canvas"
-                assert f"behind import {theirs}" in job["waits_for"]["text"]
+                assert f"behind import {theirs} (as of " in job["waits_for"]["text"]
+                assert job["queued_behind"]["import_id"] == theirs  # with when Canvas was asked: seen_at
             sandbox.stick(ours := sandbox.imports()[-1]["id"], "importing")
             sandbox.unstick(theirs)  # theirs ends: Canvas starts ours
             wait_for(lambda: f"import {ours} importing" in printed.read_text(), what="the importing line")
@@ -175,3 +182,50 @@ def test_files_behind_a_lost_answer_say_once_what_they_wait_for_and_until_when_a
     # Behind the lost answer, then (perhaps) behind a.csv's second upload: a line each, never one per turn.
     assert [line["reason"] for line in starts][:1] == ["upload_outcome_unknown"] and len(starts) <= 2
     assert len(ends) == len(starts) and ends[0]["reason"] == "upload_outcome_unknown"
+
+
+# --- a queued import's place: never an import it no longer waits behind -----------------------------------------
+
+
+def test_status_names_the_import_a_queued_one_waits_behind_with_its_age_and_never_one_seen_for_another_import(
+    spool: Spool,
+) -> None:
+    now = time.time()
+    ledger = Ledger(spool.state_file)
+    ledger.load(["nightly"])
+    claimed = jobs.claim("a0a0a0a0a0", "nightly", "users.csv", Fingerprint(1, 10, 1), seen_at=now, now=now)
+    queued = jobs.post_created(
+        jobs.begin_attempt(claimed, tag=None, intent_at=None, now=now),
+        {"id": 41, "workflow_state": "created", "progress": 0},
+        now=now,
+        interval=5.0,
+    )
+    ledger.put(dataclasses.replace(queued, queued_behind=40, queued_behind_at=now - 90))
+    # Another job whose queued import 50 (seen behind import 8) turned out not to apply: sent again as import 51.
+    other = jobs.claim("b1b1b1b1b1", "nightly", "courses.csv", Fingerprint(2, 10, 1), seen_at=now, now=now)
+    attempt = jobs.post_created(
+        jobs.begin_attempt(other, tag=None, intent_at=None, now=now),
+        {"id": 50, "workflow_state": "created"},
+        now=now,
+        interval=5.0,
+    )
+    attempt = dataclasses.replace(attempt, queued_behind=8, queued_behind_at=now - 5)
+    again = jobs.back_to_claimed(attempt, "the import's attachments are not this file", now=now, settle_again=False)
+    resent = jobs.post_created(
+        jobs.begin_attempt(again, tag=None, intent_at=None, now=now),
+        {"id": 51, "workflow_state": "created"},
+        now=now,
+        interval=5.0,
+    )
+    ledger.put(resent)
+    report = status_report(spool)
+    shown = {job["import_id"]: job for job in report["jobs"]}
+    assert shown[41]["queued_behind"]["import_id"] == 40
+    seen = re.fullmatch(
+        r"import 41 is queued in Canvas behind import 40 \(as of (\d+) s ago\)", shown[41]["waits_for"]["text"]
+    )
+    assert seen is not None and 90 <= int(seen[1]) < 90 + DEADLINE
+    assert shown[51]["queued_behind"] is None
+    assert shown[51]["waits_for"]["text"] == "import 51 is queued in Canvas"  # not behind import 8: 50's place
+    text = sisdaemon("status", "-c", str(spool.config)).stdout
+    assert "behind import 40 (as of " in text and "behind import 8" not in text

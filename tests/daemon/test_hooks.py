@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from sisdaemon.hooks import DEFAULT_PATH, QUEUE_LIMIT, HookRun, Hooks
 from sisdaemon.sandbox import Sandbox
 from tests.daemon.conftest import TOKEN, TOKEN_ENV, DaemonProcess, Spool, wait_for
 
@@ -139,3 +143,50 @@ def test_the_hook_environment_keeps_only_the_allowed_variables() -> None:
         "SISDAEMON_SIDECAR",
     }
     assert environment["PATH"] == "/bin" and environment["SISDAEMON_SIDECAR"] == "/spool/done/x.result.json"
+
+
+def test_the_hook_worker_runs_hooks_never_wakes_while_idle_and_stops_at_once(tmp_path: Path) -> None:
+    results: list[str] = []
+    hooks = Hooks(on_ran=lambda feed, hook, result: results.append(result))
+    hooks.start()
+    record = tmp_path / "record"
+    hook = script(tmp_path / "record.sh", f'echo "$1" > {record}\n')
+    hooks.submit(HookRun("nightly", "on_finished", (hook, "x.result.json"), 10.0, {"PATH": DEFAULT_PATH}, "ab"))
+    wait_for(lambda: results == ["ok"], what="the hook to run")
+    assert record.read_text() == "x.result.json\n"
+    [worker] = [thread for thread in threading.enumerate() if thread.name == "sisdaemon-hooks"]
+    wait_for(hooks.idle, what="the worker to go idle")
+    before = _switches(worker)
+    threading.Event().wait(1.0)  # a window to measure in, not a wait for something: an idle worker sleeps through it
+    assert _switches(worker) - before <= 1  # a worker that looked at its queue 5 times a second switched 5 times
+    started = time.monotonic()
+    assert hooks.stop() is True
+    assert time.monotonic() - started < 1.0 and not worker.is_alive()
+
+
+def test_a_stop_ends_the_hook_worker_with_its_queue_full_and_a_hook_hanging(tmp_path: Path) -> None:
+    results: list[str] = []
+    hooks = Hooks(on_ran=lambda feed, hook, result: results.append(result))
+    hooks.start()
+    began = tmp_path / "began"
+    hang = HookRun(
+        "nightly", "on_finished", (script(tmp_path / "hang.sh", f"touch {began}\nsleep 300\n"),), 600.0, {}, "a"
+    )
+    hooks.submit(hang)
+    wait_for(began.exists, what="the hanging hook to start")
+    for number in range(QUEUE_LIMIT + 3):  # the queue fills; the last ones are dropped
+        hooks.submit(HookRun("nightly", "on_finished", ("/bin/true",), 10.0, {}, f"b{number}"))
+    assert results == ["dropped"] * 3
+    [worker] = [thread for thread in threading.enumerate() if thread.name == "sisdaemon-hooks"]
+    started = time.monotonic()
+    with structlog.testing.capture_logs() as said:
+        assert hooks.stop() is True
+    assert time.monotonic() - started < 3.0 and not worker.is_alive()
+    assert results == ["dropped"] * 3 + ["failed"]  # the hanging hook, killed
+    assert len([line for line in said if line["event"] == "hook_not_run"]) == QUEUE_LIMIT  # each queued one said
+
+
+def _switches(thread: threading.Thread) -> int:
+    """How many times ``thread`` gave up the CPU (voluntary and forced context switches), from /proc."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)

@@ -139,6 +139,7 @@ def test_status_json_lists_feeds_and_in_flight_jobs(
         "import_id",
         "workflow_state",
         "progress",
+        "queued_behind",  # {"import_id", "seen_at"} while Canvas has its import queued, else null
         "last_error",
         "waits_for",
         "members",  # a set's members (sets.py); empty for a single file

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 from collections.abc import Callable
 
 from sisdaemon.sandbox import Sandbox
-from tests.daemon.conftest import DaemonThread, Spool, creates
+from tests.daemon.conftest import DaemonThread, Spool, creates, wait_for
 
 USERS = b"user_id,login_id,first_name,last_name,email,status\nu1,user1,Ada,One,a@example.edu,active\n"
 
@@ -58,3 +59,23 @@ def test_with_preflight_off_nothing_is_checked(
     assert run_daemon(once=True).join() == 0
     [done] = spool.sidecars("done")
     assert "preflight" not in done
+
+
+def test_a_daemon_that_stops_during_a_long_check_leaves_no_check_or_hook_thread_running(
+    spool: Spool, sandbox: Sandbox, run_daemon: Callable[..., DaemonThread]
+) -> None:
+    spool.feed["preflight"] = "reject"
+    spool.feed["hooks"] = {"on_finished": ["/bin/true"], "on_failed": ["/bin/true"]}
+    rows = "".join(f"u{number},user{number},Ada,One,a{number}@example.edu,active\n" for number in range(2_000_000))
+    spool.drop_file("users.csv", USERS + rows.encode())  # about 100 MB: seconds of checking
+    daemon = run_daemon()
+    wait_for(lambda: named("check-"), what="the pre-flight check to start")
+    assert daemon.stop() == 0
+    # Straight after the daemon's thread ended, not after a grace period: nothing of it goes on.
+    assert named("check-", "sisdaemon-hook", "zip-") == []
+    assert spool.filed("done") == [] and spool.filed("failed") == []  # checked again after a restart
+
+
+def named(*prefixes: str) -> list[str]:
+    """The names of the live threads that start with one of ``prefixes``."""
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith(prefixes) and thread.is_alive()]
