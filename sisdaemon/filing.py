@@ -86,28 +86,10 @@ class Filer:
         source = feed.work_dir / job.work_name
         if job.import_id is not None and os.path.lexists(source):
             # Checked again at filing: a writer that went on after its stall changed what Canvas was sent.
-            changed = self.changed_since_upload(job)
-            if changed and jobs.changed_at_filing(job, changed) != job:
-                job = jobs.changed_at_filing(job, changed)
-                log.error(
-                    "partial_file_imported",
-                    reason=changed,
-                    workflow_state=job.workflow_state,
-                    hint="filed in failed/ as changed_during_import; send the whole file again",
-                )
-                self.ledger.put(job)
+            job = self._partial(job, self.changed_since_upload(job), "file")
         if sets.is_set(job) and job.import_id is not None:
             # A member's writer that went on after the zip was built: what Canvas was sent is part of that file.
-            changed = bundle.changed_since_built(job, feed.work_dir)
-            if changed and jobs.changed_at_filing(job, changed) != job:
-                job = jobs.changed_at_filing(job, changed)
-                log.error(
-                    "partial_file_imported",
-                    reason=changed,
-                    workflow_state=job.workflow_state,
-                    hint="the set is filed in failed/ as changed_during_import; send the whole set again",
-                )
-                self.ledger.put(job)
+            job = self._partial(job, bundle.changed_since_built(job, feed.work_dir), "set")
         folder = feed.done_dir if job.folder == "done" else feed.failed_dir
         target = folder / job.work_name
         if os.path.lexists(source) and job.sha256 is None and (job.import_id is not None or job.superseded_by):
@@ -154,6 +136,21 @@ class Filer:
         )
         if self.on_event:
             self.on_event("filed", job)
+
+    def _partial(self, job: Job, changed: str | None, what: str) -> Job:
+        """``job`` filed in failed/ as ``changed_during_import`` (recorded, said at error) when ``changed`` says
+        why what Canvas was sent is part of ``what`` ("file", "set"); else ``job`` as it is."""
+        if not changed or jobs.changed_at_filing(job, changed) == job:
+            return job
+        job = jobs.changed_at_filing(job, changed)
+        log.error(
+            "partial_file_imported",
+            reason=changed,
+            workflow_state=job.workflow_state,
+            hint=f"filed in failed/ as changed_during_import; send the whole {what} again",
+        )
+        self.ledger.put(job)
+        return job
 
     def _file_params(self, feed: FeedSettings, job: Job, folder: Path) -> None:
         """The params file follows its data file into ``folder`` (idempotent: filing again after a crash finishes
