@@ -470,7 +470,7 @@ class Intake:
                 return
             self.conditions.end(("open_writer", feed.name, item.name), "file_writer_closed", feed=feed.name, file=shown)
         try:
-            prepared = self.params.prepare(feed, item.name, now)  # its params file, read before the claim
+            prepared = self.params.prepare(feed, item.name, now, item.seen_at)  # its params file, read before the claim
         except OSError:
             tracker.forget(item.name)  # its params file cannot be looked at now: found again by the next full scan
             return
@@ -519,6 +519,7 @@ class Intake:
                 return
             feed_scan.unmovable.pop(item.name, None)
             self.conditions.end(key, "claim_recovered")
+            self.params.claimed(feed.name, item.name, now)
             try:
                 params_files.claim_beside(feed, job)  # after the data file's rename: recovery finishes a cut one
             except OSError as error:

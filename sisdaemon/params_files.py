@@ -8,6 +8,13 @@ recorded in the job; then the data file is renamed into work/, then the params f
 Each move is idempotent and checks the params file's inode, so start-up recovery finishes a move a crash cut
 between the two renames (docs/design.md "Crash protocol"). A params file whose data file has not turned up for
 :data:`ORPHAN_SECONDS` is said once in the journal and left alone.
+
+A params file is never applied on a guess, since its options (batch mode for a term above all) can delete data in
+Canvas: a data file is refused (``params_refused``) when its params file appeared more than :data:`LEFT_OVER_SECONDS`
+before it did (left over from an earlier file of that name: written after that one was claimed, or never matched),
+or when a misnamed one lies beside it (``enrollments.params.yaml``, ``enrollments.csv.params.yml``:
+:func:`lookalikes`) instead of being sent with the feed's options. A params file that appears just after a file of
+its name was claimed is said at once (``params_file_after_its_file``, warning): it was not applied to that file.
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ log = structlog.get_logger("sisdaemon")
 
 #: A params file with no data file beside it for this long (seconds) is said once in the journal (``info``).
 ORPHAN_SECONDS = 900.0
+#: A params file first seen this long (seconds, the daemon's clock) before its data file is left over, not its own.
+LEFT_OVER_SECONDS = 900.0
+
+
+def lookalikes(name: str) -> list[str]:
+    """The names a params file for data file ``name`` is likely to be given by mistake: ``<name>.params.yml``, and
+    the name without its extension with either suffix (``users.params.yaml``, ``users.params.yml``)."""
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return [f"{name}.params.yml", f"{stem}{PARAMS_SUFFIX}", f"{stem}.params.yml"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,8 @@ class Prepared:
 class _Sighting:
     fingerprint: Fingerprint
     since: float  # unchanged since (the daemon's clock)
-    first_seen: float
+    first_seen: float  # reset while its data file is there (the orphan clock)
+    appeared: float  # first seen, never reset
     orphan_said: bool = False
 
 
@@ -65,22 +82,46 @@ class ParamsFiles:
 
     lstat: Callable[[str], os.stat_result] = os.lstat
     seen: dict[str, dict[str, _Sighting]] = field(default_factory=dict)
+    #: feed -> data file name -> when it was last claimed (the daemon's clock), for ORPHAN_SECONDS
+    claims: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def claimed(self, feed: str, name: str, now: float) -> None:
+        """Data file ``name`` of ``feed`` was claimed at ``now``: a params file of its name that appears soon after
+        was meant for it and came too late (said when it is first seen)."""
+        recent = self.claims.setdefault(feed, {})
+        for old in [key for key, at in recent.items() if now - at > ORPHAN_SECONDS]:
+            del recent[old]
+        recent[name] = now
 
     def _note(self, feed: str, name: str, result: os.stat_result, now: float) -> _Sighting:
         sightings = self.seen.setdefault(feed, {})
         fingerprint = spool.fingerprint_of(result)
         sighting = sightings.get(name)
         if sighting is None:
-            sighting = sightings[name] = _Sighting(fingerprint, now, now)
+            sighting = sightings[name] = _Sighting(fingerprint, now, now, now)
+            data_name = file_options.data_name_for(name)
+            claimed_at = self.claims.get(feed, {}).get(data_name)
+            if claimed_at is not None and 0 <= now - claimed_at <= ORPHAN_SECONDS:
+                log.warning(
+                    "params_file_after_its_file",
+                    feed=feed,
+                    file=jobs.display_name(name),
+                    after_seconds=round(now - claimed_at),
+                    hint=f"{jobs.display_name(data_name)} was claimed before it appeared and was sent without it; "
+                    "it is not applied to a later file of that name either: remove it, or drop both again",
+                )
         elif sighting.fingerprint != fingerprint:
             sighting.fingerprint, sighting.since = fingerprint, now
         return sighting
 
-    def prepare(self, feed: FeedSettings, name: str, now: float) -> Prepared:
+    def prepare(self, feed: FeedSettings, name: str, now: float, seen_at: float | None = None) -> Prepared:
         """Look for ``name``'s params file in the drop folder and work out the file's options (file_options.py).
+        ``seen_at``: when the data file was first seen (the daemon's clock; None: not known).
 
-        Never raises for the params file's content: a bad one gives ``refusal``. Raises OSError only when the drop
-        folder cannot be looked at (the claim is tried again later).
+        Never raises for the params file's content: a bad one gives ``refusal``, and so does a params file left
+        over (first seen more than :data:`LEFT_OVER_SECONDS` before ``seen_at``) or, with none of the right name,
+        a misnamed one beside it (:func:`lookalikes`). Raises OSError only when the drop folder cannot be looked at
+        (the claim is tried again later).
         """
         params_name = file_options.params_name_for(name)
         shown = spool.submitted_name(name)
@@ -94,6 +135,14 @@ class ParamsFiles:
             result = None  # a data file's name so long that no params file can be named after it
         if result is None:
             self.seen.get(feed.name, {}).pop(params_name, None)
+            misnamed = self._lookalike(feed, name)
+            if misnamed is not None:
+                return Prepared(
+                    {"per_file": True},
+                    refusal=f"a params file named {jobs.display_name(misnamed)} lies beside {shown}: a params file "
+                    f"is named {jobs.display_name(params_name)} exactly; nothing was sent (not even with the feed's "
+                    "options): rename or remove it, then drop the file again",
+                )
             if feed.term_from_name is None:
                 return Prepared()
             try:
@@ -105,6 +154,13 @@ class ParamsFiles:
         if now - sighting.since < feed.settle_seconds:
             return Prepared(hold_until=sighting.since + feed.settle_seconds)
         kept: dict[str, Any] = {"per_file": True, "params_file": params_name, "params_ino": result.st_ino}
+        if seen_at is not None and seen_at - sighting.appeared > LEFT_OVER_SECONDS:
+            reason = (
+                f"params file {params_name}: in drop/ {round(seen_at - sighting.appeared)} s before {shown} appeared "
+                "(left over from an earlier file of that name?); a params file is written just before or with its "
+                "file; nothing was sent: check it, then drop both again"
+            )
+            return Prepared(kept, refusal=reason)
         if not stat.S_ISREG(result.st_mode):
             reason = f"params file {params_name}: not a regular file; moved as it is, never followed or read"
             return Prepared(kept, refusal=reason)
@@ -123,6 +179,16 @@ class ParamsFiles:
         except ParamsRefused as refused:
             return Prepared(kept, refusal=str(refused))
         return Prepared({**worked_out, **kept})
+
+    def _lookalike(self, feed: FeedSettings, name: str) -> str | None:
+        """A misnamed params file beside data file ``name`` in the drop folder, if any (:func:`lookalikes`)."""
+        for candidate in lookalikes(name):
+            try:
+                self.lstat(str(feed.drop_dir / candidate))
+            except OSError:
+                continue
+            return candidate
+        return None
 
     def scanned(self, feed: FeedSettings, skipped: Mapping[str, str], present: Mapping[str, Any], now: float) -> None:
         """After a full scan of ``feed``'s drop folder (``skipped``: names never taken and why; ``present``: the

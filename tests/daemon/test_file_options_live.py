@@ -258,3 +258,52 @@ def test_a_name_too_long_for_a_params_file_beside_it_has_none(spool: Spool) -> N
     prepared = ParamsFiles().prepare(feed, name, 0.0)
 
     assert prepared.hold_until is None and prepared.refusal is None and prepared.file_options is None
+
+
+@pytest.mark.parametrize("misnamed", ["enrollments.params.yaml", "enrollments.csv.params.yml"])
+def test_a_misnamed_params_file_refuses_its_data_file_instead_of_sending_it_with_the_feeds_options(
+    spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess], misnamed: str
+) -> None:
+    # Found by a new sysadmin: with a typo in its params file's name, a term's file went as a batch import for the
+    # feed's default term. Nothing is sent on a guess: the file is refused, naming both names.
+    spool.feed["allow_params"] = ["batch_mode_term_id"]
+    spool.drop_file(misnamed, b'batch_mode_term_id: "sis_term_id:2026SP"\n')
+    spool.drop_file("enrollments.csv", USERS)
+
+    process = run_once(spool, daemon_process)
+
+    assert process.process.returncode == 1, process.output()
+    assert creates(sandbox) == []
+    [data] = filed_data(spool, "failed")
+    sidecar = json.loads(data.with_name(data.name + ".result.json").read_text())
+    assert sidecar["reason_code"] == "params_refused"
+    assert f"a params file named {misnamed} lies beside enrollments.csv" in sidecar["reason"]
+    assert "enrollments.csv.params.yaml exactly" in sidecar["reason"]
+    assert (spool.drop / misnamed).exists()  # left for the operator to rename or remove
+
+
+def test_a_params_file_left_over_from_an_earlier_file_of_its_name_is_not_applied_to_the_next(spool: Spool) -> None:
+    # Found by a new sysadmin: a params file written after its file was claimed waited in drop/ and was applied to
+    # the next night's file of that name. It is said when it appears, and the next file is refused, not sent with it.
+    spool.feed["allow_params"] = ["override_sis_stickiness"]
+    feed = load_config(spool.write_config()).feeds[0]
+    params = ParamsFiles()
+    params.claimed(feed.name, "enrollments.csv", 100.0)
+    spool.drop_file("enrollments.csv.params.yaml", b"override_sis_stickiness: true\n")
+    skipped = {"enrollments.csv.params.yaml": "params_file"}
+    with capture_logs() as logs:
+        params.scanned(feed, skipped, {}, 104.0)
+    [late] = [line for line in logs if line["event"] == "params_file_after_its_file"]
+    assert late["log_level"] == "warning" and late["after_seconds"] == 4
+
+    spool.drop_file("enrollments.csv", USERS)  # the next night's file
+    next_night = 104.0 + 86_400
+    prepared = params.prepare(feed, "enrollments.csv", next_night + 5, seen_at=next_night)
+    assert prepared.refusal is not None and "left over" in prepared.refusal
+    assert prepared.file_options is not None and prepared.file_options["params_file"] == "enrollments.csv.params.yaml"
+
+    fresh = ParamsFiles()  # written just before its file, as the README says: applied
+    fresh.scanned(feed, skipped, {}, 200.0)
+    ready = fresh.prepare(feed, "enrollments.csv", 212.0, seen_at=201.0)
+    assert ready.refusal is None and ready.file_options is not None
+    assert ready.file_options["options"] == {"override_sis_stickiness": True}
