@@ -122,13 +122,11 @@ def work_out(
     options: dict[str, Any] = dict(feed.import_.set_options())
     sources = dict.fromkeys(options, FEED)
     warnings: list[str] = []
+    unmatched = False  # term_from_name is set and the name does not match it (a warning, below)
     if feed.term_from_name is not None:
         term = term_in_name(feed.term_from_name, name)
         if term is None:
-            warnings.append(
-                f"the file name does not match term_from_name {feed.term_from_name!r}: sent with the feed's own "
-                "options" + (" (no batch mode)" if not options.get("batch_mode") else "")
-            )
+            unmatched = True
         else:
             if options.get("batch_mode") is not True:
                 options["batch_mode"], sources["batch_mode"] = True, FILE_NAME
@@ -149,6 +147,10 @@ def work_out(
         where = f"params file {params_name}: " if params_name else "this file's options: "
         raise ParamsRefused(where + "; ".join(problems)) from None
     effective = checked.set_options()
+    if unmatched:  # say what was sent instead: a params file may have set batch mode itself
+        sent = "no term was taken from it" if params else "sent with the feed's own options"
+        no_batch = "" if params or effective.get("batch_mode") else " (no batch mode)"
+        warnings.append(f"the file name does not match term_from_name {feed.term_from_name!r}: {sent}{no_batch}")
     return {
         "options": effective,
         "sources": {key: sources[key] for key in effective},

@@ -102,9 +102,8 @@ def test_a_params_file_and_a_term_from_the_name_reach_canvas_as_the_import_s_opt
             "override_sis_stickiness": "params_file",
         },
         "params_file": courses_params.name,
-        "warnings": [
-            "the file name does not match term_from_name 'enrollments_{term}.csv': sent with the feed's own options "
-            "(no batch mode)"
+        "warnings": [  # batch mode came from the params file: the warning never says "no batch mode" then
+            "the file name does not match term_from_name 'enrollments_{term}.csv': no term was taken from it"
         ],
     }
     enrollments, enrollments_params = beside(done["enrollments_2026FA.csv"])
