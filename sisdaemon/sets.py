@@ -378,7 +378,7 @@ def retry_refusal(sidecar: Mapping[str, Any]) -> str | None:
     if not isinstance(found, Mapping) or role not in (CSV, MANIFEST):
         return None
     members = ", ".join(str(name) for name in found.get("members") or [])
-    where = f"a member of set {found.get('id')} ({members})"
+    where = f"a member of set {found.get('id')}" + (f" ({members})" if members else "")  # a manifest's alone: none
     if found.get("zip"):
         return f"{where}, sent as one import: retry the set's zip {found['zip']} to send its files together again"
     return f"{where}, refused whole ({sidecar.get('reason_code')}): drop the whole set again, files and manifest"

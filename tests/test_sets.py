@@ -203,3 +203,7 @@ def test_retry_of_a_member_alone_is_refused_naming_the_set_and_what_to_do_instea
     assert f"retry the set's zip {job.work_name}" in refusal
     assert sets.retry_refusal(sets.set_sidecar(shared, job)) is None  # the zip itself is sent again as one import
     assert sets.retry_refusal({"file": {"name": "users.csv"}}) is None
+    alone = {"file": {"name": "m.done", "role": "manifest"}, "reason_code": "manifest_invalid", "set": {"id": "f1"}}
+    assert sets.retry_refusal(alone) == (  # a manifest refused alone lists no member: no empty brackets
+        "a member of set f1, refused whole (manifest_invalid): drop the whole set again, files and manifest"
+    )
