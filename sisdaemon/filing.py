@@ -132,7 +132,9 @@ class Filer:
             folder=job.folder,
             outcome=str(job.outcome),
             reason_code=job.reason_code,
-            path=jobs.display_name(str(target)),
+            # A set refused before its zip was built has none: its members are in the folder, each with a sidecar.
+            path=jobs.display_name(str(target if os.path.lexists(target) else folder)),
+            **({"files": sets.summary(job)["members"]} if sets.is_set(job) else {}),
         )
         if self.on_event:
             self.on_event("filed", job)

@@ -160,6 +160,8 @@ def test_a_manifests_set_missing_a_file_after_the_timeout_goes_to_failed_whole_n
     assert not list(spool.drop.iterdir()) and not list(spool.work.iterdir())
     refused = [event for event in daemon.events() if event.get("event") == "set_refused"]
     assert [event["reason_code"] for event in refused] == ["manifest_incomplete"]
+    [filed] = [event for event in daemon.events() if event.get("event") == "file_filed"]
+    assert filed["path"] == str(spool.failed) and sorted(filed["files"]) == ["courses.csv", "users.csv"]  # no zip
     [member] = [path for path in spool.filed("failed") if path.name.endswith("_users.csv")]
     retried = sisdaemon("retry", "-c", str(spool.config), str(member))
     assert retried.returncode != 0 and member.exists()
