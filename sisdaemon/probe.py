@@ -26,6 +26,7 @@ from sisdaemon.heartbeat import Beat, heartbeat_path, read_heartbeat
 from sisdaemon.monitor import paused_feeds
 from sisdaemon.state import History, State, StateError, StateStore, history_path, is_locked, state_lock_path
 from sisdaemon.status import config_drift
+from sisdaemon.watcher import is_candidate_name
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -54,6 +55,9 @@ class FeedFacts:
     failed_files: int = 0  # in failed/, filed at or after ``failed_since`` (all when it is None)
     expect_file_every: float | None = None
     expect_success_every: float | None = None
+    #: the inode change time of the oldest file the feed would take that still waits in drop/ (renamed or written
+    #: into drop/ then: an mtime kept by ``rsync -t`` says nothing of its arrival); None when none waits
+    oldest_waiting_at: float | None = None
 
 
 @dataclass
@@ -112,6 +116,7 @@ def gather(settings: Settings, thresholds: Thresholds, config_file: ConfigFile |
             facts.damaged.append(str(error))
         except OSError as error:
             facts.unreadable = f"cannot read {error.filename}: {error.strerror or error}"
+        item.oldest_waiting_at = oldest_waiting(feed.drop_dir, feed.patterns)
         try:
             item.failed_files = files_in_failed(feed.failed_dir, thresholds.failed_since)
         except OSError as error:
@@ -159,6 +164,26 @@ def _gather_drift(facts: Facts, config_file: ConfigFile, problems: Sequence[str]
         facts.unreadable = f"cannot read {error.filename}: {error.strerror or error}"
 
 
+def oldest_waiting(folder: Path, patterns: Sequence[str]) -> float | None:
+    """The inode change time (seconds since the epoch) of the oldest file in drop folder ``folder`` that the daemon
+    would take (``patterns``; never-taken names left out), or None when there is none or it cannot be read (said by
+    the daemon and ``status``)."""
+    oldest: float | None = None
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not is_candidate_name(entry.name, patterns) or entry.is_dir(follow_symlinks=False):
+                    continue
+                try:
+                    changed = entry.stat(follow_symlinks=False).st_ctime
+                except OSError:
+                    continue
+                oldest = changed if oldest is None else min(oldest, changed)
+    except OSError:
+        return None
+    return oldest
+
+
 def files_in_failed(folder: Path, since: float | None) -> int:
     """How many files wait in ``folder`` (failed/): each sidecar whose file is still beside it, filed (the sidecar
     written) at or after ``since`` when given. Raises OSError."""
@@ -177,11 +202,11 @@ def files_in_failed(folder: Path, since: float | None) -> int:
 
 def judge(facts: Facts, thresholds: Thresholds, now: float) -> Verdict:
     """The verdict (pure). CRITICAL: the daemon is not running or its loop is stuck, a credential or configuration
-    fault stands, a feed is held, a file is claimed for more than ``stuck_critical``, the state is damaged, or the
-    config file on disk would fail at start. WARNING: Canvas is failing or throttling, a feed is paused or stale, a
-    file is claimed for more than ``stuck_warning``, files were filed in failed/ since ``failed_since``, the config
-    file changed since the daemon loaded it, or keys of it wait for a restart. UNKNOWN: the state cannot be
-    read."""
+    fault stands, a feed is held, a file is claimed (or waits in drop/) for more than ``stuck_critical``, the state
+    is damaged, or the config file on disk would fail at start. WARNING: Canvas is failing or throttling, a feed is
+    paused or stale, a file is claimed (or waits in drop/) for more than ``stuck_warning``, files were filed in
+    failed/ since ``failed_since``, the config file changed since the daemon loaded it, or keys of it wait for a
+    restart. UNKNOWN: the state cannot be read."""
     if facts.unreadable:
         return Verdict(UNKNOWN, (facts.unreadable,), ())
     problems: list[tuple[int, str]] = []
@@ -211,6 +236,16 @@ def judge(facts: Facts, thresholds: Thresholds, now: float) -> Verdict:
     if stuck:
         level = CRITICAL if oldest_age > thresholds.stuck_critical else WARNING
         problems.append((level, f"import stuck for {format_duration(oldest_age)} (feeds {', '.join(stuck)})"))
+    waiting = [
+        (now - feed.oldest_waiting_at, feed.name)
+        for feed in facts.feeds
+        if feed.oldest_waiting_at is not None and now - feed.oldest_waiting_at > thresholds.stuck_warning
+    ]
+    if waiting:  # a backlog, a paused feed, or files nothing will take (a manifest that never came)
+        age = max(waited for waited, _ in waiting)
+        level = CRITICAL if age > thresholds.stuck_critical else WARNING
+        names = ", ".join(sorted(name for _, name in waiting))
+        problems.append((level, f"files waiting in drop/ for {format_duration(age)} (feeds {names}): see status"))
     stale = 0
     for feed in facts.feeds:
         for verdict in judge_freshness(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sisdaemon.heartbeat import Beat
-from sisdaemon.probe import CRITICAL, OK, UNKNOWN, WARNING, Facts, FeedFacts, Thresholds, judge
+from sisdaemon.probe import CRITICAL, OK, UNKNOWN, WARNING, Facts, FeedFacts, Thresholds, judge, oldest_waiting
 
 NOW = 1_800_000_000.0
 
@@ -49,3 +51,24 @@ def test_a_stale_feed_counts_from_the_daemon_s_start_when_it_never_had_a_file() 
 def test_an_unreadable_state_is_unknown() -> None:
     verdict = judge(Facts(unreadable="cannot read the state: /x: Permission denied"), Thresholds(), NOW)
     assert verdict.code == UNKNOWN and verdict.line().startswith("SISDAEMON UNKNOWN - cannot read the state")
+
+
+def test_files_waiting_in_drop_past_the_stuck_thresholds_warn_then_turn_critical() -> None:
+    # Files nothing takes (a manifest that never came, a paused feed, a backlog) must not leave the probe green.
+    def waited(seconds: float) -> Facts:
+        return running(feeds=[FeedFacts("a", oldest_waiting_at=NOW - seconds)])
+
+    assert judge(waited(3600), Thresholds(), NOW).code == OK
+    warned = judge(waited(5 * 3600), Thresholds(), NOW)
+    assert warned.code == WARNING and warned.problems == ("files waiting in drop/ for 5h (feeds a): see status",)
+    assert judge(waited(25 * 3600), Thresholds(), NOW).code == CRITICAL
+
+
+def test_the_oldest_waiting_file_is_the_oldest_one_the_feed_would_take(tmp_path: Path) -> None:
+    assert oldest_waiting(tmp_path, ("*.csv",)) is None
+    for name in ("users.csv", ".users.csv.tmp", "notes.txt", "users.csv.params.yaml"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "sub.csv").mkdir()
+    taken = (tmp_path / "users.csv").stat().st_ctime
+    assert oldest_waiting(tmp_path, ("*.csv",)) == taken
+    assert oldest_waiting(tmp_path / "gone", ("*.csv",)) is None
