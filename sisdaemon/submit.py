@@ -87,7 +87,7 @@ def submit(
     settings: Settings, config_path: Path, file: Path, *, feed_name: str | None, wait: bool, max_wait: float
 ) -> int:
     """Submit ``file`` through feed ``feed_name`` (default: the first). Returns the exit code: 0 done/, 1 failed/,
-    3 gave up waiting, 2 bad arguments."""
+    3 gave up waiting, 2 bad arguments (a manifest feed included: it takes only what a manifest lists)."""
     feeds = {feed.name: feed for feed in settings.feeds}
     feed = feeds.get(feed_name) if feed_name else settings.feeds[0]
     if feed is None:
@@ -95,6 +95,12 @@ def submit(
         return 2
     if not file.is_file():
         print(f"sisdaemon submit: {file} is not a readable regular file")
+        return 2
+    if feed.manifest is not None:  # no manifest can list the hand-over name: it would wait in drop/ for ever
+        print(
+            f"sisdaemon submit: feed {feed.name} takes files only as a set its manifest ({feed.manifest}) lists; "
+            f"drop the files and their manifest into {feed.drop_dir} instead"
+        )
         return 2
     if not is_candidate_name(file.name, feed.patterns):
         print(

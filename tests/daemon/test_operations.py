@@ -260,6 +260,17 @@ def test_submit_refuses_a_name_the_daemon_would_never_take(spool: Spool, tmp_pat
     assert list(spool.drop.iterdir()) == []
 
 
+def test_submit_refuses_a_manifest_feed_as_no_manifest_can_list_the_file(spool: Spool, tmp_path: Path) -> None:
+    # Found by a new sysadmin: through a running daemon it waited in drop/ for ever (a manifest lists dropped names,
+    # never the hand-over name); with none it went alone, past the manifest.
+    spool.feed["manifest"] = "*.done"
+    users = tmp_path / "users.csv"
+    users.write_bytes(USERS)
+    result = sisdaemon("submit", "-c", str(spool.write_config()), str(users), "--wait")
+    assert result.returncode == 2 and "manifest (*.done)" in result.stdout and str(spool.drop) in result.stdout
+    assert list(spool.drop.iterdir()) == []
+
+
 def test_systemd_hears_ready_and_stopping_on_its_notify_socket(
     spool: Spool, sandbox: Sandbox, daemon_process: Callable[..., DaemonProcess]
 ) -> None:
