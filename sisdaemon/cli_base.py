@@ -76,24 +76,9 @@ def _with_recipe(problem: str, settings: Settings, args: argparse.Namespace) -> 
     return f"{problem}; sisdaemon {args.command} needs the token here: run it as {owner}{how}"
 
 
-def load_settings(
-    args: argparse.Namespace,
-    *,
-    token_required: bool = True,
-    token_used: bool = True,
-    writes: bool = True,
-    create_work_dirs: bool = True,
-    hooks: bool = False,
-) -> Settings:
-    """:func:`load_checked`'s settings alone (same arguments, same errors)."""
-    return load_checked(
-        args,
-        token_required=token_required,
-        token_used=token_used,
-        writes=writes,
-        create_work_dirs=create_work_dirs,
-        hooks=hooks,
-    )[0]
+def load_settings(args: argparse.Namespace, **checks: bool) -> Settings:
+    """:func:`load_checked`'s settings alone (the same keyword arguments, the same errors)."""
+    return load_checked(args, **checks)[0]
 
 
 def load_checked(
