@@ -13,13 +13,14 @@ next), and a set that has them all is taken at once (it cannot grow; a backlog g
 regular, non-empty ``.csv`` files are collected: a zip, an empty file or a FIFO is taken alone, as without
 collecting, and so is a set of one.
 
-Manifests (:func:`parse_manifest`): UTF-8 text, one file name a line; blank lines and lines starting with ``#`` are
-skipped, spaces around a name are dropped; each name is a plain name of a ``.csv`` file in the same drop folder
+Manifests (:func:`parse_manifest`): UTF-8 text (or UTF-16 with its BOM), one file name a line; blank lines and lines
+starting with ``#`` are skipped, spaces around a name are dropped; each name is a plain name of a ``.csv`` file in the same drop folder
 (no ``/``, no leading dot) that the feed's patterns take.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -122,16 +123,19 @@ class ManifestError(ValueError):
 def parse_manifest(data: bytes, *, takes: Callable[[str], bool]) -> tuple[str, ...]:
     """The file names a manifest lists, in its order, each once (format: the module's docstring).
 
-    ``takes(name)``: whether the feed takes a file of that name (its patterns; no temp or dot name). Raises
-    ManifestError: too large (over :data:`MANIFEST_MAX_BYTES`), not UTF-8, a line that is a path or names a file
+    ``takes(name)``: whether the feed takes a file of that name (its patterns; no temp or dot name). The text is
+    UTF-8 (a BOM allowed), or UTF-16 when it starts with a UTF-16 BOM. Raises ManifestError: too large (over
+    :data:`MANIFEST_MAX_BYTES`), not UTF-8 (or UTF-16 after its BOM), a line that is a path or names a file
     the feed does not take or that is not a CSV, no names at all, or more than :data:`MAX_SET_FILES`.
     """
     if len(data) > MANIFEST_MAX_BYTES:
         raise ManifestError(f"larger than {MANIFEST_MAX_BYTES} bytes: a manifest lists file names only")
+    # UTF-16 with its BOM is what PowerShell 5's Out-File and ">" write on a Windows upstream: read it as such.
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-16" if utf16 else "utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ManifestError(f"not UTF-8 text (byte {error.start})") from None
+        raise ManifestError(f"not {'UTF-16' if utf16 else 'UTF-8'} text (byte {error.start})") from None
     names: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
         name = line.strip()

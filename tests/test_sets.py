@@ -3,6 +3,7 @@ its set is taken or refused, and the set's job and sidecars."""
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import pytest
@@ -74,13 +75,23 @@ def test_a_manifest_lists_names_one_a_line_with_blank_lines_and_comments() -> No
         (b"bundle.zip\n", "not a .csv file"),
         (b".hidden.csv\n", "not a name this feed takes"),
         (b"# nothing\n\n", "lists no file"),
-        (b"\xff\xfe\n", "not UTF-8"),
+        (b"users\xc3(.csv\n", "not UTF-8"),
+        (b"\xff\xfe\x00\xd8\n\x00", "not UTF-16"),  # a BOM, then a lone surrogate
         (b"x" * (sets.MANIFEST_MAX_BYTES + 1), "larger than"),
     ],
 )
 def test_a_manifest_that_cannot_be_used_is_refused_naming_the_line(text: bytes, message: str) -> None:
     with pytest.raises(ManifestError, match=message.replace("\\", "\\\\").replace(".", r"\.").replace("(", r"\(")):
         sets.parse_manifest(text, takes=takes)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_manifest_with_its_bom_as_powershell_5_writes_it_is_read(encoding: str) -> None:
+    text = "users.csv\r\ncourses.csv\r\n"
+    data = text.encode(encoding)
+    if encoding != "utf-16":  # the plain codec writes its BOM itself
+        data = (codecs.BOM_UTF16_LE if encoding.endswith("le") else codecs.BOM_UTF16_BE) + data
+    assert sets.parse_manifest(data, takes=takes) == ("users.csv", "courses.csv")
 
 
 def test_a_manifest_naming_a_file_outside_the_feeds_patterns_is_refused() -> None:
