@@ -14,8 +14,8 @@ regular, non-empty ``.csv`` files are collected: a zip, an empty file or a FIFO 
 collecting, and so is a set of one.
 
 Manifests (:func:`parse_manifest`): UTF-8 text (or UTF-16 with its BOM), one file name a line; blank lines and lines
-starting with ``#`` are skipped, spaces around a name are dropped; each name is a plain name of a ``.csv`` file in the same drop folder
-(no ``/``, no leading dot) that the feed's patterns take.
+starting with ``#`` are skipped, spaces around a name are dropped; each name is a plain name of a ``.csv`` file in
+the same drop folder (no ``/``, no leading dot) that the feed's patterns take.
 """
 
 from __future__ import annotations
