@@ -25,8 +25,7 @@ from sisdaemon.freshness import newest
 from sisdaemon.heartbeat import Beat, heartbeat_path, read_heartbeat
 from sisdaemon.monitor import paused_feeds
 from sisdaemon.state import History, State, StateError, StateStore, history_path, is_locked, state_lock_path
-from sisdaemon.status import config_drift
-from sisdaemon.watcher import is_candidate_name
+from sisdaemon.status import config_drift, drop_queue
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -165,23 +164,10 @@ def _gather_drift(facts: Facts, config_file: ConfigFile, problems: Sequence[str]
 
 
 def oldest_waiting(folder: Path, patterns: Sequence[str]) -> float | None:
-    """The inode change time (seconds since the epoch) of the oldest file in drop folder ``folder`` that the daemon
-    would take (``patterns``; never-taken names left out), or None when there is none or it cannot be read (said by
-    the daemon and ``status``)."""
-    oldest: float | None = None
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if not is_candidate_name(entry.name, patterns) or entry.is_dir(follow_symlinks=False):
-                    continue
-                try:
-                    changed = entry.stat(follow_symlinks=False).st_ctime
-                except OSError:
-                    continue
-                oldest = changed if oldest is None else min(oldest, changed)
-    except OSError:
-        return None
-    return oldest
+    """The arrival (inode change time, seconds since the epoch) of the oldest file in drop folder ``folder`` the
+    daemon would take (status.drop_queue), or None when there is none or it cannot be read (said by the daemon)."""
+    queue = drop_queue(folder, patterns)
+    return None if queue is None else queue[1]
 
 
 def files_in_failed(folder: Path, since: float | None) -> int:

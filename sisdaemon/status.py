@@ -62,17 +62,32 @@ def last_finished(history: History | None, count: int = LAST_FINISHED_SHOWN) -> 
     ]
 
 
-def waiting_in_drop(feed: FeedSettings) -> int | None:
-    """How many files in the feed's drop folder the daemon would take (the queue); None if it cannot be read."""
+def drop_queue(folder: Path, patterns: Sequence[str]) -> tuple[int, float | None] | None:
+    """The files in drop folder ``folder`` the daemon would take (``patterns``; never-taken names left out): how
+    many, and the inode change time (seconds since the epoch) of the oldest, None when none waits (its arrival: the
+    rename into drop/ sets it, while an mtime kept by ``rsync -t`` says nothing of it). None when the folder cannot
+    be read (said by the daemon)."""
+    count, oldest = 0, None
     try:
-        with os.scandir(feed.drop_dir) as entries:
-            return sum(
-                1
-                for entry in entries
-                if is_candidate_name(entry.name, feed.patterns) and not entry.is_dir(follow_symlinks=False)
-            )
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not is_candidate_name(entry.name, patterns) or entry.is_dir(follow_symlinks=False):
+                    continue
+                count += 1
+                try:
+                    changed = entry.stat(follow_symlinks=False).st_ctime
+                except OSError:
+                    continue  # gone since it was listed
+                oldest = changed if oldest is None else min(oldest, changed)
     except OSError:
         return None
+    return count, oldest
+
+
+def waiting_in_drop(feed: FeedSettings) -> int | None:
+    """How many files in the feed's drop folder the daemon would take (the queue); None if it cannot be read."""
+    queue = drop_queue(feed.drop_dir, feed.patterns)
+    return None if queue is None else queue[0]
 
 
 #: How many names left in a drop folder that will never be taken ``status`` lists per feed (it counts them all).
